@@ -1,0 +1,584 @@
+//! The safe Rust API: open and close protocols, modes, and the per-handle record of what a
+//! handle holds.
+//!
+//! Owns: header fields 64..96 (init epoch, mode, exclusive holder) and the lifetime and init lock
+//! bytes.
+//!
+//! **Open.** Under the init byte (exclusive, waited for; read-only openers take it shared) the
+//! first handle of a process tries the lifetime byte exclusively. Winning proves that no other
+//! process is attached: the opener validates the header and re-initializes it when it is absent or
+//! corrupt, or else clears every owner record left by dead processes; then it converts the byte to
+//! shared in place (or keeps it exclusive in EXCLUSIVE mode). Losing means others are attached: it
+//! takes the byte shared and validates the header, refusing a corrupt one with `TSHM_CORRUPT`.
+//! The init byte makes "win, initialize, downgrade" atomic with respect to other openers, so two
+//! simultaneous first openers can never both initialize.
+//!
+//! **Close.** The last handle of a process takes the init byte and tries to convert its shared
+//! lifetime lock to exclusive in place. Winning proves it is the last process; it runs the
+//! caller's last-close hook while still holding everything, then releases. Two closers can never
+//! both win, and a newcomer waits on the init byte instead of initializing under a closer.
+//!
+//! Handles of one process share one [`Node`]; the lifetime byte is held on behalf of the node
+//! (lock-table holder 0) and the node's `attached` record says how many handles use it.
+//!
+//! A handle may be used from several threads at once; [`Coordinator::close`] needs exclusive
+//! access. A handle inherited across `fork()` refuses every call but `close`, which then only
+//! frees memory in the child.
+
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::lock::{Backend, Kind};
+use crate::node::{fork_gen, HandleId, Node};
+use crate::region;
+use crate::slots::{self, Ident, Role};
+use crate::snapshot::{tshm_snapshot, Latch};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Lock-table holder id of the node itself (for the lifetime byte).
+const NODE_HOLDER: HandleId = 0;
+
+/// How to open a sidecar.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Single-process mode: the lifetime byte is held exclusively for the handle's life.
+    pub exclusive: bool,
+    /// Never write the sidecar; never create it (a missing one is [`Error::NotFound`]).
+    pub readonly: bool,
+    /// Allow a sidecar on a network filesystem.
+    pub allow_netfs: bool,
+    /// Force the POSIX lock backend (`TSHM_LOCK_BACKEND=posix` does the same).
+    pub posix_locks: bool,
+    /// Reader slots of a new sidecar (0: default).
+    pub reader_slots: u32,
+    /// Reader strategy of a new sidecar: [`READERS_CAS`] or [`READERS_BYTELOCK`].
+    pub reader_strategy: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            exclusive: false,
+            readonly: false,
+            allow_netfs: false,
+            posix_locks: false,
+            reader_slots: DEFAULT_READERS,
+            reader_strategy: READERS_CAS,
+        }
+    }
+}
+
+/// A handle's facts, filled by `tshm_info_get()`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct tshm_info {
+    /// `TSHM_MODE_SHARED` or `TSHM_MODE_EXCLUSIVE`.
+    pub mode: u32,
+    /// `TSHM_BACKEND_OFD` or `TSHM_BACKEND_POSIX`.
+    pub backend: u32,
+    /// `TSHM_READERS_CAS` or `TSHM_READERS_BYTELOCK`.
+    pub reader_strategy: u32,
+    /// Number of reader slots.
+    pub reader_slots: u32,
+    /// Number of instance slots.
+    pub instance_slots: u32,
+    /// This handle's instance index (`UINT32_MAX` for a read-only handle, which has none).
+    pub instance: u32,
+    /// Process id that opened the handle.
+    pub pid: u32,
+    /// 1 when the handle is read-only.
+    pub readonly: i32,
+    /// 1 when this open found no other process attached and (re)initialized the sidecar's shared
+    /// state: the engine should rebuild what it keeps there (e.g. its frame index) from its WAL.
+    pub initialized: i32,
+    /// Reserved; 0.
+    pub reserved: i32,
+    /// How many times a first opener has (re)initialized this sidecar.
+    pub init_epoch: u64,
+}
+
+/// `tshm_info.mode`: several processes may attach.
+pub const TSHM_MODE_SHARED: u32 = 1;
+/// `tshm_info.mode`: one process holds the sidecar exclusively.
+pub const TSHM_MODE_EXCLUSIVE: u32 = 2;
+/// `tshm_info.backend`: Linux open-file-description locks.
+pub const TSHM_BACKEND_OFD: u32 = 1;
+/// `tshm_info.backend`: POSIX process-associated record locks.
+pub const TSHM_BACKEND_POSIX: u32 = 2;
+
+#[derive(Default)]
+struct Held {
+    writer: bool,
+    ckpt: bool,
+    /// A role acquisition in progress on another thread of this handle.
+    pending: [bool; 2],
+    readers: Vec<u32>,
+}
+
+/// One open handle on a sidecar.
+pub struct Coordinator {
+    node: Arc<Node>,
+    hid: HandleId,
+    ident: Option<Ident>,
+    fork_gen: u64,
+    exclusive: bool,
+    initialized: bool,
+    held: Mutex<Held>,
+    closed: std::sync::atomic::AtomicBool,
+    closing: std::sync::atomic::AtomicBool,
+}
+
+fn next_hid() -> HandleId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Relaxed)
+}
+
+fn map_and_validate(node: &Node, writable: bool) -> std::result::Result<region::Shm, Error> {
+    let len = region::file_len(node.fd())?;
+    if len < PAGE {
+        return Err(Error::Corrupt(format!("sidecar is {len} bytes, shorter than its header")));
+    }
+    region::Shm::map(node.fd(), len, writable)
+}
+
+impl Coordinator {
+    /// Opens (creating when needed) the sidecar `<db_path>-tshm` and attaches this handle.
+    pub fn open(db_path: &Path, opts: &Options) -> Result<Coordinator> {
+        if opts.readonly && opts.exclusive {
+            return Err(Error::Misuse("a read-only handle cannot hold the sidecar exclusively".into()));
+        }
+        if opts.reader_strategy > READERS_BYTELOCK {
+            return Err(Error::Misuse(format!("unknown reader strategy {}", opts.reader_strategy)));
+        }
+        let readers = if opts.reader_slots == 0 { DEFAULT_READERS } else { opts.reader_slots };
+        if !(MIN_READERS..=MAX_READERS).contains(&readers) {
+            return Err(Error::Misuse(format!("reader_slots {readers} outside {MIN_READERS}..={MAX_READERS}")));
+        }
+        if !opts.allow_netfs {
+            let dir = match db_path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            region::check_local_fs(dir)?;
+        }
+        let forced = opts.posix_locks.then_some(Backend::Posix);
+        let node = Node::get(db_path, opts.readonly, !opts.readonly, forced)?;
+        let hid = next_hid();
+        let readonly = opts.readonly || !node.writable;
+        if readonly && opts.exclusive {
+            return Err(Error::ReadOnly("the sidecar is read-only; EXCLUSIVE mode needs to write it".into()));
+        }
+        let (ident, initialized) = {
+            let _serial = node.open_close.lock().unwrap_or_else(|e| e.into_inner());
+            let init_kind = if node.writable { Kind::Exclusive } else { Kind::Shared };
+            node.lock_wait(hid, LOCK_INIT, init_kind)?;
+            let r = Self::attach(&node, hid, opts, readers, readonly);
+            node.unlock(hid, LOCK_INIT)?;
+            r?
+        };
+        Ok(Coordinator {
+            node,
+            hid,
+            ident,
+            fork_gen: fork_gen(),
+            exclusive: opts.exclusive,
+            initialized,
+            held: Mutex::new(Held::default()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The open protocol proper, run under the init byte.
+    fn attach(node: &Arc<Node>, hid: HandleId, opts: &Options, readers: u32, readonly: bool) -> Result<(Option<Ident>, bool)> {
+        let mut att = node.attached.lock().unwrap_or_else(|e| e.into_inner());
+        let mut initialized = false;
+        let first = att.handles == 0;
+        if !first && att.exclusive != opts.exclusive {
+            return Err(Error::Conflict(format!(
+                "this process already has the sidecar open in {} mode",
+                if att.exclusive { "EXCLUSIVE" } else { "SHARED" }
+            )));
+        }
+        if first {
+            let alone = !readonly && node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive)?;
+            let r = if alone {
+                Self::first_open(node, opts, readers).map(|_| initialized = true)
+            } else {
+                Self::join(node, opts, readonly)
+            };
+            if let Err(e) = r {
+                node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
+                return Err(e);
+            }
+        }
+        let ident = if readonly {
+            None
+        } else {
+            match slots::claim_instance(node, hid) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    if first {
+                        node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        let m = node.mapped()?;
+        if let (Some(id), true, true) = (&ident, first, opts.exclusive) {
+            m.shm.u64(H_EXCL_NONCE).store(id.nonce, Relaxed);
+            m.shm.u64(H_EXCL_ID).store(id.owner_id(), Release);
+        }
+        att.handles += 1;
+        att.exclusive = opts.exclusive;
+        Ok((ident, initialized))
+    }
+
+    /// Alone (lifetime byte exclusive): validate or (re)initialize, reset stale owners, then
+    /// downgrade in place unless EXCLUSIVE.
+    fn first_open(node: &Node, opts: &Options, readers: u32) -> Result<()> {
+        let existing = match map_and_validate(node, true) {
+            Ok(shm) => region::read_header(&shm).ok().map(|g| (shm, g)),
+            Err(Error::Corrupt(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let mapped = match existing {
+            Some((shm, geom)) => {
+                let _ = node.mapped.set(crate::node::Mapped { shm, geom });
+                slots::reset_all(node)?;
+                node.mapped()?
+            }
+            None => {
+                let geom = Geometry::new(readers, opts.reader_strategy, DEFAULT_INSTANCES);
+                region::grow(node.fd(), geom.base_len)?;
+                let len = region::file_len(node.fd())?.max(geom.base_len);
+                let shm = region::Shm::map(node.fd(), len, true)?;
+                region::write_header(&shm, &geom);
+                let _ = node.mapped.set(crate::node::Mapped { shm, geom });
+                node.mapped()?
+            }
+        };
+        let shm = &mapped.shm;
+        shm.u64(H_INIT_EPOCH).fetch_add(1, Relaxed);
+        shm.u32(H_MODE).store(if opts.exclusive { MODE_EXCLUSIVE } else { MODE_SHARED }, Release);
+        if !opts.exclusive && !node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)? {
+            return Err(Error::Internal("converting the lifetime lock to shared in place failed".into()));
+        }
+        Ok(())
+    }
+
+    /// Others are attached: join them, or report the mode conflict.
+    fn join(node: &Node, opts: &Options, readonly: bool) -> Result<()> {
+        let shared = !opts.exclusive && node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)?;
+        let shm = map_and_validate(node, !readonly)?;
+        let geom = region::read_header(&shm);
+        if !shared {
+            let msg = Self::conflict_message(node, &shm, geom.as_ref().ok(), opts.exclusive);
+            if let Ok(g) = geom {
+                let _ = node.mapped.set(crate::node::Mapped { shm, geom: g });
+            }
+            return Err(Error::Conflict(msg));
+        }
+        let geom = geom.map_err(Error::Corrupt)?;
+        let _ = node.mapped.set(crate::node::Mapped { shm, geom });
+        Ok(())
+    }
+
+    fn conflict_message(node: &Node, shm: &region::Shm, geom: Option<&Geometry>, want_exclusive: bool) -> String {
+        if want_exclusive {
+            let mut pids: Vec<u32> = Vec::new();
+            if let Some(g) = geom {
+                for i in 0..g.instances {
+                    let id = shm.u64(g.instance(i)).load(Acquire);
+                    if id != 0 && node.held_anywhere(LOCK_INSTANCE_BASE + i as u64).unwrap_or(false) {
+                        pids.push((id >> 32) as u32);
+                    }
+                }
+            }
+            pids.sort_unstable();
+            pids.dedup();
+            if pids.is_empty() {
+                "cannot open EXCLUSIVE: other processes have the sidecar open".into()
+            } else {
+                format!(
+                    "cannot open EXCLUSIVE: the sidecar is open in SHARED mode by pid {}",
+                    pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", pid ")
+                )
+            }
+        } else {
+            let id = shm.u64(H_EXCL_ID).load(Acquire);
+            if shm.u32(H_MODE).load(Acquire) == MODE_EXCLUSIVE && id != 0 {
+                format!("the sidecar is open EXCLUSIVE by pid {}", id >> 32)
+            } else {
+                "the sidecar is held exclusively by another process".into()
+            }
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.closed.load(Relaxed) {
+            return Err(Error::Misuse("handle is closed".into()));
+        }
+        if self.fork_gen != fork_gen() {
+            return Err(Error::Misuse(
+                "handle was opened by the parent process; after fork() the child may only close it".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn ident(&self) -> Result<&Ident> {
+        self.ident.as_ref().ok_or_else(|| Error::ReadOnly("a read-only handle cannot take roles or reader slots".into()))
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This handle's facts.
+    pub fn info(&self) -> Result<tshm_info> {
+        self.check()?;
+        let m = self.node.mapped()?;
+        Ok(tshm_info {
+            mode: if self.exclusive { MODE_EXCLUSIVE } else { MODE_SHARED },
+            backend: match self.node.backend {
+                Backend::Ofd => TSHM_BACKEND_OFD,
+                Backend::Posix => TSHM_BACKEND_POSIX,
+            },
+            reader_strategy: m.geom.reader_strategy,
+            reader_slots: m.geom.readers,
+            instance_slots: m.geom.instances,
+            instance: self.ident.map_or(u32::MAX, |i| i.instance),
+            pid: std::process::id(),
+            readonly: self.ident.is_none() as i32,
+            initialized: self.initialized as i32,
+            reserved: 0,
+            init_epoch: m.shm.u64(H_INIT_EPOCH).load(Relaxed),
+        })
+    }
+
+    /// The current published snapshot. Lock-free.
+    pub fn snapshot(&self) -> Result<tshm_snapshot> {
+        self.check()?;
+        Ok(Latch { shm: &self.node.mapped()?.shm }.read())
+    }
+
+    /// Publishes the fields of `snap` named by `mask`; the handle must hold the writer or the
+    /// checkpointer role. Returns the snapshot as published.
+    pub fn publish(&self, snap: &tshm_snapshot, mask: u32) -> Result<tshm_snapshot> {
+        self.check()?;
+        let id = self.ident()?;
+        {
+            let h = self.held();
+            if !h.writer && !h.ckpt {
+                return Err(Error::Misuse("publishing needs the writer or checkpointer role".into()));
+            }
+        }
+        if mask & !crate::snapshot::TSHM_SNAP_ALL != 0 {
+            return Err(Error::Misuse(format!("unknown snapshot field bits {:#x}", mask & !crate::snapshot::TSHM_SNAP_ALL)));
+        }
+        let node = &self.node;
+        Latch { shm: &node.mapped()?.shm }.publish(snap, mask, id.tag(), |t| slots::tag_alive(node, t))
+    }
+
+    fn role_flag(h: &mut Held, role: Role) -> (&mut bool, &mut bool) {
+        match role {
+            Role::Writer => (&mut h.writer, &mut h.pending[0]),
+            Role::Checkpointer => (&mut h.ckpt, &mut h.pending[1]),
+        }
+    }
+
+    /// Takes the writer or checkpointer role, waiting up to `timeout_ms` (0: try once).
+    pub fn acquire(&self, role: Role, timeout_ms: u32) -> Result<()> {
+        self.check()?;
+        let id = *self.ident()?;
+        {
+            let mut h = self.held();
+            let (held, pending) = Self::role_flag(&mut h, role);
+            if *held || *pending {
+                return Err(Error::Misuse(format!("this handle already holds the {} role", role.name())));
+            }
+            *pending = true;
+        }
+        let r = slots::role_acquire(&self.node, &id, role, timeout_ms);
+        let mut h = self.held();
+        let (held, pending) = Self::role_flag(&mut h, role);
+        *pending = false;
+        *held = r.is_ok();
+        r
+    }
+
+    /// Releases a role this handle holds.
+    pub fn release(&self, role: Role) -> Result<()> {
+        self.check()?;
+        let id = *self.ident()?;
+        let mut h = self.held();
+        let (held, _) = Self::role_flag(&mut h, role);
+        if !*held {
+            return Err(Error::Misuse(format!("this handle does not hold the {} role", role.name())));
+        }
+        *held = false;
+        slots::role_release(&self.node, &id, role)
+    }
+
+    /// Claims a reader slot pinning the current snapshot. Returns the slot and the snapshot.
+    pub fn reader_begin(&self) -> Result<(u32, tshm_snapshot)> {
+        self.check()?;
+        let id = *self.ident()?;
+        let (slot, snap) = slots::reader_begin(&self.node, &id)?;
+        self.held().readers.push(slot);
+        Ok((slot, snap))
+    }
+
+    /// Releases a reader slot this handle holds.
+    pub fn reader_end(&self, slot: u32) -> Result<()> {
+        self.check()?;
+        let id = *self.ident()?;
+        {
+            let mut h = self.held();
+            let Some(pos) = h.readers.iter().position(|s| *s == slot) else {
+                return Err(Error::Misuse(format!("this handle does not hold reader slot {slot}")));
+            };
+            h.readers.swap_remove(pos);
+        }
+        slots::reader_end(&self.node, &id, slot)
+    }
+
+    /// The oldest frame pinned by a live reader, or [`NO_FRAME`].
+    pub fn min_reader_frame(&self) -> Result<u64> {
+        self.check()?;
+        slots::min_reader_frame(&self.node)
+    }
+
+    /// Who holds `role` (0 lifetime, 1 writer, 2 checkpointer, 3 + i reader slot i).
+    pub fn owner(&self, role: u32) -> Result<slots::tshm_owner_info> {
+        self.check()?;
+        slots::owner(&self.node, role)
+    }
+
+    /// Live instances attached to the sidecar, as (pid, instance).
+    pub fn live_instances(&self) -> Result<Vec<(u32, u32)>> {
+        self.check()?;
+        slots::live_instances(&self.node)
+    }
+
+    fn release_everything(&self) -> Result<()> {
+        let Some(id) = self.ident else { return Ok(()) };
+        let (writer, ckpt, readers) = {
+            let mut h = self.held();
+            let r = (h.writer, h.ckpt, std::mem::take(&mut h.readers));
+            h.writer = false;
+            h.ckpt = false;
+            r
+        };
+        for slot in readers {
+            slots::reader_end(&self.node, &id, slot)?;
+        }
+        if writer {
+            slots::role_release(&self.node, &id, Role::Writer)?;
+        }
+        if ckpt {
+            slots::role_release(&self.node, &id, Role::Checkpointer)?;
+        }
+        Ok(())
+    }
+
+    /// Detaches the handle, releasing everything it holds. Returns whether it was the last
+    /// handle of the last process attached; in that case `on_last` ran first, with this handle
+    /// still fully usable and every other opener held off.
+    pub fn close(self, on_last: impl FnOnce(&Coordinator)) -> Result<bool> {
+        self.shutdown(on_last)
+    }
+
+    /// [`Coordinator::close`] for callers that cannot give up ownership (the C API, `Drop`).
+    /// The handle refuses every call afterwards.
+    pub fn shutdown(&self, on_last: impl FnOnce(&Coordinator)) -> Result<bool> {
+        if self.closing.swap(true, AcqRel) {
+            return Err(Error::Misuse("handle is already closed or closing".into()));
+        }
+        self.closed.store(true, Release);
+        if self.fork_gen != fork_gen() {
+            return Ok(false); // inherited: the parent's locks and records are not ours to touch
+        }
+        let node = self.node.clone();
+        let _serial = node.open_close.lock().unwrap_or_else(|e| e.into_inner());
+        let mut result = self.release_everything();
+        let last_here = node.attached.lock().unwrap_or_else(|e| e.into_inner()).handles == 1;
+        let mut was_last = false;
+        if last_here && self.ident.is_some() {
+            node.lock_wait(self.hid, LOCK_INIT, Kind::Exclusive)?;
+            if node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive)? {
+                was_last = true;
+                self.closed.store(false, Release);
+                on_last(self);
+                self.closed.store(true, Release);
+                result = result.and(self.release_everything());
+                if let Ok(m) = node.mapped() {
+                    m.shm.u64(H_EXCL_ID).store(0, Relaxed);
+                    m.shm.u32(H_MODE).store(0, Release);
+                }
+            }
+        }
+        if let Some(id) = &self.ident {
+            result = result.and(slots::release_instance(&node, id));
+        }
+        // The lifetime byte goes before the init byte: a newcomer waiting on init must find it
+        // free (and initialize) or shared, never still exclusive.
+        if last_here {
+            result = result.and(node.unlock(NODE_HOLDER, LOCK_LIFETIME).map(|_| ()));
+        }
+        result = result.and(node.unlock_all(self.hid));
+        node.attached.lock().unwrap_or_else(|e| e.into_inner()).handles -= 1;
+        result.map(|_| was_last)
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        if !self.closing.load(Acquire) {
+            let _ = self.shutdown(|_| {});
+        }
+    }
+}
+
+/// RAII guard for a role taken through [`Coordinator::role_guard`]; releases on drop.
+pub struct RoleGuard<'a> {
+    coord: &'a Coordinator,
+    role: Role,
+}
+
+impl Drop for RoleGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.coord.release(self.role);
+    }
+}
+
+/// RAII read transaction from [`Coordinator::read_txn`]; ends on drop.
+pub struct ReadTxn<'a> {
+    coord: &'a Coordinator,
+    pub slot: u32,
+    pub snapshot: tshm_snapshot,
+}
+
+impl Drop for ReadTxn<'_> {
+    fn drop(&mut self) {
+        let _ = self.coord.reader_end(self.slot);
+    }
+}
+
+impl Coordinator {
+    /// Takes `role` and returns a guard that releases it.
+    pub fn role_guard(&self, role: Role, timeout_ms: u32) -> Result<RoleGuard<'_>> {
+        self.acquire(role, timeout_ms)?;
+        Ok(RoleGuard { coord: self, role })
+    }
+
+    /// Begins a read transaction that ends when the returned value is dropped.
+    pub fn read_txn(&self) -> Result<ReadTxn<'_>> {
+        let (slot, snapshot) = self.reader_begin()?;
+        Ok(ReadTxn { coord: self, slot, snapshot })
+    }
+}

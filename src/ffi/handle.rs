@@ -1,0 +1,74 @@
+//! The opaque `tshm` handle: allocation, validation of the pointers C passes in, and the
+//! quarantine that lets a call on a recently closed handle fail with `TSHM_MISUSE` instead of
+//! touching freed memory.
+//!
+//! Owns: the handle's `state` word. A handle is `OPEN` from `tshm_open` until `tshm_close`
+//! returns, then `CLOSED`; closed handles stay allocated in a bounded quarantine (the
+//! [`QUARANTINE`] most recent ones), so using one is a reported misuse, not undefined behaviour.
+
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU32, Ordering::*};
+use std::sync::Mutex;
+
+const OPEN: u32 = 0x7453_484d;
+const CLOSED: u32 = 0xdead_7348;
+/// Closed handles kept allocated so that later calls on them are detected.
+pub(crate) const QUARANTINE: usize = 4096;
+
+#[allow(non_camel_case_types)]
+/// Called by `tshm_close` in the last process to detach, while it still holds everything.
+pub type tshm_last_close_fn = Option<unsafe extern "C" fn(h: *mut tshm, ctx: *mut c_void)>;
+
+/// An open sidecar handle. Opaque to C.
+#[allow(non_camel_case_types)]
+pub struct tshm {
+    state: AtomicU32,
+    coord: Coordinator,
+    pub(crate) on_last: tshm_last_close_fn,
+    pub(crate) ctx: *mut c_void,
+}
+
+struct Quarantined(*mut tshm);
+// SAFETY: the pointers are only freed under the mutex and never dereferenced through the queue.
+unsafe impl Send for Quarantined {}
+
+static CLOSED_HANDLES: Mutex<VecDeque<Quarantined>> = Mutex::new(VecDeque::new());
+
+impl tshm {
+    pub fn new(coord: Coordinator, on_last: tshm_last_close_fn, ctx: *mut c_void) -> *mut tshm {
+        Box::into_raw(Box::new(tshm { state: AtomicU32::new(OPEN), coord, on_last, ctx }))
+    }
+}
+
+/// Validates a handle pointer from C and returns its coordinator.
+pub fn coord<'a>(h: *const tshm) -> Result<&'a Coordinator> {
+    if h.is_null() {
+        return Err(Error::Misuse("NULL handle".into()));
+    }
+    // SAFETY: non-null pointers come from tshm_open and stay allocated while open or
+    // quarantined; a pointer older than the quarantine is a use-after-free by the caller.
+    let r = unsafe { &*h };
+    match r.state.load(Acquire) {
+        OPEN => Ok(&r.coord),
+        CLOSED => Err(Error::Misuse("handle is closed".into())),
+        _ => Err(Error::Misuse("not a tshm handle".into())),
+    }
+}
+
+/// Marks an (already shut down) handle closed and moves it to the quarantine, freeing the
+/// oldest quarantined handle when it is full.
+pub fn retire(h: *mut tshm) {
+    // SAFETY: h was validated by coord() and is owned by the caller of tshm_close.
+    unsafe { (*h).state.store(CLOSED, Release) };
+    let mut q = CLOSED_HANDLES.lock().unwrap_or_else(|e| e.into_inner());
+    q.push_back(Quarantined(h));
+    if q.len() > QUARANTINE {
+        if let Some(Quarantined(old)) = q.pop_front() {
+            // SAFETY: allocated by Box::into_raw in tshm::new; closed, so nothing uses it.
+            drop(unsafe { Box::from_raw(old) });
+        }
+    }
+}

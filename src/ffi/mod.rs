@@ -1,0 +1,445 @@
+//! The C API. Each exported function checks its arguments, calls the safe API in
+//! [`crate::coordinator`] and maps the result; no logic lives here.
+//!
+//! Conventions (also in README.md): every fallible function returns an `int` result code
+//! (`TSHM_OK` is 0); outputs are written only on success; a NULL pointer argument is
+//! `TSHM_MISUSE`; `tshm_errmsg()` explains the most recent failure on the calling thread; a panic
+//! never crosses the boundary (it becomes `TSHM_INTERNAL`).
+
+pub(crate) mod guard;
+pub mod handle;
+
+use crate::coordinator::{tshm_info, Coordinator, Options};
+use crate::error::{Error, TSHM_MISUSE, TSHM_OK};
+use crate::slots::{tshm_owner_info, Role};
+use crate::snapshot::tshm_snapshot;
+use guard::{code, fail, ffi_guard};
+use handle::{coord, tshm, tshm_last_close_fn};
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+/// Major version of this header.
+pub const TSHM_VERSION_MAJOR: c_int = 0;
+/// Minor version of this header.
+pub const TSHM_VERSION_MINOR: c_int = 1;
+/// Patch version of this header.
+pub const TSHM_VERSION_PATCH: c_int = 0;
+/// `MAJOR * 1000000 + MINOR * 1000 + PATCH`; compare with `tshm_libversion_number()`.
+pub const TSHM_VERSION_NUMBER: c_int = TSHM_VERSION_MAJOR * 1_000_000 + TSHM_VERSION_MINOR * 1_000 + TSHM_VERSION_PATCH;
+
+/// Open flag: single-process mode; other processes' opens fail with `TSHM_CONFLICT`.
+pub const TSHM_OPEN_EXCLUSIVE: u32 = 1;
+/// Open flag: never write or create the sidecar. A missing sidecar gives `TSHM_NOTFOUND`: the
+/// engine should use its legacy read-only path.
+pub const TSHM_OPEN_READONLY: u32 = 2;
+/// Open flag: allow a sidecar on a network filesystem (refused with `TSHM_NOTSUPPORTED`
+/// otherwise).
+pub const TSHM_OPEN_ALLOW_NETFS: u32 = 4;
+/// Open flag: use POSIX record locks even where OFD locks exist (the environment variable
+/// `TSHM_LOCK_BACKEND=posix` does the same for every open).
+pub const TSHM_OPEN_POSIX_LOCKS: u32 = 8;
+
+/// Reader strategy: claim a slot by CAS in shared memory (no syscall per read transaction).
+pub const TSHM_READERS_CAS: u32 = 0;
+/// Reader strategy: one byte-range lock per read transaction.
+pub const TSHM_READERS_BYTELOCK: u32 = 1;
+
+/// `tshm_owner` role: the lifetime lock (EXCLUSIVE-mode holder).
+pub const TSHM_ROLE_LIFETIME: u32 = 0;
+/// `tshm_owner` role: the writer.
+pub const TSHM_ROLE_WRITER: u32 = 1;
+/// `tshm_owner` role: the checkpointer.
+pub const TSHM_ROLE_CHECKPOINTER: u32 = 2;
+/// `tshm_owner` role of reader slot `i` is `TSHM_ROLE_READER0 + i`.
+pub const TSHM_ROLE_READER0: u32 = 3;
+
+/// "No frame": `tshm_min_reader_frame` when no reader pins one.
+pub const TSHM_NO_FRAME: u64 = u64::MAX;
+
+/// Options for `tshm_open`. Initialize with `tshm_options_init()`, then change fields.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct tshm_options {
+    /// `sizeof(tshm_options)`, set by `tshm_options_init`; lets later versions add fields.
+    pub size: u32,
+    /// `TSHM_OPEN_*` flags.
+    pub flags: u32,
+    /// Reader slots of a newly created sidecar (64..1024; 0 for the default, 128).
+    pub reader_slots: u32,
+    /// `TSHM_READERS_CAS` (default) or `TSHM_READERS_BYTELOCK`, for a newly created sidecar.
+    pub reader_strategy: u32,
+    /// Called by `tshm_close` when this handle is the last one attached in any process, while it
+    /// still holds the sidecar exclusively: the place for a final checkpoint. The handle is fully
+    /// usable inside the callback (but must not be closed there). May be NULL.
+    pub on_last_close: tshm_last_close_fn,
+    /// Passed to `on_last_close`.
+    pub ctx: *mut c_void,
+}
+
+fn role(is_writer: bool) -> Role {
+    if is_writer {
+        Role::Writer
+    } else {
+        Role::Checkpointer
+    }
+}
+
+fn misuse(what: &str) -> c_int {
+    fail(Error::Misuse(what.into()))
+}
+
+/// The library's version number, `TSHM_VERSION_NUMBER` of the headers it was built with.
+#[no_mangle]
+pub extern "C" fn tshm_libversion_number() -> c_int {
+    TSHM_VERSION_NUMBER
+}
+
+/// The library's version string, e.g. "0.1.0". Static; never NULL.
+#[no_mangle]
+pub extern "C" fn tshm_libversion() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// A static English description of result code `rc`; never NULL, also for unknown codes.
+#[no_mangle]
+pub extern "C" fn tshm_errstr(rc: c_int) -> *const c_char {
+    // The descriptions are 'static str without NUL: keep NUL-terminated copies.
+    static TABLE: std::sync::OnceLock<Vec<(c_int, std::ffi::CString)>> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        (-1..=64)
+            .map(|c| (c, std::ffi::CString::new(crate::error::errstr(c)).unwrap_or_default()))
+            .collect()
+    });
+    let idx = t.iter().position(|(c, _)| *c == rc).unwrap_or(0);
+    t[idx].1.as_ptr()
+}
+
+/// The detailed message of the most recent failed call on this thread, or NULL if none failed
+/// yet. Valid until the next failing call on this thread.
+#[no_mangle]
+pub extern "C" fn tshm_errmsg() -> *const c_char {
+    guard::message_ptr()
+}
+
+/// The OS errno behind the most recent failed call on this thread (0 when it had none).
+#[no_mangle]
+pub extern "C" fn tshm_errno() -> c_int {
+    guard::errno()
+}
+
+/// Fills `*opts` with the defaults: SHARED mode, OFD locks, 128 CAS reader slots, no hook.
+/// `TSHM_MISUSE` if `opts` is NULL.
+///
+/// # Safety
+/// `opts` is NULL or points to writable memory for a `tshm_options`.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
+    ffi_guard!({
+        if opts.is_null() {
+            return misuse("tshm_options_init: opts is NULL");
+        }
+        unsafe {
+            opts.write(tshm_options {
+                size: std::mem::size_of::<tshm_options>() as u32,
+                flags: 0,
+                reader_slots: 0,
+                reader_strategy: TSHM_READERS_CAS,
+                on_last_close: None,
+                ctx: std::ptr::null_mut(),
+            })
+        };
+        TSHM_OK
+    })
+}
+
+/// Opens the sidecar `<db_path>-tshm` (creating it unless `TSHM_OPEN_READONLY`) and attaches a
+/// new handle to it. `opts` may be NULL for the defaults. On success `*out` is the handle; on
+/// failure `*out` is left unchanged and nothing needs closing.
+///
+/// Results: `TSHM_CONFLICT` (other processes use the other mode; `tshm_errmsg()` names a pid),
+/// `TSHM_CORRUPT` (others are attached and the sidecar is invalid; a process that is alone
+/// re-initializes instead), `TSHM_NOTFOUND` (read-only open, no sidecar), `TSHM_NOTSUPPORTED`
+/// (network filesystem), `TSHM_FULL` (every instance slot is in use), `TSHM_IOERR`/`TSHM_PERM`.
+///
+/// # Safety
+/// `db_path` is NULL or a NUL-terminated string; `opts` is NULL or a `tshm_options` initialized
+/// by `tshm_options_init`; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_open(db_path: *const c_char, opts: *const tshm_options, out: *mut *mut tshm) -> c_int {
+    ffi_guard!({
+        if db_path.is_null() || out.is_null() {
+            return misuse("tshm_open: db_path and out must not be NULL");
+        }
+        let path = unsafe { CStr::from_ptr(db_path) };
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
+        let (mut o, mut hook, mut ctx) = (Options::default(), None, std::ptr::null_mut());
+        if !opts.is_null() {
+            let opts = unsafe { &*opts };
+            if (opts.size as usize) < std::mem::size_of::<tshm_options>() {
+                return misuse("tshm_open: opts was not initialized with tshm_options_init");
+            }
+            let known = TSHM_OPEN_EXCLUSIVE | TSHM_OPEN_READONLY | TSHM_OPEN_ALLOW_NETFS | TSHM_OPEN_POSIX_LOCKS;
+            if opts.flags & !known != 0 {
+                return misuse("tshm_open: unknown flag bits");
+            }
+            o.exclusive = opts.flags & TSHM_OPEN_EXCLUSIVE != 0;
+            o.readonly = opts.flags & TSHM_OPEN_READONLY != 0;
+            o.allow_netfs = opts.flags & TSHM_OPEN_ALLOW_NETFS != 0;
+            o.posix_locks = opts.flags & TSHM_OPEN_POSIX_LOCKS != 0;
+            o.reader_slots = opts.reader_slots;
+            o.reader_strategy = opts.reader_strategy;
+            hook = opts.on_last_close;
+            ctx = opts.ctx;
+        }
+        match Coordinator::open(path, &o) {
+            Ok(c) => {
+                unsafe { *out = tshm::new(c, hook, ctx) };
+                TSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Releases everything the handle holds and frees it. `*was_last` (if not NULL) is set to 1 when
+/// this was the last handle attached in any process (the `on_last_close` hook then ran), else 0.
+/// `tshm_close(NULL, ...)` is a no-op returning `TSHM_OK`. Must not run concurrently with other
+/// calls on the same handle. In a child process after `fork()`, closing an inherited handle only
+/// frees its memory. The sidecar file is never deleted.
+///
+/// # Safety
+/// `h` is NULL or a handle from `tshm_open`; `was_last` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_close(h: *mut tshm, was_last: *mut c_int) -> c_int {
+    ffi_guard!({
+        if h.is_null() {
+            if !was_last.is_null() {
+                unsafe { *was_last = 0 };
+            }
+            return TSHM_OK;
+        }
+        let c = match coord(h) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        let (hook, ctx) = unsafe { ((*h).on_last, (*h).ctx) };
+        let r = c.shutdown(|_| {
+            if let Some(f) = hook {
+                unsafe { f(h, ctx) };
+            }
+        });
+        match r {
+            Err(e) if e.code() == TSHM_MISUSE => fail(e), // closed inside its own hook: keep it
+            r => {
+                handle::retire(h);
+                match r {
+                    Ok(last) => {
+                        if !was_last.is_null() {
+                            unsafe { *was_last = last as c_int };
+                        }
+                        TSHM_OK
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+        }
+    })
+}
+
+/// Writes the handle's facts (mode, lock backend, reader strategy, slot counts, instance, whether
+/// this open initialized the sidecar) to `*out`.
+///
+/// # Safety
+/// `h` is NULL or a handle; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_info_get(h: *const tshm, out: *mut tshm_info) -> c_int {
+    ffi_guard!({
+        if out.is_null() {
+            return misuse("tshm_info_get: out is NULL");
+        }
+        match coord(h).and_then(|c| c.info()) {
+            Ok(i) => {
+                unsafe { *out = i };
+                TSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Reads the current published snapshot into `*out`. Lock-free; never waits for a publisher,
+/// not even one that died mid-publish. Safe to call from many threads on one handle.
+///
+/// # Safety
+/// `h` is NULL or a handle; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_snapshot_get(h: *const tshm, out: *mut tshm_snapshot) -> c_int {
+    ffi_guard!({
+        if out.is_null() {
+            return misuse("tshm_snapshot_get: out is NULL");
+        }
+        match coord(h).and_then(|c| c.snapshot()) {
+            Ok(s) => {
+                unsafe { *out = s };
+                TSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Publishes the fields of `*snap` selected by `mask` (`TSHM_SNAP_*` bits) as the new snapshot;
+/// the other fields keep their published values and `sequence` is advanced. The handle must hold
+/// the writer or checkpointer role (`TSHM_MISUSE` otherwise); `TSHM_READONLY` on a read-only
+/// handle.
+///
+/// # Safety
+/// `h` is NULL or a handle; `snap` is NULL or readable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_publish(h: *mut tshm, snap: *const tshm_snapshot, mask: u32) -> c_int {
+    ffi_guard!({
+        if snap.is_null() {
+            return misuse("tshm_publish: snap is NULL");
+        }
+        let s = unsafe { *snap };
+        code(coord(h).and_then(|c| c.publish(&s, mask)).map(|_| ()))
+    })
+}
+
+fn acquire(h: *mut tshm, writer: bool, timeout_ms: u32) -> c_int {
+    code(coord(h).and_then(|c| c.acquire(role(writer), timeout_ms)))
+}
+
+fn release(h: *mut tshm, writer: bool) -> c_int {
+    code(coord(h).and_then(|c| c.release(role(writer))))
+}
+
+/// Takes the writer role. `timeout_ms == 0`: try once, `TSHM_BUSY` if it is held. Otherwise wait
+/// up to `timeout_ms` milliseconds, woken as soon as the holder releases it (or, if the holder
+/// died, within 10 ms). `TSHM_MISUSE` if this handle already holds it.
+///
+/// # Safety
+/// `h` is NULL or a handle.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_writer_acquire(h: *mut tshm, timeout_ms: u32) -> c_int {
+    ffi_guard!({ acquire(h, true, timeout_ms) })
+}
+
+/// Releases the writer role; `TSHM_MISUSE` if this handle does not hold it.
+///
+/// # Safety
+/// `h` is NULL or a handle.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_writer_release(h: *mut tshm) -> c_int {
+    ffi_guard!({ release(h, true) })
+}
+
+/// Takes the checkpointer role; the same rules as `tshm_writer_acquire`.
+///
+/// # Safety
+/// `h` is NULL or a handle.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_checkpointer_acquire(h: *mut tshm, timeout_ms: u32) -> c_int {
+    ffi_guard!({ acquire(h, false, timeout_ms) })
+}
+
+/// Releases the checkpointer role; `TSHM_MISUSE` if this handle does not hold it.
+///
+/// # Safety
+/// `h` is NULL or a handle.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_checkpointer_release(h: *mut tshm) -> c_int {
+    ffi_guard!({ release(h, false) })
+}
+
+/// Begins a read transaction: claims a reader slot, pins the current snapshot's `max_frame` in
+/// it (so no checkpoint backfills past it) and returns the slot in `*slot_out` and the pinned
+/// snapshot in `*snap_out`. Stale slots of dead processes are reclaimed; `TSHM_BUSY` when every
+/// slot is held by a live reader; `TSHM_READONLY` on a read-only handle.
+///
+/// # Safety
+/// `h` is NULL or a handle; `slot_out` and `snap_out` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_reader_begin(h: *mut tshm, slot_out: *mut u32, snap_out: *mut tshm_snapshot) -> c_int {
+    ffi_guard!({
+        if slot_out.is_null() || snap_out.is_null() {
+            return misuse("tshm_reader_begin: slot_out and snap_out must not be NULL");
+        }
+        match coord(h).and_then(|c| c.reader_begin()) {
+            Ok((slot, snap)) => {
+                unsafe {
+                    *slot_out = slot;
+                    *snap_out = snap;
+                }
+                TSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Ends the read transaction holding `slot`; `TSHM_MISUSE` if this handle does not hold it.
+///
+/// # Safety
+/// `h` is NULL or a handle.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_reader_end(h: *mut tshm, slot: u32) -> c_int {
+    ffi_guard!({ code(coord(h).and_then(|c| c.reader_end(slot))) })
+}
+
+/// The oldest frame pinned by a live reader, or `TSHM_NO_FRAME` when none is. A checkpointer
+/// reads the snapshot first, then calls this, and backfills no frame above the smaller of the
+/// two.
+///
+/// # Safety
+/// `h` is NULL or a handle; `frame_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_min_reader_frame(h: *const tshm, frame_out: *mut u64) -> c_int {
+    ffi_guard!({
+        if frame_out.is_null() {
+            return misuse("tshm_min_reader_frame: frame_out is NULL");
+        }
+        match coord(h).and_then(|c| c.min_reader_frame()) {
+            Ok(f) => {
+                unsafe { *frame_out = f };
+                TSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Who holds `role`: `TSHM_ROLE_LIFETIME`, `TSHM_ROLE_WRITER`, `TSHM_ROLE_CHECKPOINTER`, or
+/// `TSHM_ROLE_READER0 + i` for reader slot `i`. `TSHM_MISUSE` for a role that does not exist.
+///
+/// # Safety
+/// `h` is NULL or a handle; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_owner(h: *const tshm, role: u32, out: *mut tshm_owner_info) -> c_int {
+    ffi_guard!({
+        if out.is_null() {
+            return misuse("tshm_owner: out is NULL");
+        }
+        match coord(h).and_then(|c| c.owner(role)) {
+            Ok(i) => {
+                unsafe { *out = i };
+                TSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_constants_match_the_package() {
+        assert_eq!(TSHM_VERSION_MAJOR.to_string(), env!("CARGO_PKG_VERSION_MAJOR"));
+        assert_eq!(TSHM_VERSION_MINOR.to_string(), env!("CARGO_PKG_VERSION_MINOR"));
+        assert_eq!(TSHM_VERSION_PATCH.to_string(), env!("CARGO_PKG_VERSION_PATCH"));
+        let s = unsafe { CStr::from_ptr(tshm_libversion()) };
+        assert_eq!(s.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+}

@@ -1,0 +1,240 @@
+//! The sidecar's byte map: the single description of the `-tshm` file, layout version 1.
+//!
+//! Owns: every offset, size and magic number of the file and of the lock-byte map. Other modules
+//! name these constants; none computes an offset of its own. All multi-byte fields are native
+//! endian (the sidecar is a transient file of one machine) and naturally aligned, so each can be
+//! viewed as an `AtomicU32`/`AtomicU64`. The endianness tag refuses a file written by another byte
+//! order.
+//!
+//! ```text
+//! file offset  size        contents
+//! 0            4096        header page (fields below)
+//! 4096         R * 16      reader slots: [owner tag u64][pinned frame u64]
+//! ...          I * 32      instance table: [id u64][nonce u64][generation u64][reserved u64]
+//! ...                      end of the fixed part, rounded up to 4096 (= base_len)
+//! ```
+//!
+//! Header page (byte offsets):
+//!
+//! ```text
+//!   0 u32 magic 'TSHM'          4 u32 layout version        8 u32 endianness tag 0x01020304
+//!  12 u32 header bytes (4096)  16 u32 reader slots R        20 u32 reader strategy
+//!  24 u32 instance slots I     28 u32 reserved (0)         32 u64 readers offset
+//!  40 u64 instances offset     48 u64 base_len             56 u64 FNV-1a of bytes 0..56
+//!  64 u64 init epoch (first-opener (re)initializations)
+//!  72 u32 open mode (1 SHARED, 2 EXCLUSIVE)                 80 u64 exclusive holder id
+//!  88 u64 exclusive holder nonce
+//! 128 u64 writer owner id      136 u64 writer owner nonce
+//! 144 u64 checkpointer owner id 152 u64 checkpointer owner nonce
+//! 160 u64 publish token (tag of the handle publishing a snapshot, 0 when none)
+//! 192 u32 writer release counter (futex word)   196 u32 checkpointer release counter
+//! 256 u64 snapshot sequence    264 9 x u64 snapshot copy 0    336 9 x u64 snapshot copy 1
+//! ```
+//!
+//! An owner id is `pid << 32 | instance index`; the nonce is the instance's random nonce, so a
+//! reused pid cannot alias an old record. A *tag* names a live instance incarnation:
+//! `(index + 1) << 48 | (generation & 0xffff_ffff_ffff)`; a tag whose generation no longer
+//! matches the instance table, or whose liveness byte is free, belongs to a dead instance.
+//!
+//! Lock bytes (offsets on the sidecar descriptor; they need not lie inside the file):
+//!
+//! ```text
+//! 0            lifetime: SHARED by every attached process, EXCLUSIVE while alone
+//! 1            writer role
+//! 2            checkpointer role
+//! 3 .. 3+R     reader slots (byte-lock reader strategy only)
+//! 2048         init: serializes the open and close protocols across processes
+//! 4096 .. +I   instance liveness: held EXCLUSIVE by each open handle for its whole life
+//! 8192 ..      engine lock slots (reserved)
+//! ```
+
+/// `'TSHM'` in the first four bytes.
+pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"TSHM");
+/// Bumped whenever the byte map changes incompatibly.
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const ENDIAN_TAG: u32 = 0x0102_0304;
+pub(crate) const PAGE: u64 = 4096;
+
+pub(crate) const H_MAGIC: usize = 0;
+pub(crate) const H_VERSION: usize = 4;
+pub(crate) const H_ENDIAN: usize = 8;
+pub(crate) const H_HEADER_BYTES: usize = 12;
+pub(crate) const H_READERS: usize = 16;
+pub(crate) const H_READER_STRATEGY: usize = 20;
+pub(crate) const H_INSTANCES: usize = 24;
+pub(crate) const H_RESERVED: usize = 28;
+pub(crate) const H_READERS_OFF: usize = 32;
+pub(crate) const H_INSTANCES_OFF: usize = 40;
+pub(crate) const H_BASE_LEN: usize = 48;
+pub(crate) const H_GEOM_SUM: usize = 56;
+pub(crate) const H_INIT_EPOCH: usize = 64;
+pub(crate) const H_MODE: usize = 72;
+pub(crate) const H_EXCL_ID: usize = 80;
+pub(crate) const H_EXCL_NONCE: usize = 88;
+pub(crate) const H_WRITER_ID: usize = 128;
+pub(crate) const H_WRITER_NONCE: usize = 136;
+pub(crate) const H_CKPT_ID: usize = 144;
+pub(crate) const H_CKPT_NONCE: usize = 152;
+pub(crate) const H_PUBLISH_TOKEN: usize = 160;
+pub(crate) const H_WRITER_WAKE: usize = 192;
+pub(crate) const H_CKPT_WAKE: usize = 196;
+pub(crate) const H_SNAP_SEQ: usize = 256;
+pub(crate) const H_SNAP_COPY: [usize; 2] = [264, 336];
+/// Words in one snapshot copy.
+pub(crate) const SNAP_WORDS: usize = 9;
+
+pub(crate) const MODE_SHARED: u32 = 1;
+pub(crate) const MODE_EXCLUSIVE: u32 = 2;
+
+pub(crate) const READER_SLOT_BYTES: u64 = 16;
+pub(crate) const INSTANCE_BYTES: u64 = 32;
+pub(crate) const MIN_READERS: u32 = 64;
+pub(crate) const DEFAULT_READERS: u32 = 128;
+pub(crate) const MAX_READERS: u32 = 1024;
+pub(crate) const DEFAULT_INSTANCES: u32 = 1024;
+pub(crate) const MAX_INSTANCES: u32 = 4096;
+
+/// Reader strategy: claim a slot by CAS in shared memory, liveness from the instance byte.
+pub(crate) const READERS_CAS: u32 = 0;
+/// Reader strategy: one byte lock per read transaction (the reference system's way).
+pub(crate) const READERS_BYTELOCK: u32 = 1;
+
+pub(crate) const LOCK_LIFETIME: u64 = 0;
+pub(crate) const LOCK_WRITER: u64 = 1;
+pub(crate) const LOCK_CKPT: u64 = 2;
+pub(crate) const LOCK_READER_BASE: u64 = 3;
+pub(crate) const LOCK_INIT: u64 = 2048;
+pub(crate) const LOCK_INSTANCE_BASE: u64 = 4096;
+pub(crate) const LOCK_ENGINE_BASE: u64 = 8192;
+
+/// A frame number meaning "no frame pinned".
+pub(crate) const NO_FRAME: u64 = u64::MAX;
+
+const _: () = assert!(LOCK_READER_BASE + MAX_READERS as u64 <= LOCK_INIT);
+const _: () = assert!(LOCK_INSTANCE_BASE + MAX_INSTANCES as u64 <= LOCK_ENGINE_BASE);
+const _: () = assert!(H_SNAP_COPY[1] + SNAP_WORDS * 8 <= PAGE as usize);
+#[cfg(not(target_has_atomic = "64"))]
+compile_error!("libtshm needs lock-free 64-bit atomics to share memory between processes");
+
+/// The immutable shape of one sidecar, fixed when it is initialized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub readers: u32,
+    pub reader_strategy: u32,
+    pub instances: u32,
+    pub readers_off: u64,
+    pub instances_off: u64,
+    pub base_len: u64,
+}
+
+impl Geometry {
+    /// The geometry a new sidecar gets for the given counts (already range-checked).
+    pub fn new(readers: u32, reader_strategy: u32, instances: u32) -> Geometry {
+        let readers_off = PAGE;
+        let instances_off = readers_off + readers as u64 * READER_SLOT_BYTES;
+        let end = instances_off + instances as u64 * INSTANCE_BYTES;
+        Geometry {
+            readers,
+            reader_strategy,
+            instances,
+            readers_off,
+            instances_off,
+            base_len: end.div_ceil(PAGE) * PAGE,
+        }
+    }
+
+    /// Checks a geometry read from a file: every count in range and every offset exactly where
+    /// [`Geometry::new`] would put it. A file that fails this is corrupt.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(MIN_READERS..=MAX_READERS).contains(&self.readers) {
+            return Err(format!("reader slot count {} outside {MIN_READERS}..={MAX_READERS}", self.readers));
+        }
+        if self.reader_strategy > READERS_BYTELOCK {
+            return Err(format!("unknown reader strategy {}", self.reader_strategy));
+        }
+        if !(1..=MAX_INSTANCES).contains(&self.instances) {
+            return Err(format!("instance count {} outside 1..={MAX_INSTANCES}", self.instances));
+        }
+        let expect = Geometry::new(self.readers, self.reader_strategy, self.instances);
+        if expect != *self {
+            return Err(format!("table offsets {:?} do not match the counts (expected {:?})", self, expect));
+        }
+        Ok(())
+    }
+
+    pub fn reader_slot(&self, i: u32) -> usize {
+        assert!(i < self.readers, "reader slot index checked by caller");
+        (self.readers_off + i as u64 * READER_SLOT_BYTES) as usize
+    }
+
+    pub fn instance(&self, i: u32) -> usize {
+        assert!(i < self.instances, "instance index checked by caller");
+        (self.instances_off + i as u64 * INSTANCE_BYTES) as usize
+    }
+}
+
+/// FNV-1a over the geometry bytes of the header, stored at [`H_GEOM_SUM`].
+pub fn geometry_sum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Owner id as stored in owner records: `pid << 32 | instance index`.
+pub fn owner_id(pid: u32, instance: u32) -> u64 {
+    (pid as u64) << 32 | instance as u64
+}
+
+pub fn make_tag(instance: u32, generation: u64) -> u64 {
+    ((instance as u64 + 1) << 48) | (generation & 0xffff_ffff_ffff)
+}
+
+/// Splits a tag into (instance index, generation); `None` for 0 (free).
+pub fn split_tag(tag: u64) -> Option<(u32, u64)> {
+    let hi = tag >> 48;
+    if hi == 0 {
+        None
+    } else {
+        Some(((hi - 1) as u32, tag & 0xffff_ffff_ffff))
+    }
+}
+
+const _: () = assert!(MODE_SHARED == crate::coordinator::TSHM_MODE_SHARED);
+const _: () = assert!(MODE_EXCLUSIVE == crate::coordinator::TSHM_MODE_EXCLUSIVE);
+const _: () = assert!(READERS_CAS == crate::ffi::TSHM_READERS_CAS);
+const _: () = assert!(READERS_BYTELOCK == crate::ffi::TSHM_READERS_BYTELOCK);
+const _: () = assert!(NO_FRAME == crate::ffi::TSHM_NO_FRAME);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_geometry_validates_and_is_page_aligned() {
+        let g = Geometry::new(DEFAULT_READERS, READERS_CAS, DEFAULT_INSTANCES);
+        assert!(g.validate().is_ok());
+        assert_eq!(g.base_len % PAGE, 0);
+        assert!(g.instance(g.instances - 1) + INSTANCE_BYTES as usize <= g.base_len as usize);
+    }
+
+    #[test]
+    fn absurd_counts_and_moved_offsets_are_rejected() {
+        let mut g = Geometry::new(64, READERS_CAS, 8);
+        g.readers = 1 << 30;
+        assert!(g.validate().is_err());
+        let mut g = Geometry::new(64, READERS_CAS, 8);
+        g.instances_off += 8;
+        assert!(g.validate().is_err());
+        let mut g = Geometry::new(64, READERS_CAS, 8);
+        g.reader_strategy = 7;
+        assert!(g.validate().is_err());
+        let mut g = Geometry::new(64, READERS_CAS, 8);
+        g.base_len = u64::MAX;
+        assert!(g.validate().is_err());
+    }
+
+    #[test]
+    fn tags_round_trip_and_zero_is_free() {
+        assert_eq!(split_tag(0), None);
+        let t = make_tag(4095, 0x1234_5678_9abc_def0);
+        assert_eq!(split_tag(t), Some((4095, 0x5678_9abc_def0)));
+    }
+}

@@ -1,0 +1,29 @@
+//! libtshm: multi-process coordination for write-ahead-logged databases.
+//!
+//! Beside a database `app.db` it keeps a memory-mapped sidecar `app.db-tshm` holding byte-range
+//! lock slots, owner records, a latched snapshot header and (later layers) a shared frame index.
+//! The layers, lowest first — each module's doc says what it owns and which invariant it keeps:
+//!
+//! * [`lock`] — kernel byte-range locks (OFD, POSIX fallback); the only `fcntl` caller;
+//! * [`layout`] — the byte map of the sidecar;
+//! * [`region`] — the sidecar file and its mapping, typed atomic views;
+//! * [`node`] — one descriptor, mapping and lock table per sidecar per process;
+//! * [`snapshot`] — the two-copy snapshot latch;
+//! * [`slots`] — instances, roles, reader slots, owner records, stale reclaim, waits;
+//! * [`coordinator`] — open/close protocols and the safe API;
+//! * `ffi` — the C API (`include/tshm.h`), argument checks and error mapping only.
+
+pub mod coordinator;
+pub mod error;
+pub mod ffi;
+pub mod layout;
+pub mod lock;
+pub mod node;
+pub mod region;
+pub mod slots;
+pub mod snapshot;
+
+pub use coordinator::{tshm_info, Coordinator, Options, ReadTxn, RoleGuard};
+pub use error::{Error, Result};
+pub use slots::{tshm_owner_info, Role};
+pub use snapshot::tshm_snapshot;

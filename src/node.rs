@@ -1,0 +1,299 @@
+//! The process-local side of one sidecar: one descriptor, one mapping, one lock table.
+//!
+//! Owns: the registry that gives every sidecar inode exactly one [`Node`] per process, and the
+//! node's lock table, which makes two handles of one process exclude each other exactly as two
+//! processes do (the kernel sees one holder per process, or per open file description, and would
+//! let them share anything).
+//!
+//! Why one descriptor: POSIX record locks belong to the process and every `close()` of any
+//! descriptor on the file drops all of them, so a second descriptor could never be closed safely.
+//! With one descriptor per inode the POSIX and OFD backends behave the same, and the lock table
+//! below is the single arbiter inside the process.
+//!
+//! Concurrency contract:
+//! * `key`, `fd`, `backend`, `writable`, `fork_gen` — fixed at creation (`fd` is taken once, by
+//!   the drop or by a post-fork purge).
+//! * `shared` — set once by the first successful open protocol (`OnceLock`), immutable after.
+//! * `table` — `Mutex`; held across the kernel call that changes the process's lock on a byte, so
+//!   the kernel state always equals "some handle in the table holds it".
+//! * `open_close` — `Mutex`; serializes this process's open/close protocols on the node (the
+//!   kernel init byte serializes them across processes).
+//! * `attached` — `Mutex`; how many handles use the node, and in which mode.
+
+use crate::error::{Error, Result};
+use crate::layout::Geometry;
+use crate::lock::{self, Backend, Held, Kind};
+use crate::region::Shm;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+/// Process-local id of one handle, unique for the process's life.
+pub type HandleId = u64;
+
+#[derive(Default)]
+struct ByteState {
+    exclusive: Option<HandleId>,
+    shared: Vec<HandleId>,
+}
+
+/// Mapping plus validated geometry, established by the first open in the process.
+pub struct Mapped {
+    pub shm: Shm,
+    pub geom: Geometry,
+}
+
+/// Handles attached to a node and the lifetime mode they share.
+#[derive(Default)]
+pub struct Attached {
+    pub handles: u32,
+    pub exclusive: bool,
+}
+
+pub struct Node {
+    pub key: (u64, u64),
+    fd: AtomicI32,
+    pub backend: Backend,
+    pub writable: bool,
+    pub fork_gen: u64,
+    pub mapped: OnceLock<Mapped>,
+    table: Mutex<HashMap<u64, ByteState>>,
+    pub open_close: Mutex<()>,
+    pub attached: Mutex<Attached>,
+}
+
+/// Bumped in the child after every `fork()`; handles and nodes remember the value they were
+/// created under, so a child can tell inherited objects from its own without a syscall.
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GEN.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn fork_gen() -> u64 {
+    FORK_GEN.load(Ordering::Relaxed)
+}
+
+fn install_fork_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only bumps an atomic (async-signal-safe).
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+type Registry = HashMap<(u64, u64), Weak<Node>>;
+
+static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REG.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn try_registry() -> Option<MutexGuard<'static, Registry>> {
+    REG.get_or_init(|| Mutex::new(HashMap::new())).try_lock().ok()
+}
+
+impl Node {
+    /// Returns this process's node for the sidecar of `db_path`, opening the sidecar when the
+    /// process has none. `readonly`/`create` are passed to [`crate::region::open_sidecar`].
+    pub fn get(db_path: &std::path::Path, readonly: bool, create: bool, forced: Option<Backend>) -> Result<Arc<Node>> {
+        install_fork_hook();
+        let mut reg = registry();
+        let now = fork_gen();
+        // Nodes inherited across fork() belong to the parent: close their descriptors before
+        // this process takes any lock of its own (a POSIX close would drop those).
+        reg.retain(|_, w| match w.upgrade() {
+            Some(n) if n.fork_gen != now => {
+                n.purge();
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        let path = crate::region::sidecar_path(db_path);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            use std::os::unix::fs::MetadataExt;
+            if let Some(n) = reg.get(&(meta.dev(), meta.ino())).and_then(Weak::upgrade) {
+                if !readonly && !n.writable {
+                    return Err(Error::ReadOnly(format!(
+                        "{} is already open read-only in this process",
+                        path.display()
+                    )));
+                }
+                return Ok(n);
+            }
+        }
+        let opened = crate::region::open_sidecar(db_path, readonly, create)?;
+        let key = match crate::region::file_key(opened.fd) {
+            Ok(k) => k,
+            Err(e) => {
+                unsafe { libc::close(opened.fd) };
+                return Err(e);
+            }
+        };
+        if let Some(n) = reg.get(&key).and_then(Weak::upgrade) {
+            // The path was replaced between stat and open and now names a file a node already
+            // holds. Closing the new descriptor would drop that node's POSIX locks, so it is
+            // left open (rare: one descriptor per such race).
+            return Ok(n);
+        }
+        let backend = lock::choose(opened.fd, forced);
+        let node = Arc::new(Node {
+            key,
+            fd: AtomicI32::new(opened.fd),
+            backend,
+            writable: opened.writable,
+            fork_gen: now,
+            mapped: OnceLock::new(),
+            table: Mutex::new(HashMap::new()),
+            open_close: Mutex::new(()),
+            attached: Mutex::new(Attached::default()),
+        });
+        reg.insert(key, Arc::downgrade(&node));
+        Ok(node)
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.load(Ordering::Relaxed)
+    }
+
+    fn purge(&self) {
+        let fd = self.fd.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: the descriptor was owned by this node and is closed once.
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    /// Whether this node was created in the current process (not inherited across fork).
+    pub fn is_ours(&self) -> bool {
+        self.fork_gen == fork_gen()
+    }
+
+    pub fn mapped(&self) -> Result<&Mapped> {
+        self.mapped.get().ok_or_else(|| Error::Internal("sidecar used before it was mapped".into()))
+    }
+
+    fn table(&self) -> MutexGuard<'_, HashMap<u64, ByteState>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tries to take `byte` for handle `h` without waiting. Taking a byte `h` already holds in
+    /// the other mode converts it in place (upgrade only when `h` is its sole holder here).
+    /// `Ok(false)`: another handle of this process or another process holds it.
+    pub fn try_lock(&self, h: HandleId, byte: u64, kind: Kind) -> Result<bool> {
+        let mut t = self.table();
+        let st = t.entry(byte).or_default();
+        let others_shared = st.shared.iter().any(|x| *x != h);
+        let mine_shared = st.shared.contains(&h);
+        match (kind, st.exclusive) {
+            (_, Some(x)) if x != h => return Ok(false),
+            (Kind::Exclusive, Some(_)) => return Ok(true),
+            (Kind::Exclusive, None) if others_shared => return Ok(false),
+            (Kind::Shared, None) if mine_shared => return Ok(true),
+            (Kind::Shared, None) if others_shared => {
+                st.shared.push(h);
+                return Ok(true);
+            }
+            _ => {}
+        }
+        if !lock::try_lock(self.fd(), self.backend, byte, 1, kind)? {
+            if st.exclusive.is_none() && st.shared.is_empty() {
+                t.remove(&byte);
+            }
+            return Ok(false);
+        }
+        match kind {
+            Kind::Exclusive => {
+                st.shared.retain(|x| *x != h);
+                st.exclusive = Some(h);
+            }
+            Kind::Shared => {
+                st.exclusive = None;
+                st.shared.push(h);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Takes `byte` for `h`, waiting for other processes. Only for the init byte, whose
+    /// in-process holders are already serialized by `open_close` (so no handle here holds it).
+    pub fn lock_wait(&self, h: HandleId, byte: u64, kind: Kind) -> Result<()> {
+        let mut t = self.table();
+        lock::lock_wait(self.fd(), self.backend, byte, 1, kind)?;
+        let st = t.entry(byte).or_default();
+        match kind {
+            Kind::Exclusive => st.exclusive = Some(h),
+            Kind::Shared => st.shared.push(h),
+        }
+        Ok(())
+    }
+
+    /// Releases `h`'s hold on `byte`; the kernel lock goes when no handle here holds it.
+    /// `Ok(false)` when `h` held nothing there.
+    pub fn unlock(&self, h: HandleId, byte: u64) -> Result<bool> {
+        let mut t = self.table();
+        let Some(st) = t.get_mut(&byte) else { return Ok(false) };
+        let held = if st.exclusive == Some(h) {
+            st.exclusive = None;
+            true
+        } else if let Some(i) = st.shared.iter().position(|x| *x == h) {
+            st.shared.swap_remove(i);
+            true
+        } else {
+            false
+        };
+        if held && st.exclusive.is_none() && st.shared.is_empty() {
+            t.remove(&byte);
+            lock::unlock(self.fd(), self.backend, byte, 1)?;
+        }
+        Ok(held)
+    }
+
+    /// Whether some handle of this process holds `byte`.
+    pub fn held_here(&self, byte: u64) -> bool {
+        self.table().contains_key(&byte)
+    }
+
+    /// Whether anyone (a handle here or another process) holds `byte`: the liveness test.
+    pub fn held_anywhere(&self, byte: u64) -> Result<bool> {
+        if self.held_here(byte) {
+            return Ok(true);
+        }
+        Ok(lock::probe(self.fd(), self.backend, byte)?.0 != Held::Free)
+    }
+
+    /// Releases every byte `h` still holds (used when a handle closes).
+    pub fn unlock_all(&self, h: HandleId) -> Result<()> {
+        let bytes: Vec<u64> = self
+            .table()
+            .iter()
+            .filter(|(_, st)| st.exclusive == Some(h) || st.shared.contains(&h))
+            .map(|(b, _)| *b)
+            .collect();
+        for b in bytes {
+            self.unlock(h, b)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.is_ours() || self.backend == Backend::Ofd {
+            self.purge();
+        } else {
+            // An inherited POSIX node in a child: closing it is harmless unless the child has a
+            // node of its own on the same inode, whose locks the close would drop.
+            // If the registry is busy (this drop runs inside a registry purge), keep it open.
+            if let Some(reg) = try_registry() {
+                if reg.get(&self.key).and_then(Weak::upgrade).is_none() {
+                    drop(reg);
+                    self.purge();
+                }
+            }
+        }
+    }
+}

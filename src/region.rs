@@ -1,0 +1,329 @@
+//! The sidecar file and its mapping.
+//!
+//! Owns: creating and opening `<db>-tshm` (`O_CLOEXEC | O_NOFOLLOW`, the database file's
+//! permissions and owner), refusing network filesystems, growing the file by writing real pages
+//! (never a sparse `ftruncate` whose pages could SIGBUS on a full disk), mapping it `MAP_SHARED`,
+//! and the typed atomic views of its bytes.
+//!
+//! Invariant: every access to shared memory goes through [`Shm::u32`] / [`Shm::u64`], which hand
+//! out `&AtomicU32` / `&AtomicU64` for an in-bounds, naturally aligned offset. Offsets come from
+//! [`crate::layout`] constants or from a [`Geometry`] that [`read_header`] validated against the
+//! mapped length, so no value read from the file can steer an access out of bounds.
+
+use crate::error::{Error, Result};
+use crate::layout::*;
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// A `MAP_SHARED` mapping of the sidecar. Only atomics are ever formed over it.
+pub struct Shm {
+    map: memmap2::MmapRaw,
+    writable: bool,
+}
+
+// SAFETY: the mapping is only accessed through atomics (see the module invariant).
+unsafe impl Send for Shm {}
+unsafe impl Sync for Shm {}
+
+impl Shm {
+    /// Maps the first `len` bytes of the file open at `fd`.
+    pub fn map(fd: RawFd, len: u64, writable: bool) -> Result<Shm> {
+        // SAFETY: the File is wrapped in ManuallyDrop, so the caller keeps ownership of fd.
+        let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(len as usize);
+        let map = if writable { opts.map_raw(&*file) } else { opts.map_raw_read_only(&*file) };
+        let map = map.map_err(|e| Error::io("mmap sidecar", e))?;
+        Ok(Shm { map, writable })
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    pub fn u32(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= self.map.len(), "shm offset {off} out of bounds");
+        // SAFETY: in bounds and aligned (page-aligned mapping); the memory lives as long as self
+        // and is only ever accessed atomically.
+        unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU32) }
+    }
+
+    pub fn u64(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.map.len(), "shm offset {off} out of bounds");
+        // SAFETY: as for u32.
+        unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU64) }
+    }
+
+    /// The geometry bytes (0..56) as read now, for the checksum.
+    fn geometry_bytes(&self) -> [u8; H_GEOM_SUM] {
+        let mut out = [0u8; H_GEOM_SUM];
+        for (i, chunk) in out.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&self.u64(i * 8).load(Relaxed).to_ne_bytes());
+        }
+        out
+    }
+}
+
+/// Validates the header of a mapped sidecar and returns its geometry. Every field is checked
+/// before it is used to compute an offset.
+pub fn read_header(shm: &Shm) -> std::result::Result<Geometry, String> {
+    if shm.len() < PAGE as usize {
+        return Err(format!("file is {} bytes, shorter than the {PAGE}-byte header", shm.len()));
+    }
+    let magic = shm.u32(H_MAGIC).load(Relaxed);
+    if magic != MAGIC {
+        return Err(format!("bad magic {magic:#010x}"));
+    }
+    let version = shm.u32(H_VERSION).load(Relaxed);
+    if version != VERSION {
+        return Err(format!("layout version {version}, this library speaks {VERSION}"));
+    }
+    if shm.u32(H_ENDIAN).load(Relaxed) != ENDIAN_TAG {
+        return Err("written by a machine of another byte order".into());
+    }
+    let sum = geometry_sum(&shm.geometry_bytes());
+    if shm.u64(H_GEOM_SUM).load(Relaxed) != sum {
+        return Err("header checksum mismatch".into());
+    }
+    if shm.u32(H_HEADER_BYTES).load(Relaxed) as u64 != PAGE || shm.u32(H_RESERVED).load(Relaxed) != 0 {
+        return Err("bad header size".into());
+    }
+    let g = Geometry {
+        readers: shm.u32(H_READERS).load(Relaxed),
+        reader_strategy: shm.u32(H_READER_STRATEGY).load(Relaxed),
+        instances: shm.u32(H_INSTANCES).load(Relaxed),
+        readers_off: shm.u64(H_READERS_OFF).load(Relaxed),
+        instances_off: shm.u64(H_INSTANCES_OFF).load(Relaxed),
+        base_len: shm.u64(H_BASE_LEN).load(Relaxed),
+    };
+    g.validate()?;
+    if g.base_len > shm.len() as u64 {
+        return Err(format!("file is {} bytes but its tables need {}", shm.len(), g.base_len));
+    }
+    Ok(g)
+}
+
+/// Writes a fresh header for `g` and clears every table. Only called by a process that holds the
+/// lifetime byte exclusively (provably alone), on a mapping at least `g.base_len` long.
+pub fn write_header(shm: &Shm, g: &Geometry) {
+    for off in (0..g.base_len as usize).step_by(8) {
+        shm.u64(off).store(0, Relaxed);
+    }
+    for i in 0..g.readers {
+        shm.u64(g.reader_slot(i) + 8).store(NO_FRAME, Relaxed);
+    }
+    shm.u32(H_VERSION).store(VERSION, Relaxed);
+    shm.u32(H_ENDIAN).store(ENDIAN_TAG, Relaxed);
+    shm.u32(H_HEADER_BYTES).store(PAGE as u32, Relaxed);
+    shm.u32(H_READERS).store(g.readers, Relaxed);
+    shm.u32(H_READER_STRATEGY).store(g.reader_strategy, Relaxed);
+    shm.u32(H_INSTANCES).store(g.instances, Relaxed);
+    shm.u64(H_READERS_OFF).store(g.readers_off, Relaxed);
+    shm.u64(H_INSTANCES_OFF).store(g.instances_off, Relaxed);
+    shm.u64(H_BASE_LEN).store(g.base_len, Relaxed);
+    // magic last among the geometry, then the checksum over all of it
+    shm.u32(H_MAGIC).store(MAGIC, Relaxed);
+    let sum = geometry_sum(&shm.geometry_bytes());
+    shm.u64(H_GEOM_SUM).store(sum, Relaxed);
+}
+
+/// `<db_path>-tshm`.
+pub fn sidecar_path(db_path: &Path) -> std::path::PathBuf {
+    let mut s = db_path.as_os_str().to_owned();
+    s.push("-tshm");
+    s.into()
+}
+
+fn cpath(p: &Path) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Misuse("path contains a NUL byte".into()))
+}
+
+/// Filesystems whose byte-range locks or shared mappings are not coherent across machines.
+pub fn network_fs_name(magic: i64) -> Option<&'static str> {
+    Some(match magic as u32 {
+        0x6969 => "NFS",
+        0x517B => "SMB",
+        0xFF53_4D42 => "CIFS",
+        0xFE53_4D42 => "SMB2",
+        0x00C3_6400 => "Ceph",
+        0x0116_1970 => "GFS2",
+        0x0BD0_0BD0 => "Lustre",
+        0x7461_636f => "OCFS2",
+        0x5346_414F | 0x6B41_4653 => "AFS",
+        0x0102_1997 => "9P",
+        _ => return None,
+    })
+}
+
+/// Refuses a directory on a network filesystem. The environment variable `TSHM_TEST_FS_MAGIC`
+/// (a test hook) substitutes the filesystem magic the kernel reports.
+pub fn check_local_fs(dir: &Path) -> Result<()> {
+    let magic = match std::env::var("TSHM_TEST_FS_MAGIC").ok().and_then(|s| parse_magic(&s)) {
+        Some(m) => m,
+        None => {
+            let c = cpath(dir)?;
+            // SAFETY: statfs is plain data; c is NUL-terminated.
+            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+                return Err(Error::last_os(format!("statfs {}", dir.display())));
+            }
+            st.f_type as i64
+        }
+    };
+    match network_fs_name(magic) {
+        Some(name) => Err(Error::NotSupported(format!(
+            "{} is on a network filesystem ({name}); its locks and shared mappings are not coherent \
+             across machines (pass TSHM_OPEN_ALLOW_NETFS to override)",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn parse_magic(s: &str) -> Option<i64> {
+    let s = s.trim();
+    match s.strip_prefix("0x") {
+        Some(h) => i64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// The sidecar's descriptor and whether it was opened for writing.
+pub struct Opened {
+    pub fd: RawFd,
+    pub writable: bool,
+}
+
+/// Opens (creating when `create`) the sidecar. Read-write first; a sidecar the caller may not
+/// write is opened read-only, as is every sidecar when `readonly` is asked for. A missing sidecar
+/// with `create == false` is [`Error::NotFound`].
+pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Opened> {
+    let path = sidecar_path(db_path);
+    let c = cpath(&path)?;
+    let base = libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    let open = |flags: libc::c_int, mode: libc::mode_t| {
+        // SAFETY: c is NUL-terminated.
+        let fd = unsafe { libc::open(c.as_ptr(), flags, mode as libc::c_uint) };
+        if fd < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(fd)
+        }
+    };
+    if !readonly {
+        let db_meta = std::fs::metadata(db_path).ok();
+        let mode = db_meta.as_ref().map(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.permissions().mode() & 0o666
+        });
+        let flags = base | libc::O_RDWR | if create { libc::O_CREAT } else { 0 };
+        match open(flags, mode.unwrap_or(0o644) as libc::mode_t) {
+            Ok(fd) => {
+                if let Some(m) = db_meta {
+                    match_owner(fd, &m, mode.unwrap_or(0o644));
+                }
+                return Ok(Opened { fd, writable: true });
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EROFS) | Some(libc::EPERM)) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !create => {
+                return Err(Error::NotFound(format!("no sidecar at {}", path.display())))
+            }
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        }
+    }
+    match open(base | libc::O_RDONLY, 0) {
+        Ok(fd) => Ok(Opened { fd, writable: false }),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Error::NotFound(format!(
+            "no sidecar at {}; a read-only opener cannot create one (use the engine's legacy \
+             read-only path)",
+            path.display()
+        ))),
+        Err(e) => Err(Error::io(format!("open {}", path.display()), e)),
+    }
+}
+
+/// Gives a sidecar we may have just created the database's owner and permission bits, as SQLite
+/// does for its -shm file, so that another user of the database can open it. Best effort.
+fn match_owner(fd: RawFd, db: &std::fs::Metadata, mode: u32) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: fd is open; fstat fills plain data.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return;
+    }
+    if st.st_size == 0 {
+        unsafe {
+            libc::fchmod(fd, mode as libc::mode_t);
+            if libc::geteuid() == 0 && (st.st_uid != db.uid() || st.st_gid != db.gid()) {
+                libc::fchown(fd, db.uid(), db.gid());
+            }
+        }
+    }
+}
+
+/// The file's current length.
+pub fn file_len(fd: RawFd) -> Result<u64> {
+    // SAFETY: fstat fills plain data.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(Error::last_os("fstat sidecar"));
+    }
+    Ok(st.st_size as u64)
+}
+
+/// (device, inode) of the file open at `fd`.
+pub fn file_key(fd: RawFd) -> Result<(u64, u64)> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(Error::last_os("fstat sidecar"));
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Grows the file to at least `len` bytes by writing zero pages, so that every page of the
+/// mapping has disk blocks behind it (a full disk fails here, not as SIGBUS later).
+pub fn grow(fd: RawFd, len: u64) -> Result<()> {
+    let cur = file_len(fd)?;
+    let zeros = [0u8; PAGE as usize];
+    let mut off = cur / PAGE * PAGE;
+    while off < len {
+        let n = (len - off).min(PAGE) as usize;
+        // SAFETY: zeros is a valid buffer of n bytes.
+        let rc = unsafe { libc::pwrite(fd, zeros.as_ptr().cast(), n, off as libc::off_t) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(Error::io("grow sidecar", e));
+        }
+        if rc == 0 {
+            return Err(Error::io("grow sidecar", std::io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
+        off += rc as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_filesystems_are_named_and_local_ones_pass() {
+        for (m, n) in [(0x6969i64, "NFS"), (0xFF53_4D42, "CIFS"), (0x0102_1997, "9P"), (0x00C3_6400, "Ceph")] {
+            assert_eq!(network_fs_name(m), Some(n));
+        }
+        assert_eq!(network_fs_name(0xEF53), None); // ext4
+        assert_eq!(network_fs_name(0x0102_1994), None); // tmpfs
+        assert_eq!(parse_magic("0x6969"), Some(0x6969));
+        assert_eq!(parse_magic("26985"), Some(0x6969));
+    }
+}

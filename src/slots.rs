@@ -1,0 +1,451 @@
+//! Who holds what: instances, the writer and checkpointer roles, reader slots, owner records,
+//! stale reclaim and waits.
+//!
+//! Owns: header bytes 128..200 (role owner records and release counters), the reader table and
+//! the instance table, and the lock bytes 1, 2, 3.. and 4096.. of [`crate::layout`].
+//!
+//! **Liveness comes from locks, never from pids.** Every open handle is an *instance*: it holds
+//! the exclusive lock on its own liveness byte for its whole life and writes
+//! `{id, nonce, generation}` into its instance record. The kernel drops the lock when the process
+//! dies, so "liveness byte free" proves "instance dead" (within this process the node's lock table
+//! answers, so a live sibling handle is never mistaken for a dead one). Generations make a reused
+//! instance slot distinguishable from its previous occupant.
+//!
+//! **Roles.** The writer (byte 1) and checkpointer (byte 2) are byte locks taken without waiting.
+//! Their owner records (`pid << 32 | instance`, nonce) are written after the lock is won and
+//! cleared before it is released; they are diagnostics, the lock is the truth. A waiter sleeps on
+//! the role's release counter with a cross-process futex in slices of at most [`WAIT_SLICE`] and
+//! retries the lock after every slice, so a holder that died without bumping the counter (SIGKILL)
+//! delays a waiter by one slice at most.
+//!
+//! **Reader slots**, one of two strategies fixed when the sidecar is created:
+//! * CAS (default): a reader claims a free slot by CAS of its instance tag into `owner`, stores
+//!   the pinned frame, issues `fence(SeqCst)` and re-reads the snapshot, re-pinning until the
+//!   snapshot did not move across the pin. No syscall. A slot whose tag names a dead instance is
+//!   stale and is taken over by CAS from that exact tag, so two reclaimers cannot both win.
+//! * Byte lock (the reference system's): a reader takes the exclusive lock on byte `3 + slot`
+//!   (two syscalls per transaction). The lock is the truth; a slot whose byte is free is stale.
+//!
+//! Release order is always: clear the pinned frame, clear the owner, then drop the lock. A
+//! reclaimer therefore never sees a half-released slot that a delayed releaser could later wipe.
+//! [`min_reader_frame`] issues `fence(SeqCst)` before scanning: with the reader's fence between
+//! its pin and its snapshot re-read, either the checkpointer sees the pin or the reader sees the
+//! checkpointer's newer snapshot and re-pins (the Dekker pattern, fenced on both sides).
+
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::lock::Kind;
+use crate::node::{HandleId, Node};
+use crate::snapshot::{tshm_snapshot, Latch};
+use std::sync::atomic::{fence, AtomicU32, Ordering::*};
+use std::time::{Duration, Instant};
+
+/// Longest single futex sleep of a waiter before it retries the lock itself.
+pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(10);
+
+/// One open handle's identity in the sidecar.
+#[derive(Clone, Copy, Debug)]
+pub struct Ident {
+    pub hid: HandleId,
+    pub pid: u32,
+    pub instance: u32,
+    pub generation: u64,
+    pub nonce: u64,
+}
+
+impl Ident {
+    pub fn tag(&self) -> u64 {
+        make_tag(self.instance, self.generation)
+    }
+
+    pub fn owner_id(&self) -> u64 {
+        owner_id(self.pid, self.instance)
+    }
+}
+
+/// A random 64-bit nonce (from the kernel; falls back to time and pid).
+pub fn nonce() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
+    if n == 8 {
+        u64::from_ne_bytes(b) | 1
+    } else {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (t.as_nanos() as u64 ^ (std::process::id() as u64) << 40) | 1
+    }
+}
+
+/// Claims a free instance slot for handle `hid`: the first whose liveness byte this handle can
+/// lock. Records with a non-zero id are tried last (their owner is probably alive).
+pub fn claim_instance(node: &Node, hid: HandleId) -> Result<Ident> {
+    let m = node.mapped()?;
+    let g = &m.geom;
+    let pid = std::process::id();
+    for pass in 0..2 {
+        for i in 0..g.instances {
+            let rec = g.instance(i);
+            if pass == 0 && m.shm.u64(rec).load(Relaxed) != 0 {
+                continue;
+            }
+            if !node.try_lock(hid, LOCK_INSTANCE_BASE + i as u64, Kind::Exclusive)? {
+                continue;
+            }
+            let generation = m.shm.u64(rec + 16).fetch_add(1, AcqRel).wrapping_add(1);
+            let nonce = nonce();
+            m.shm.u64(rec + 8).store(nonce, Relaxed);
+            m.shm.u64(rec).store(owner_id(pid, i), Release);
+            return Ok(Ident { hid, pid, instance: i, generation, nonce });
+        }
+    }
+    Err(Error::Full(format!("all {} instance slots are held by live handles", g.instances)))
+}
+
+/// Clears the instance record, then drops the liveness lock.
+pub fn release_instance(node: &Node, id: &Ident) -> Result<()> {
+    let m = node.mapped()?;
+    let rec = m.geom.instance(id.instance);
+    let _ = m.shm.u64(rec).compare_exchange(id.owner_id(), 0, Release, Relaxed);
+    node.unlock(id.hid, LOCK_INSTANCE_BASE + id.instance as u64)?;
+    Ok(())
+}
+
+/// Whether instance `i` is attached now (its liveness byte is held by someone).
+pub fn instance_alive(node: &Node, i: u32) -> Result<bool> {
+    node.held_anywhere(LOCK_INSTANCE_BASE + i as u64)
+}
+
+/// Whether the instance incarnation named by `tag` is still alive.
+pub fn tag_alive(node: &Node, tag: u64) -> Result<bool> {
+    let m = node.mapped()?;
+    let Some((i, generation)) = split_tag(tag) else { return Ok(false) };
+    if i >= m.geom.instances {
+        return Ok(false); // not a tag any instance could have written
+    }
+    let cur = m.shm.u64(m.geom.instance(i) + 16).load(Acquire) & 0xffff_ffff_ffff;
+    if cur != generation {
+        return Ok(false);
+    }
+    instance_alive(node, i)
+}
+
+/// The two exclusive roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Writer,
+    Checkpointer,
+}
+
+impl Role {
+    pub fn byte(self) -> u64 {
+        match self {
+            Role::Writer => LOCK_WRITER,
+            Role::Checkpointer => LOCK_CKPT,
+        }
+    }
+    fn id_off(self) -> usize {
+        match self {
+            Role::Writer => H_WRITER_ID,
+            Role::Checkpointer => H_CKPT_ID,
+        }
+    }
+    fn nonce_off(self) -> usize {
+        self.id_off() + 8
+    }
+    fn wake_off(self) -> usize {
+        match self {
+            Role::Writer => H_WRITER_WAKE,
+            Role::Checkpointer => H_CKPT_WAKE,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Writer => "writer",
+            Role::Checkpointer => "checkpointer",
+        }
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, dur: Duration) {
+    let ts = libc::timespec { tv_sec: dur.as_secs() as libc::time_t, tv_nsec: dur.subsec_nanos() as libc::c_long };
+    // SAFETY: word is a live, aligned u32 in a MAP_SHARED mapping; FUTEX_WAIT without the
+    // private flag keys the wait on the file page, so other processes' wakes reach it.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec);
+    }
+}
+
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: as in futex_wait.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+/// The owner record of a role, as a message fragment ("pid 123 (instance 4)").
+fn describe_owner(id: u64) -> String {
+    if id == 0 {
+        "another handle (owner record not yet written)".into()
+    } else {
+        format!("pid {} (instance {})", id >> 32, id as u32)
+    }
+}
+
+/// Takes `role` for `id`. `timeout_ms == 0` tries once; otherwise waits up to that long, woken
+/// when the holder releases.
+pub fn role_acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<()> {
+    let m = node.mapped()?;
+    let wake = m.shm.u32(role.wake_off());
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
+    loop {
+        let seen = wake.load(Acquire);
+        if node.try_lock(id.hid, role.byte(), Kind::Exclusive)? {
+            m.shm.u64(role.nonce_off()).store(id.nonce, Relaxed);
+            m.shm.u64(role.id_off()).store(id.owner_id(), Release);
+            return Ok(());
+        }
+        let now = Instant::now();
+        if timeout_ms == 0 || now >= deadline {
+            let holder = m.shm.u64(role.id_off()).load(Acquire);
+            return Err(Error::Busy(format!("the {} role is held by {}", role.name(), describe_owner(holder))));
+        }
+        futex_wait(wake, seen, (deadline - now).min(WAIT_SLICE));
+    }
+}
+
+/// Clears the owner record, drops the lock, then wakes waiters.
+pub fn role_release(node: &Node, id: &Ident, role: Role) -> Result<()> {
+    let m = node.mapped()?;
+    m.shm.u64(role.id_off()).store(0, Release);
+    m.shm.u64(role.nonce_off()).store(0, Relaxed);
+    node.unlock(id.hid, role.byte())?;
+    let wake = m.shm.u32(role.wake_off());
+    wake.fetch_add(1, Release);
+    futex_wake_all(wake);
+    Ok(())
+}
+
+/// Test hook: `TSHM_TEST_CRASH_AT=<name>` makes the process SIGKILL itself at that point.
+pub fn crash_point(name: &str) {
+    if std::env::var("TSHM_TEST_CRASH_AT").is_ok_and(|v| v == name) {
+        // SAFETY: raising a signal on ourselves.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+}
+
+/// Whether reader slot `i` is held by a live reader.
+fn reader_alive(node: &Node, i: u32, owner: u64) -> Result<bool> {
+    let m = node.mapped()?;
+    if m.geom.reader_strategy == READERS_BYTELOCK {
+        node.held_anywhere(LOCK_READER_BASE + i as u64)
+    } else {
+        tag_alive(node, owner)
+    }
+}
+
+/// Claims a reader slot and pins the current snapshot in it. Returns the slot and the pinned
+/// snapshot. `TSHM_BUSY` when every slot is held by a live reader.
+pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
+    let m = node.mapped()?;
+    let g = &m.geom;
+    let tag = id.tag();
+    let bytelock = g.reader_strategy == READERS_BYTELOCK;
+    let start = (id.instance.wrapping_mul(7)) % g.readers;
+    let mut claimed = None;
+    'scan: for pass in 0..2 {
+        for k in 0..g.readers {
+            let i = (start + k) % g.readers;
+            let owner_w = m.shm.u64(g.reader_slot(i));
+            let owner = owner_w.load(Relaxed);
+            if bytelock {
+                if (pass == 0 && owner != 0) || !node.try_lock(id.hid, LOCK_READER_BASE + i as u64, Kind::Exclusive)? {
+                    continue;
+                }
+                owner_w.store(tag, Relaxed);
+                claimed = Some(i);
+                break 'scan;
+            }
+            let free = owner == 0 || (pass == 1 && !reader_alive(node, i, owner)?);
+            if free && owner_w.compare_exchange(owner, tag, AcqRel, Relaxed).is_ok() {
+                claimed = Some(i);
+                break 'scan;
+            }
+        }
+    }
+    let Some(i) = claimed else {
+        return Err(Error::Busy(format!("all {} reader slots are held by live readers", g.readers)));
+    };
+    let frame = m.shm.u64(g.reader_slot(i) + 8);
+    let latch = Latch { shm: &m.shm };
+    let mut snap = latch.read();
+    loop {
+        frame.store(snap.max_frame, SeqCst);
+        fence(SeqCst);
+        let again = latch.read();
+        if again.sequence == snap.sequence {
+            return Ok((i, snap));
+        }
+        snap = again;
+    }
+}
+
+/// Releases reader slot `i` held by `id`: frame, then owner, then (byte-lock) the lock.
+pub fn reader_end(node: &Node, id: &Ident, i: u32) -> Result<()> {
+    let m = node.mapped()?;
+    let slot = m.geom.reader_slot(i);
+    m.shm.u64(slot + 8).store(NO_FRAME, Release);
+    crash_point("reader_end");
+    let taken = m.shm.u64(slot).compare_exchange(id.tag(), 0, Release, Relaxed);
+    if m.geom.reader_strategy == READERS_BYTELOCK {
+        node.unlock(id.hid, LOCK_READER_BASE + i as u64)?;
+    }
+    taken.map(|_| ()).map_err(|cur| {
+        Error::Internal(format!("reader slot {i} was taken over by tag {cur:#x} while its reader was alive"))
+    })
+}
+
+/// The oldest frame pinned by a live reader, or [`NO_FRAME`] when none is pinned. A
+/// checkpointer reads the snapshot first, then calls this, and backfills no frame above
+/// `min(snapshot.max_frame, result)`.
+pub fn min_reader_frame(node: &Node) -> Result<u64> {
+    let m = node.mapped()?;
+    fence(SeqCst);
+    let mut min = NO_FRAME;
+    for i in 0..m.geom.readers {
+        let slot = m.geom.reader_slot(i);
+        let owner = m.shm.u64(slot).load(SeqCst);
+        let frame = m.shm.u64(slot + 8).load(SeqCst);
+        if owner == 0 || frame == NO_FRAME || frame >= min {
+            continue;
+        }
+        if reader_alive(node, i, owner)? {
+            min = frame;
+        }
+    }
+    Ok(min)
+}
+
+/// Who holds a role or slot (`tshm_owner`). Role numbers follow the lock-byte map: 0 lifetime,
+/// 1 writer, 2 checkpointer, 3 + i reader slot i.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct tshm_owner_info {
+    /// `pid << 32 | instance` of the holder, 0 when unknown or free.
+    pub id: u64,
+    /// The holder instance's random nonce (distinguishes a reused pid).
+    pub nonce: u64,
+    /// For a reader slot: the pinned frame (`TSHM_NO_FRAME` when none); otherwise 0.
+    pub frame: u64,
+    /// Holder's process id (0 when unknown).
+    pub pid: u32,
+    /// Holder's instance index.
+    pub instance: u32,
+    /// 1 when the role or slot is held (by anyone, live or not yet reclaimed).
+    pub held: i32,
+    /// 1 when the holder is alive (its lock is held), 0 when it is free or stale.
+    pub alive: i32,
+}
+
+fn info_for_instance(node: &Node, i: u32) -> Result<tshm_owner_info> {
+    let m = node.mapped()?;
+    let rec = m.geom.instance(i);
+    let id = m.shm.u64(rec).load(Acquire);
+    Ok(tshm_owner_info {
+        id,
+        nonce: m.shm.u64(rec + 8).load(Relaxed),
+        pid: (id >> 32) as u32,
+        instance: i,
+        ..Default::default()
+    })
+}
+
+/// Reads the owner record of `role` (see [`tshm_owner_info`]).
+pub fn owner(node: &Node, role: u32) -> Result<tshm_owner_info> {
+    let m = node.mapped()?;
+    let g = &m.geom;
+    match role {
+        0 => {
+            let id = m.shm.u64(H_EXCL_ID).load(Acquire);
+            let exclusive = m.shm.u32(H_MODE).load(Relaxed) == MODE_EXCLUSIVE;
+            Ok(tshm_owner_info {
+                id: if exclusive { id } else { 0 },
+                nonce: if exclusive { m.shm.u64(H_EXCL_NONCE).load(Relaxed) } else { 0 },
+                pid: if exclusive { (id >> 32) as u32 } else { 0 },
+                instance: if exclusive { id as u32 } else { 0 },
+                held: 1,
+                alive: 1,
+                frame: 0,
+            })
+        }
+        1 | 2 => {
+            let r = if role == 1 { Role::Writer } else { Role::Checkpointer };
+            let id = m.shm.u64(r.id_off()).load(Acquire);
+            let alive = node.held_anywhere(r.byte())?;
+            Ok(tshm_owner_info {
+                id,
+                nonce: m.shm.u64(r.nonce_off()).load(Relaxed),
+                frame: 0,
+                pid: (id >> 32) as u32,
+                instance: id as u32,
+                held: (alive || id != 0) as i32,
+                alive: alive as i32,
+            })
+        }
+        r if r >= 3 && r - 3 < g.readers => {
+            let i = r - 3;
+            let owner = m.shm.u64(g.reader_slot(i)).load(Acquire);
+            let frame = m.shm.u64(g.reader_slot(i) + 8).load(Acquire);
+            if owner == 0 {
+                return Ok(tshm_owner_info { frame: NO_FRAME, ..Default::default() });
+            }
+            let alive = reader_alive(node, i, owner)?;
+            let mut info = match split_tag(owner) {
+                Some((inst, _)) if inst < g.instances => info_for_instance(node, inst)?,
+                _ => tshm_owner_info::default(),
+            };
+            info.frame = frame;
+            info.held = 1;
+            info.alive = alive as i32;
+            Ok(info)
+        }
+        _ => Err(Error::Misuse(format!(
+            "role {role} does not exist (0 lifetime, 1 writer, 2 checkpointer, 3..{} readers)",
+            3 + g.readers
+        ))),
+    }
+}
+
+/// Live instances other than `except`, as (pid, instance) — for conflict messages and the
+/// inspector.
+pub fn live_instances(node: &Node) -> Result<Vec<(u32, u32)>> {
+    let m = node.mapped()?;
+    let mut out = Vec::new();
+    for i in 0..m.geom.instances {
+        let id = m.shm.u64(m.geom.instance(i)).load(Acquire);
+        if id != 0 && instance_alive(node, i)? {
+            out.push(((id >> 32) as u32, i));
+        }
+    }
+    Ok(out)
+}
+
+/// Clears every owner record and slot: run only by a process that holds the lifetime byte
+/// exclusively, i.e. provably alone, before it claims anything itself.
+pub fn reset_all(node: &Node) -> Result<()> {
+    let m = node.mapped()?;
+    let g = &m.geom;
+    for off in [H_WRITER_ID, H_WRITER_NONCE, H_CKPT_ID, H_CKPT_NONCE, H_PUBLISH_TOKEN, H_EXCL_ID, H_EXCL_NONCE] {
+        m.shm.u64(off).store(0, Relaxed);
+    }
+    for i in 0..g.readers {
+        m.shm.u64(g.reader_slot(i)).store(0, Relaxed);
+        m.shm.u64(g.reader_slot(i) + 8).store(NO_FRAME, Relaxed);
+    }
+    for i in 0..g.instances {
+        m.shm.u64(g.instance(i)).store(0, Relaxed);
+        m.shm.u64(g.instance(i) + 8).store(0, Relaxed);
+    }
+    fence(SeqCst);
+    Ok(())
+}
