@@ -1,0 +1,131 @@
+# libtshm — build, test, install.
+#
+#   make            build libtshm.so / libtshm.a / tshm.pc / the tshm CLI into build/
+#   make test       every test: lint, Rust tests, C harnesses (both lock backends), header checks
+#   make install    PREFIX=/usr/local DESTDIR= (headers, libraries, pkg-config file, CLI)
+#   make header     regenerate include/tshm.h (cbindgen, pinned)
+
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+BINDIR       ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR      ?=
+CARGO        ?= cargo
+CBINDGEN_VERSION := 0.29.4
+CBINDGEN     ?= $(shell command -v cbindgen 2>/dev/null || echo $(HOME)/.cargo/bin/cbindgen)
+CC           ?= cc
+CFLAGS_TEST  := -std=c11 -O1 -g -Wall -Wextra -Werror -Iinclude -Ic-tests
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+MAJOR   := $(word 1,$(subst ., ,$(VERSION)))
+MINOR   := $(word 2,$(subst ., ,$(VERSION)))
+SONAME  := libtshm.so.$(MAJOR).$(MINOR)
+
+B        := build
+BLIB     := $(B)/lib
+BBIN     := $(B)/bin
+RELEASE  := target/release
+# Native libraries a static link of libtshm.a needs (rustc --print native-static-libs).
+STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+C_TESTS := $(patsubst c-tests/%.c,$(BBIN)/%,$(wildcard c-tests/test_*.c))
+
+.PHONY: all lib cli header check-header check-symbols check-header-compile test rust-test c-test \
+        lint tools install uninstall clean
+
+all: lib $(BLIB)/tshm.pc
+
+lib:
+	$(CARGO) build --release --lib
+	@mkdir -p $(BLIB)
+	cp -f $(RELEASE)/libtshm.a $(BLIB)/libtshm.a
+	cp -f $(RELEASE)/libtshm.so $(BLIB)/libtshm.so.$(VERSION)
+	ln -sf libtshm.so.$(VERSION) $(BLIB)/$(SONAME)
+	ln -sf $(SONAME) $(BLIB)/libtshm.so
+
+cli:
+	$(CARGO) build --release --bins
+	@mkdir -p $(BBIN)
+	cp -f $(RELEASE)/tshm $(BBIN)/tshm
+
+$(BLIB)/tshm.pc: tshm.pc.in Cargo.toml
+	@mkdir -p $(BLIB)
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|; s|@STATIC_LIBS@|$(STATIC_LIBS)|' $< > $@
+
+# cbindgen is pinned: point releases change the output.
+tools:
+	@if ! "$(CBINDGEN)" --version 2>/dev/null | grep -q "$(CBINDGEN_VERSION)"; then \
+	    echo "installing cbindgen $(CBINDGEN_VERSION)"; \
+	    $(CARGO) install --locked --quiet cbindgen --version $(CBINDGEN_VERSION); \
+	fi
+
+header: tools
+	$(CBINDGEN) --quiet --config cbindgen.toml --crate tshm --output include/tshm.h
+
+check-header: tools
+	@tmp=$$(mktemp -d); \
+	$(CBINDGEN) --quiet --config cbindgen.toml --crate tshm --output $$tmp/tshm.h && \
+	if diff -u include/tshm.h $$tmp/tshm.h; then echo "include/tshm.h is fresh"; rm -rf $$tmp; \
+	else echo "include/tshm.h is stale: run 'make header'"; rm -rf $$tmp; exit 1; fi
+
+check-symbols: lib
+	@bad=$$(nm -D --defined-only $(BLIB)/libtshm.so | awk '{print $$3}' | grep -v '^tshm_' || true); \
+	if [ -n "$$bad" ]; then echo "non-tshm_ symbols exported: $$bad"; exit 1; fi
+	@readelf -d $(BLIB)/libtshm.so | grep -q "SONAME.*\[$(SONAME)\]" || { echo "missing SONAME $(SONAME)"; exit 1; }
+	@echo "exports only tshm_* symbols; SONAME $(SONAME)"
+
+check-header-compile:
+	@for std in c99 c11 c17 c2x; do \
+	    $(CC) -std=$$std -pedantic -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes \
+	        -Wc++-compat -Wundef -Iinclude -fsyntax-only c-tests/header_twice.c || exit 1; \
+	done
+	@for std in c++11 c++17; do \
+	    $(CXX) -x c++ -std=$$std -pedantic -Wall -Wextra -Werror -Iinclude -fsyntax-only c-tests/header_twice.c || exit 1; \
+	done
+	@echo "tshm.h compiles as C99/C11/C17/C2x and C++11/C++17, included twice"
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --quiet -- -D warnings
+
+rust-test:
+	$(CARGO) test --quiet
+
+$(BBIN)/%: c-tests/%.c c-tests/harness.h include/tshm.h lib
+	@mkdir -p $(BBIN)
+	$(CC) $(CFLAGS_TEST) -o $@ $< -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+
+# The API test also links the static library, proving STATIC_LIBS is the complete list.
+$(BBIN)/test_api_static: c-tests/test_api.c c-tests/harness.h include/tshm.h lib
+	$(CC) $(CFLAGS_TEST) -o $@ $< $(BLIB)/libtshm.a $(STATIC_LIBS)
+
+# Every C test runs on both lock backends.
+c-test: lib $(C_TESTS) $(BBIN)/test_api_static
+	@set -e; for t in $(C_TESTS) $(BBIN)/test_api_static; do \
+	    for backend in ofd posix; do \
+	        echo "== $$(basename $$t) ($$backend locks)"; \
+	        TSHM_LOCK_BACKEND=$$backend $$t; \
+	    done; \
+	done
+
+test: tools lint rust-test c-test check-header check-symbols check-header-compile
+	@echo "make test: all checks passed"
+
+install: all
+	install -Dm644 include/tshm.h $(DESTDIR)$(INCLUDEDIR)/tshm.h
+	install -Dm644 $(BLIB)/libtshm.a $(DESTDIR)$(LIBDIR)/libtshm.a
+	install -Dm755 $(BLIB)/libtshm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtshm.so.$(VERSION)
+	ln -sf libtshm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtshm.so
+	install -Dm644 $(BLIB)/tshm.pc $(DESTDIR)$(PKGCONFIGDIR)/tshm.pc
+	install -Dm755 $(BBIN)/tshm $(DESTDIR)$(BINDIR)/tshm
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/tshm.h $(DESTDIR)$(LIBDIR)/libtshm.a \
+	      $(DESTDIR)$(LIBDIR)/libtshm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	      $(DESTDIR)$(LIBDIR)/libtshm.so $(DESTDIR)$(PKGCONFIGDIR)/tshm.pc $(DESTDIR)$(BINDIR)/tshm
+
+clean:
+	$(CARGO) clean
+	rm -rf $(B)

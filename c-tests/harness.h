@@ -1,0 +1,155 @@
+/*
+ * harness.h — a tiny test harness for libtshm's C tests.
+ *
+ * CHECK(cond) records a pass or a failure (with file, line and the expression); CHECK_RC(call,
+ * expected) also prints tshm_errmsg() when the code differs. harness_done() prints the closing
+ * line "N passed, N failed" and returns the process exit status.
+ *
+ * Multi-process helpers: a gate is a pipe that many children block on and that the parent opens
+ * for all of them at once by closing its write end, so children start "at the same instant"
+ * without sleeps; child_* helpers fork, report through a pipe, and collect exit statuses.
+ */
+#ifndef TSHM_HARNESS_H
+#define TSHM_HARNESS_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tshm.h"
+
+static int harness_passed, harness_failed;
+
+#define CHECK(cond)                                                                    \
+    do {                                                                               \
+        if (cond) {                                                                    \
+            harness_passed++;                                                          \
+        } else {                                                                       \
+            harness_failed++;                                                          \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);            \
+        }                                                                              \
+    } while (0)
+
+#define CHECK_RC(call, expected)                                                       \
+    do {                                                                               \
+        int rc_ = (call);                                                              \
+        if (rc_ == (expected)) {                                                       \
+            harness_passed++;                                                          \
+        } else {                                                                       \
+            const char *m_ = tshm_errmsg();                                            \
+            harness_failed++;                                                          \
+            fprintf(stderr, "FAIL %s:%d: %s returned %d (%s), expected %d; %s\n",      \
+                    __FILE__, __LINE__, #call, rc_, tshm_errstr(rc_), (expected),      \
+                    m_ ? m_ : "(no message)");                                         \
+        }                                                                              \
+    } while (0)
+
+/* Prints the closing line and returns the exit status for main(). */
+static inline int harness_done(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, harness_passed, harness_failed);
+    return harness_failed == 0 ? 0 : 1;
+}
+
+/* A fresh database path in a per-run directory; removes any old sidecar. */
+static inline const char *test_db(const char *name) {
+    static char buf[8][512];
+    static int next;
+    char *p = buf[next++ % 8];
+    const char *base = getenv("TSHM_TEST_DIR");
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/tshm-c-%d", base ? base : "/tmp", (int)getpid());
+    mkdir(dir, 0755);
+    snprintf(p, 512, "%s/%s", dir, name);
+    char side[600];
+    snprintf(side, sizeof side, "%s-tshm", p);
+    unlink(side);
+    return p;
+}
+
+static inline double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* A one-shot gate: children call gate_wait(), the parent gate_open(). */
+typedef struct { int fd[2]; } gate;
+
+static inline void gate_init(gate *g) {
+    if (pipe(g->fd) != 0) { perror("pipe"); exit(2); }
+}
+/* In a child: close the write end and block until the parent opens the gate. */
+static inline void gate_wait(gate *g) {
+    char c;
+    close(g->fd[1]);
+    while (read(g->fd[0], &c, 1) < 0 && errno == EINTR) {}
+}
+static inline void gate_open(gate *g) {
+    close(g->fd[1]);
+    close(g->fd[0]);
+}
+
+/* A report channel: children write fixed-size records, the parent reads them. */
+typedef struct { int fd[2]; } channel;
+
+static inline void channel_init(channel *c) {
+    if (pipe(c->fd) != 0) { perror("pipe"); exit(2); }
+}
+static inline void channel_send(channel *c, const void *rec, size_t n) {
+    if (write(c->fd[1], rec, n) != (ssize_t)n) _exit(3);
+}
+/* Reads exactly n bytes; returns 0 on EOF or error. */
+static inline int channel_recv(channel *c, void *rec, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(c->fd[0], (char *)rec + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return 0;
+        got += (size_t)r;
+    }
+    return 1;
+}
+
+/* Waits for a child; returns its exit code, or 128 + signal. */
+static inline int child_wait(pid_t pid) {
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return 255;
+}
+
+/* Kills a child with SIGKILL and reaps it. */
+static inline void child_kill(pid_t pid) {
+    kill(pid, SIGKILL);
+    child_wait(pid);
+}
+
+/* Opens db with the given flags (and reader settings); returns the handle or NULL. */
+static inline tshm *open_with(const char *db, uint32_t flags, uint32_t readers, uint32_t strategy) {
+    tshm_options o;
+    tshm *h = NULL;
+    tshm_options_init(&o);
+    o.flags = flags;
+    o.reader_slots = readers;
+    o.reader_strategy = strategy;
+    int rc = tshm_open(db, &o, &h);
+    if (rc != TSHM_OK) {
+        const char *m = tshm_errmsg();
+        fprintf(stderr, "open %s: %s (%s)\n", db, tshm_errstr(rc), m ? m : "");
+        return NULL;
+    }
+    return h;
+}
+
+#endif
