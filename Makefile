@@ -32,7 +32,7 @@ STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 C_TESTS := $(patsubst c-tests/%.c,$(BBIN)/%,$(wildcard c-tests/test_*.c))
 
 .PHONY: all lib cli header check-header check-symbols check-header-compile test rust-test c-test \
-        lint tools install uninstall clean
+        lint systest tools install uninstall clean
 
 all: lib $(BLIB)/tshm.pc
 
@@ -86,8 +86,12 @@ check-header-compile:
 	@echo "tshm.h compiles as C99/C11/C17/C2x and C++11/C++17, included twice"
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets --quiet -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+
+# ABI check: constants, struct layouts and symbols of include/tshm.h against the Rust side.
+systest:
+	$(CARGO) run -p systest --quiet
 
 rust-test:
 	$(CARGO) test --quiet
@@ -109,7 +113,7 @@ c-test: lib $(C_TESTS) $(BBIN)/test_api_static
 	    done; \
 	done
 
-test: tools lint rust-test c-test check-header check-symbols check-header-compile
+test: tools lint rust-test c-test systest check-header check-symbols check-header-compile
 	@echo "make test: all checks passed"
 
 install: all

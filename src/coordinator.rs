@@ -138,7 +138,9 @@ fn next_hid() -> HandleId {
 fn map_and_validate(node: &Node, writable: bool) -> std::result::Result<region::Shm, Error> {
     let len = region::file_len(node.fd())?;
     if len < PAGE {
-        return Err(Error::Corrupt(format!("sidecar is {len} bytes, shorter than its header")));
+        return Err(Error::Corrupt(format!(
+            "sidecar is {len} bytes, shorter than its header"
+        )));
     }
     region::Shm::map(node.fd(), len, writable)
 }
@@ -147,14 +149,25 @@ impl Coordinator {
     /// Opens (creating when needed) the sidecar `<db_path>-tshm` and attaches this handle.
     pub fn open(db_path: &Path, opts: &Options) -> Result<Coordinator> {
         if opts.readonly && opts.exclusive {
-            return Err(Error::Misuse("a read-only handle cannot hold the sidecar exclusively".into()));
+            return Err(Error::Misuse(
+                "a read-only handle cannot hold the sidecar exclusively".into(),
+            ));
         }
         if opts.reader_strategy > READERS_BYTELOCK {
-            return Err(Error::Misuse(format!("unknown reader strategy {}", opts.reader_strategy)));
+            return Err(Error::Misuse(format!(
+                "unknown reader strategy {}",
+                opts.reader_strategy
+            )));
         }
-        let readers = if opts.reader_slots == 0 { DEFAULT_READERS } else { opts.reader_slots };
+        let readers = if opts.reader_slots == 0 {
+            DEFAULT_READERS
+        } else {
+            opts.reader_slots
+        };
         if !(MIN_READERS..=MAX_READERS).contains(&readers) {
-            return Err(Error::Misuse(format!("reader_slots {readers} outside {MIN_READERS}..={MAX_READERS}")));
+            return Err(Error::Misuse(format!(
+                "reader_slots {readers} outside {MIN_READERS}..={MAX_READERS}"
+            )));
         }
         if !opts.allow_netfs {
             let dir = match db_path.parent() {
@@ -168,11 +181,17 @@ impl Coordinator {
         let hid = next_hid();
         let readonly = opts.readonly || !node.writable;
         if readonly && opts.exclusive {
-            return Err(Error::ReadOnly("the sidecar is read-only; EXCLUSIVE mode needs to write it".into()));
+            return Err(Error::ReadOnly(
+                "the sidecar is read-only; EXCLUSIVE mode needs to write it".into(),
+            ));
         }
         let (ident, initialized) = {
             let _serial = node.open_close.lock().unwrap_or_else(|e| e.into_inner());
-            let init_kind = if node.writable { Kind::Exclusive } else { Kind::Shared };
+            let init_kind = if node.writable {
+                Kind::Exclusive
+            } else {
+                Kind::Shared
+            };
             node.lock_wait(hid, LOCK_INIT, init_kind)?;
             let r = Self::attach(&node, hid, opts, readers, readonly);
             node.unlock(hid, LOCK_INIT)?;
@@ -192,7 +211,13 @@ impl Coordinator {
     }
 
     /// The open protocol proper, run under the init byte.
-    fn attach(node: &Arc<Node>, hid: HandleId, opts: &Options, readers: u32, readonly: bool) -> Result<(Option<Ident>, bool)> {
+    fn attach(
+        node: &Arc<Node>,
+        hid: HandleId,
+        opts: &Options,
+        readers: u32,
+        readonly: bool,
+    ) -> Result<(Option<Ident>, bool)> {
         let mut att = node.attached.lock().unwrap_or_else(|e| e.into_inner());
         let mut initialized = false;
         let first = att.handles == 0;
@@ -263,9 +288,18 @@ impl Coordinator {
         };
         let shm = &mapped.shm;
         shm.u64(H_INIT_EPOCH).fetch_add(1, Relaxed);
-        shm.u32(H_MODE).store(if opts.exclusive { MODE_EXCLUSIVE } else { MODE_SHARED }, Release);
+        shm.u32(H_MODE).store(
+            if opts.exclusive {
+                MODE_EXCLUSIVE
+            } else {
+                MODE_SHARED
+            },
+            Release,
+        );
         if !opts.exclusive && !node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)? {
-            return Err(Error::Internal("converting the lifetime lock to shared in place failed".into()));
+            return Err(Error::Internal(
+                "converting the lifetime lock to shared in place failed".into(),
+            ));
         }
         Ok(())
     }
@@ -287,13 +321,22 @@ impl Coordinator {
         Ok(())
     }
 
-    fn conflict_message(node: &Node, shm: &region::Shm, geom: Option<&Geometry>, want_exclusive: bool) -> String {
+    fn conflict_message(
+        node: &Node,
+        shm: &region::Shm,
+        geom: Option<&Geometry>,
+        want_exclusive: bool,
+    ) -> String {
         if want_exclusive {
             let mut pids: Vec<u32> = Vec::new();
             if let Some(g) = geom {
                 for i in 0..g.instances {
                     let id = shm.u64(g.instance(i)).load(Acquire);
-                    if id != 0 && node.held_anywhere(LOCK_INSTANCE_BASE + i as u64).unwrap_or(false) {
+                    if id != 0
+                        && node
+                            .held_anywhere(LOCK_INSTANCE_BASE + i as u64)
+                            .unwrap_or(false)
+                    {
                         pids.push((id >> 32) as u32);
                     }
                 }
@@ -305,7 +348,10 @@ impl Coordinator {
             } else {
                 format!(
                     "cannot open EXCLUSIVE: the sidecar is open in SHARED mode by pid {}",
-                    pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", pid ")
+                    pids.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", pid ")
                 )
             }
         } else {
@@ -324,14 +370,17 @@ impl Coordinator {
         }
         if self.fork_gen != fork_gen() {
             return Err(Error::Misuse(
-                "handle was opened by the parent process; after fork() the child may only close it".into(),
+                "handle was opened by the parent process; after fork() the child may only close it"
+                    .into(),
             ));
         }
         Ok(())
     }
 
     fn ident(&self) -> Result<&Ident> {
-        self.ident.as_ref().ok_or_else(|| Error::ReadOnly("a read-only handle cannot take roles or reader slots".into()))
+        self.ident.as_ref().ok_or_else(|| {
+            Error::ReadOnly("a read-only handle cannot take roles or reader slots".into())
+        })
     }
 
     fn held(&self) -> MutexGuard<'_, Held> {
@@ -343,7 +392,11 @@ impl Coordinator {
         self.check()?;
         let m = self.node.mapped()?;
         Ok(tshm_info {
-            mode: if self.exclusive { MODE_EXCLUSIVE } else { MODE_SHARED },
+            mode: if self.exclusive {
+                MODE_EXCLUSIVE
+            } else {
+                MODE_SHARED
+            },
             backend: match self.node.backend {
                 Backend::Ofd => TSHM_BACKEND_OFD,
                 Backend::Posix => TSHM_BACKEND_POSIX,
@@ -363,7 +416,10 @@ impl Coordinator {
     /// The current published snapshot. Lock-free.
     pub fn snapshot(&self) -> Result<tshm_snapshot> {
         self.check()?;
-        Ok(Latch { shm: &self.node.mapped()?.shm }.read())
+        Ok(Latch {
+            shm: &self.node.mapped()?.shm,
+        }
+        .read())
     }
 
     /// Publishes the fields of `snap` named by `mask`; the handle must hold the writer or the
@@ -374,14 +430,22 @@ impl Coordinator {
         {
             let h = self.held();
             if !h.writer && !h.ckpt {
-                return Err(Error::Misuse("publishing needs the writer or checkpointer role".into()));
+                return Err(Error::Misuse(
+                    "publishing needs the writer or checkpointer role".into(),
+                ));
             }
         }
         if mask & !crate::snapshot::TSHM_SNAP_ALL != 0 {
-            return Err(Error::Misuse(format!("unknown snapshot field bits {:#x}", mask & !crate::snapshot::TSHM_SNAP_ALL)));
+            return Err(Error::Misuse(format!(
+                "unknown snapshot field bits {:#x}",
+                mask & !crate::snapshot::TSHM_SNAP_ALL
+            )));
         }
         let node = &self.node;
-        Latch { shm: &node.mapped()?.shm }.publish(snap, mask, id.tag(), |t| slots::tag_alive(node, t))
+        Latch {
+            shm: &node.mapped()?.shm,
+        }
+        .publish(snap, mask, id.tag(), |t| slots::tag_alive(node, t))
     }
 
     fn role_flag(h: &mut Held, role: Role) -> (&mut bool, &mut bool) {
@@ -399,7 +463,10 @@ impl Coordinator {
             let mut h = self.held();
             let (held, pending) = Self::role_flag(&mut h, role);
             if *held || *pending {
-                return Err(Error::Misuse(format!("this handle already holds the {} role", role.name())));
+                return Err(Error::Misuse(format!(
+                    "this handle already holds the {} role",
+                    role.name()
+                )));
             }
             *pending = true;
         }
@@ -418,7 +485,10 @@ impl Coordinator {
         let mut h = self.held();
         let (held, _) = Self::role_flag(&mut h, role);
         if !*held {
-            return Err(Error::Misuse(format!("this handle does not hold the {} role", role.name())));
+            return Err(Error::Misuse(format!(
+                "this handle does not hold the {} role",
+                role.name()
+            )));
         }
         *held = false;
         slots::role_release(&self.node, &id, role)
@@ -440,7 +510,9 @@ impl Coordinator {
         {
             let mut h = self.held();
             let Some(pos) = h.readers.iter().position(|s| *s == slot) else {
-                return Err(Error::Misuse(format!("this handle does not hold reader slot {slot}")));
+                return Err(Error::Misuse(format!(
+                    "this handle does not hold reader slot {slot}"
+                )));
             };
             h.readers.swap_remove(pos);
         }
@@ -506,7 +578,12 @@ impl Coordinator {
         let node = self.node.clone();
         let _serial = node.open_close.lock().unwrap_or_else(|e| e.into_inner());
         let mut result = self.release_everything();
-        let last_here = node.attached.lock().unwrap_or_else(|e| e.into_inner()).handles == 1;
+        let last_here = node
+            .attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handles
+            == 1;
         let mut was_last = false;
         if last_here && self.ident.is_some() {
             node.lock_wait(self.hid, LOCK_INIT, Kind::Exclusive)?;
@@ -531,7 +608,10 @@ impl Coordinator {
             result = result.and(node.unlock(NODE_HOLDER, LOCK_LIFETIME).map(|_| ()));
         }
         result = result.and(node.unlock_all(self.hid));
-        node.attached.lock().unwrap_or_else(|e| e.into_inner()).handles -= 1;
+        node.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handles -= 1;
         result.map(|_| was_last)
     }
 }
@@ -579,6 +659,10 @@ impl Coordinator {
     /// Begins a read transaction that ends when the returned value is dropped.
     pub fn read_txn(&self) -> Result<ReadTxn<'_>> {
         let (slot, snapshot) = self.reader_begin()?;
-        Ok(ReadTxn { coord: self, slot, snapshot })
+        Ok(ReadTxn {
+            coord: self,
+            slot,
+            snapshot,
+        })
     }
 }

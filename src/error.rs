@@ -117,11 +117,17 @@ impl Error {
 
     /// Wraps the last OS error with what was being attempted.
     pub fn last_os(what: impl Into<String>) -> Error {
-        Error::Io { what: what.into(), source: io::Error::last_os_error() }
+        Error::Io {
+            what: what.into(),
+            source: io::Error::last_os_error(),
+        }
     }
 
     pub fn io(what: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { what: what.into(), source }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 
@@ -156,9 +162,23 @@ mod tests {
     #[test]
     fn every_code_has_a_distinct_description_and_unknown_codes_are_named() {
         let codes = [
-            TSHM_OK, TSHM_ERROR, TSHM_INTERNAL, TSHM_PERM, TSHM_BUSY, TSHM_NOMEM,
-            TSHM_READONLY, TSHM_IOERR, TSHM_CORRUPT, TSHM_NOTFOUND, TSHM_FULL, TSHM_CANTOPEN,
-            TSHM_PROTOCOL, TSHM_MISUSE, TSHM_RANGE, TSHM_NOTSUPPORTED, TSHM_CONFLICT,
+            TSHM_OK,
+            TSHM_ERROR,
+            TSHM_INTERNAL,
+            TSHM_PERM,
+            TSHM_BUSY,
+            TSHM_NOMEM,
+            TSHM_READONLY,
+            TSHM_IOERR,
+            TSHM_CORRUPT,
+            TSHM_NOTFOUND,
+            TSHM_FULL,
+            TSHM_CANTOPEN,
+            TSHM_PROTOCOL,
+            TSHM_MISUSE,
+            TSHM_RANGE,
+            TSHM_NOTSUPPORTED,
+            TSHM_CONFLICT,
         ];
         let mut seen = std::collections::HashSet::new();
         for c in codes {

@@ -147,17 +147,26 @@ impl Geometry {
     /// [`Geometry::new`] would put it. A file that fails this is corrupt.
     pub fn validate(&self) -> Result<(), String> {
         if !(MIN_READERS..=MAX_READERS).contains(&self.readers) {
-            return Err(format!("reader slot count {} outside {MIN_READERS}..={MAX_READERS}", self.readers));
+            return Err(format!(
+                "reader slot count {} outside {MIN_READERS}..={MAX_READERS}",
+                self.readers
+            ));
         }
         if self.reader_strategy > READERS_BYTELOCK {
             return Err(format!("unknown reader strategy {}", self.reader_strategy));
         }
         if !(1..=MAX_INSTANCES).contains(&self.instances) {
-            return Err(format!("instance count {} outside 1..={MAX_INSTANCES}", self.instances));
+            return Err(format!(
+                "instance count {} outside 1..={MAX_INSTANCES}",
+                self.instances
+            ));
         }
         let expect = Geometry::new(self.readers, self.reader_strategy, self.instances);
         if expect != *self {
-            return Err(format!("table offsets {:?} do not match the counts (expected {:?})", self, expect));
+            return Err(format!(
+                "table offsets {:?} do not match the counts (expected {:?})",
+                self, expect
+            ));
         }
         Ok(())
     }
@@ -175,7 +184,9 @@ impl Geometry {
 
 /// FNV-1a over the geometry bytes of the header, stored at [`H_GEOM_SUM`].
 pub fn geometry_sum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Owner id as stored in owner records: `pid << 32 | instance index`.

@@ -106,7 +106,10 @@ pub fn try_lock(fd: RawFd, backend: Backend, start: u64, len: u64, kind: Kind) -
     match fcntl_lock(fd, cmd(backend, true, false), &mut fl) {
         Ok(()) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
-        Err(e) => Err(Error::io(format!("fcntl lock byte {start} ({})", backend.name()), e)),
+        Err(e) => Err(Error::io(
+            format!("fcntl lock byte {start} ({})", backend.name()),
+            e,
+        )),
     }
 }
 
@@ -115,8 +118,12 @@ pub fn try_lock(fd: RawFd, backend: Backend, start: u64, len: u64, kind: Kind) -
 /// while it is held).
 pub fn lock_wait(fd: RawFd, backend: Backend, start: u64, len: u64, kind: Kind) -> Result<()> {
     let mut fl = flock(kind.l_type(), start, len);
-    fcntl_lock(fd, cmd(backend, true, true), &mut fl)
-        .map_err(|e| Error::io(format!("fcntl wait for byte {start} ({})", backend.name()), e))
+    fcntl_lock(fd, cmd(backend, true, true), &mut fl).map_err(|e| {
+        Error::io(
+            format!("fcntl wait for byte {start} ({})", backend.name()),
+            e,
+        )
+    })
 }
 
 /// Releases `len` bytes at `start`.
@@ -172,7 +179,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tshm-lock-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join(format!("f{}", rand_suffix()));
-        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(p).unwrap()
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p)
+            .unwrap()
     }
 
     fn rand_suffix() -> u64 {
@@ -188,21 +201,34 @@ mod tests {
         assert!(try_lock(f.as_raw_fd(), Backend::Ofd, 5, 1, Kind::Exclusive).unwrap());
         assert!(try_lock(g.as_raw_fd(), Backend::Ofd, 5, 1, Kind::Exclusive).unwrap());
         let path = format!("/proc/self/fd/{}", f.as_raw_fd());
-        let other = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+        let other = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
         assert!(!try_lock(other.as_raw_fd(), Backend::Ofd, 5, 1, Kind::Shared).unwrap());
-        assert_eq!(probe(other.as_raw_fd(), Backend::Ofd, 5).unwrap().0, Held::Exclusive);
+        assert_eq!(
+            probe(other.as_raw_fd(), Backend::Ofd, 5).unwrap().0,
+            Held::Exclusive
+        );
         // downgrade in place lets the other description share it
         assert!(try_lock(f.as_raw_fd(), Backend::Ofd, 5, 1, Kind::Shared).unwrap());
         assert!(try_lock(other.as_raw_fd(), Backend::Ofd, 5, 1, Kind::Shared).unwrap());
         assert!(!try_lock(f.as_raw_fd(), Backend::Ofd, 5, 1, Kind::Exclusive).unwrap());
         unlock(other.as_raw_fd(), Backend::Ofd, 5, 1).unwrap();
         assert!(try_lock(f.as_raw_fd(), Backend::Ofd, 5, 1, Kind::Exclusive).unwrap());
-        assert_eq!(probe(other.as_raw_fd(), Backend::Ofd, 6).unwrap().0, Held::Free);
+        assert_eq!(
+            probe(other.as_raw_fd(), Backend::Ofd, 6).unwrap().0,
+            Held::Free
+        );
     }
 
     #[test]
     fn the_kernel_supports_ofd_here() {
         let f = temp_file();
-        assert_eq!(choose(f.as_raw_fd(), None), Backend::from_env().unwrap_or(Backend::Ofd));
+        assert_eq!(
+            choose(f.as_raw_fd(), None),
+            Backend::from_env().unwrap_or(Backend::Ofd)
+        );
     }
 }

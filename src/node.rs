@@ -88,17 +88,26 @@ type Registry = HashMap<(u64, u64), Weak<Node>>;
 static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
 
 fn registry() -> MutexGuard<'static, Registry> {
-    REG.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|e| e.into_inner())
+    REG.get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 fn try_registry() -> Option<MutexGuard<'static, Registry>> {
-    REG.get_or_init(|| Mutex::new(HashMap::new())).try_lock().ok()
+    REG.get_or_init(|| Mutex::new(HashMap::new()))
+        .try_lock()
+        .ok()
 }
 
 impl Node {
     /// Returns this process's node for the sidecar of `db_path`, opening the sidecar when the
     /// process has none. `readonly`/`create` are passed to [`crate::region::open_sidecar`].
-    pub fn get(db_path: &std::path::Path, readonly: bool, create: bool, forced: Option<Backend>) -> Result<Arc<Node>> {
+    pub fn get(
+        db_path: &std::path::Path,
+        readonly: bool,
+        create: bool,
+        forced: Option<Backend>,
+    ) -> Result<Arc<Node>> {
         install_fork_hook();
         let mut reg = registry();
         let now = fork_gen();
@@ -173,7 +182,9 @@ impl Node {
     }
 
     pub fn mapped(&self) -> Result<&Mapped> {
-        self.mapped.get().ok_or_else(|| Error::Internal("sidecar used before it was mapped".into()))
+        self.mapped
+            .get()
+            .ok_or_else(|| Error::Internal("sidecar used before it was mapped".into()))
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<u64, ByteState>> {
@@ -184,7 +195,14 @@ impl Node {
     /// the other mode converts it in place (upgrade only when `h` is its sole holder here).
     /// `Ok(false)`: another handle of this process or another process holds it.
     pub fn try_lock(&self, h: HandleId, byte: u64, kind: Kind) -> Result<bool> {
+        self.lock_byte(h, byte, kind, true)
+    }
+
+    fn lock_byte(&self, h: HandleId, byte: u64, kind: Kind, reenter: bool) -> Result<bool> {
         let mut t = self.table();
+        if !reenter && t.contains_key(&byte) {
+            return Ok(false);
+        }
         let st = t.entry(byte).or_default();
         let others_shared = st.shared.iter().any(|x| *x != h);
         let mine_shared = st.shared.contains(&h);
@@ -218,6 +236,12 @@ impl Node {
         Ok(true)
     }
 
+    /// Takes `byte` exclusively for `h` only if no handle of this process, `h` included, holds
+    /// it: a claim of a fresh slot, never a re-entry into one `h` already has.
+    pub fn try_claim(&self, h: HandleId, byte: u64) -> Result<bool> {
+        self.lock_byte(h, byte, Kind::Exclusive, false)
+    }
+
     /// Takes `byte` for `h`, waiting for other processes. Only for the init byte, whose
     /// in-process holders are already serialized by `open_close` (so no handle here holds it).
     pub fn lock_wait(&self, h: HandleId, byte: u64, kind: Kind) -> Result<()> {
@@ -235,7 +259,9 @@ impl Node {
     /// `Ok(false)` when `h` held nothing there.
     pub fn unlock(&self, h: HandleId, byte: u64) -> Result<bool> {
         let mut t = self.table();
-        let Some(st) = t.get_mut(&byte) else { return Ok(false) };
+        let Some(st) = t.get_mut(&byte) else {
+            return Ok(false);
+        };
         let held = if st.exclusive == Some(h) {
             st.exclusive = None;
             true

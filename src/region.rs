@@ -34,12 +34,16 @@ impl Shm {
         let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
         let mut opts = memmap2::MmapOptions::new();
         opts.len(len as usize);
-        let map = if writable { opts.map_raw(&*file) } else { opts.map_raw_read_only(&*file) };
+        let map = if writable {
+            opts.map_raw(&*file)
+        } else {
+            opts.map_raw_read_only(&*file)
+        };
         let map = map.map_err(|e| Error::io("mmap sidecar", e))?;
         Ok(Shm { map, writable })
     }
 
-    pub fn len(&self) -> usize {
+    pub fn mapped_len(&self) -> usize {
         self.map.len()
     }
 
@@ -48,14 +52,20 @@ impl Shm {
     }
 
     pub fn u32(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.map.len(), "shm offset {off} out of bounds");
+        assert!(
+            off % 4 == 0 && off + 4 <= self.map.len(),
+            "shm offset {off} out of bounds"
+        );
         // SAFETY: in bounds and aligned (page-aligned mapping); the memory lives as long as self
         // and is only ever accessed atomically.
         unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU32) }
     }
 
     pub fn u64(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.map.len(), "shm offset {off} out of bounds");
+        assert!(
+            off % 8 == 0 && off + 8 <= self.map.len(),
+            "shm offset {off} out of bounds"
+        );
         // SAFETY: as for u32.
         unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU64) }
     }
@@ -73,8 +83,11 @@ impl Shm {
 /// Validates the header of a mapped sidecar and returns its geometry. Every field is checked
 /// before it is used to compute an offset.
 pub fn read_header(shm: &Shm) -> std::result::Result<Geometry, String> {
-    if shm.len() < PAGE as usize {
-        return Err(format!("file is {} bytes, shorter than the {PAGE}-byte header", shm.len()));
+    if shm.mapped_len() < PAGE as usize {
+        return Err(format!(
+            "file is {} bytes, shorter than the {PAGE}-byte header",
+            shm.mapped_len()
+        ));
     }
     let magic = shm.u32(H_MAGIC).load(Relaxed);
     if magic != MAGIC {
@@ -82,7 +95,9 @@ pub fn read_header(shm: &Shm) -> std::result::Result<Geometry, String> {
     }
     let version = shm.u32(H_VERSION).load(Relaxed);
     if version != VERSION {
-        return Err(format!("layout version {version}, this library speaks {VERSION}"));
+        return Err(format!(
+            "layout version {version}, this library speaks {VERSION}"
+        ));
     }
     if shm.u32(H_ENDIAN).load(Relaxed) != ENDIAN_TAG {
         return Err("written by a machine of another byte order".into());
@@ -91,7 +106,9 @@ pub fn read_header(shm: &Shm) -> std::result::Result<Geometry, String> {
     if shm.u64(H_GEOM_SUM).load(Relaxed) != sum {
         return Err("header checksum mismatch".into());
     }
-    if shm.u32(H_HEADER_BYTES).load(Relaxed) as u64 != PAGE || shm.u32(H_RESERVED).load(Relaxed) != 0 {
+    if shm.u32(H_HEADER_BYTES).load(Relaxed) as u64 != PAGE
+        || shm.u32(H_RESERVED).load(Relaxed) != 0
+    {
         return Err("bad header size".into());
     }
     let g = Geometry {
@@ -103,8 +120,12 @@ pub fn read_header(shm: &Shm) -> std::result::Result<Geometry, String> {
         base_len: shm.u64(H_BASE_LEN).load(Relaxed),
     };
     g.validate()?;
-    if g.base_len > shm.len() as u64 {
-        return Err(format!("file is {} bytes but its tables need {}", shm.len(), g.base_len));
+    if g.base_len > shm.mapped_len() as u64 {
+        return Err(format!(
+            "file is {} bytes but its tables need {}",
+            shm.mapped_len(),
+            g.base_len
+        ));
     }
     Ok(g)
 }
@@ -142,7 +163,8 @@ pub fn sidecar_path(db_path: &Path) -> std::path::PathBuf {
 
 fn cpath(p: &Path) -> Result<CString> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Misuse("path contains a NUL byte".into()))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::Misuse("path contains a NUL byte".into()))
 }
 
 /// Filesystems whose byte-range locks or shared mappings are not coherent across machines.
@@ -165,7 +187,10 @@ pub fn network_fs_name(magic: i64) -> Option<&'static str> {
 /// Refuses a directory on a network filesystem. The environment variable `TSHM_TEST_FS_MAGIC`
 /// (a test hook) substitutes the filesystem magic the kernel reports.
 pub fn check_local_fs(dir: &Path) -> Result<()> {
-    let magic = match std::env::var("TSHM_TEST_FS_MAGIC").ok().and_then(|s| parse_magic(&s)) {
+    let magic = match std::env::var("TSHM_TEST_FS_MAGIC")
+        .ok()
+        .and_then(|s| parse_magic(&s))
+    {
         Some(m) => m,
         None => {
             let c = cpath(dir)?;
@@ -231,7 +256,11 @@ pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Open
                 }
                 return Ok(Opened { fd, writable: true });
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EROFS) | Some(libc::EPERM)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES) | Some(libc::EROFS) | Some(libc::EPERM)
+                ) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !create => {
                 return Err(Error::NotFound(format!("no sidecar at {}", path.display())))
             }
@@ -239,7 +268,10 @@ pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Open
         }
     }
     match open(base | libc::O_RDONLY, 0) {
-        Ok(fd) => Ok(Opened { fd, writable: false }),
+        Ok(fd) => Ok(Opened {
+            fd,
+            writable: false,
+        }),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Error::NotFound(format!(
             "no sidecar at {}; a read-only opener cannot create one (use the engine's legacy \
              read-only path)",
@@ -305,7 +337,10 @@ pub fn grow(fd: RawFd, len: u64) -> Result<()> {
             return Err(Error::io("grow sidecar", e));
         }
         if rc == 0 {
-            return Err(Error::io("grow sidecar", std::io::Error::from_raw_os_error(libc::ENOSPC)));
+            return Err(Error::io(
+                "grow sidecar",
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
         }
         off += rc as u64;
     }
@@ -318,7 +353,12 @@ mod tests {
 
     #[test]
     fn network_filesystems_are_named_and_local_ones_pass() {
-        for (m, n) in [(0x6969i64, "NFS"), (0xFF53_4D42, "CIFS"), (0x0102_1997, "9P"), (0x00C3_6400, "Ceph")] {
+        for (m, n) in [
+            (0x6969i64, "NFS"),
+            (0xFF53_4D42, "CIFS"),
+            (0x0102_1997, "9P"),
+            (0x00C3_6400, "Ceph"),
+        ] {
             assert_eq!(network_fs_name(m), Some(n));
         }
         assert_eq!(network_fs_name(0xEF53), None); // ext4

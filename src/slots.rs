@@ -43,6 +43,18 @@ use std::time::{Duration, Instant};
 /// Longest single futex sleep of a waiter before it retries the lock itself.
 pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(10);
 
+/// [`WAIT_SLICE`], or `TSHM_TEST_WAIT_SLICE_MS` (a test hook: a long slice proves that a waiter
+/// was woken by the release, not by its own retry).
+fn wait_slice() -> Duration {
+    static SLICE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SLICE.get_or_init(|| {
+        std::env::var("TSHM_TEST_WAIT_SLICE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(WAIT_SLICE, Duration::from_millis)
+    })
+}
+
 /// One open handle's identity in the sidecar.
 #[derive(Clone, Copy, Debug)]
 pub struct Ident {
@@ -71,7 +83,9 @@ pub fn nonce() -> u64 {
     if n == 8 {
         u64::from_ne_bytes(b) | 1
     } else {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         (t.as_nanos() as u64 ^ (std::process::id() as u64) << 40) | 1
     }
 }
@@ -88,24 +102,36 @@ pub fn claim_instance(node: &Node, hid: HandleId) -> Result<Ident> {
             if pass == 0 && m.shm.u64(rec).load(Relaxed) != 0 {
                 continue;
             }
-            if !node.try_lock(hid, LOCK_INSTANCE_BASE + i as u64, Kind::Exclusive)? {
+            if !node.try_claim(hid, LOCK_INSTANCE_BASE + i as u64)? {
                 continue;
             }
             let generation = m.shm.u64(rec + 16).fetch_add(1, AcqRel).wrapping_add(1);
             let nonce = nonce();
             m.shm.u64(rec + 8).store(nonce, Relaxed);
             m.shm.u64(rec).store(owner_id(pid, i), Release);
-            return Ok(Ident { hid, pid, instance: i, generation, nonce });
+            return Ok(Ident {
+                hid,
+                pid,
+                instance: i,
+                generation,
+                nonce,
+            });
         }
     }
-    Err(Error::Full(format!("all {} instance slots are held by live handles", g.instances)))
+    Err(Error::Full(format!(
+        "all {} instance slots are held by live handles",
+        g.instances
+    )))
 }
 
 /// Clears the instance record, then drops the liveness lock.
 pub fn release_instance(node: &Node, id: &Ident) -> Result<()> {
     let m = node.mapped()?;
     let rec = m.geom.instance(id.instance);
-    let _ = m.shm.u64(rec).compare_exchange(id.owner_id(), 0, Release, Relaxed);
+    let _ = m
+        .shm
+        .u64(rec)
+        .compare_exchange(id.owner_id(), 0, Release, Relaxed);
     node.unlock(id.hid, LOCK_INSTANCE_BASE + id.instance as u64)?;
     Ok(())
 }
@@ -118,7 +144,9 @@ pub fn instance_alive(node: &Node, i: u32) -> Result<bool> {
 /// Whether the instance incarnation named by `tag` is still alive.
 pub fn tag_alive(node: &Node, tag: u64) -> Result<bool> {
     let m = node.mapped()?;
-    let Some((i, generation)) = split_tag(tag) else { return Ok(false) };
+    let Some((i, generation)) = split_tag(tag) else {
+        return Ok(false);
+    };
     if i >= m.geom.instances {
         return Ok(false); // not a tag any instance could have written
     }
@@ -167,11 +195,20 @@ impl Role {
 }
 
 fn futex_wait(word: &AtomicU32, expected: u32, dur: Duration) {
-    let ts = libc::timespec { tv_sec: dur.as_secs() as libc::time_t, tv_nsec: dur.subsec_nanos() as libc::c_long };
+    let ts = libc::timespec {
+        tv_sec: dur.as_secs() as libc::time_t,
+        tv_nsec: dur.subsec_nanos() as libc::c_long,
+    };
     // SAFETY: word is a live, aligned u32 in a MAP_SHARED mapping; FUTEX_WAIT without the
     // private flag keys the wait on the file page, so other processes' wakes reach it.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
     }
 }
 
@@ -207,9 +244,13 @@ pub fn role_acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Res
         let now = Instant::now();
         if timeout_ms == 0 || now >= deadline {
             let holder = m.shm.u64(role.id_off()).load(Acquire);
-            return Err(Error::Busy(format!("the {} role is held by {}", role.name(), describe_owner(holder))));
+            return Err(Error::Busy(format!(
+                "the {} role is held by {}",
+                role.name(),
+                describe_owner(holder)
+            )));
         }
-        futex_wait(wake, seen, (deadline - now).min(WAIT_SLICE));
+        futex_wait(wake, seen, (deadline - now).min(wait_slice()));
     }
 }
 
@@ -258,7 +299,9 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
             let owner_w = m.shm.u64(g.reader_slot(i));
             let owner = owner_w.load(Relaxed);
             if bytelock {
-                if (pass == 0 && owner != 0) || !node.try_lock(id.hid, LOCK_READER_BASE + i as u64, Kind::Exclusive)? {
+                if (pass == 0 && owner != 0)
+                    || !node.try_claim(id.hid, LOCK_READER_BASE + i as u64)?
+                {
                     continue;
                 }
                 owner_w.store(tag, Relaxed);
@@ -266,14 +309,21 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
                 break 'scan;
             }
             let free = owner == 0 || (pass == 1 && !reader_alive(node, i, owner)?);
-            if free && owner_w.compare_exchange(owner, tag, AcqRel, Relaxed).is_ok() {
+            if free
+                && owner_w
+                    .compare_exchange(owner, tag, AcqRel, Relaxed)
+                    .is_ok()
+            {
                 claimed = Some(i);
                 break 'scan;
             }
         }
     }
     let Some(i) = claimed else {
-        return Err(Error::Busy(format!("all {} reader slots are held by live readers", g.readers)));
+        return Err(Error::Busy(format!(
+            "all {} reader slots are held by live readers",
+            g.readers
+        )));
     };
     let frame = m.shm.u64(g.reader_slot(i) + 8);
     let latch = Latch { shm: &m.shm };
@@ -295,12 +345,17 @@ pub fn reader_end(node: &Node, id: &Ident, i: u32) -> Result<()> {
     let slot = m.geom.reader_slot(i);
     m.shm.u64(slot + 8).store(NO_FRAME, Release);
     crash_point("reader_end");
-    let taken = m.shm.u64(slot).compare_exchange(id.tag(), 0, Release, Relaxed);
+    let taken = m
+        .shm
+        .u64(slot)
+        .compare_exchange(id.tag(), 0, Release, Relaxed);
     if m.geom.reader_strategy == READERS_BYTELOCK {
         node.unlock(id.hid, LOCK_READER_BASE + i as u64)?;
     }
     taken.map(|_| ()).map_err(|cur| {
-        Error::Internal(format!("reader slot {i} was taken over by tag {cur:#x} while its reader was alive"))
+        Error::Internal(format!(
+            "reader slot {i} was taken over by tag {cur:#x} while its reader was alive"
+        ))
     })
 }
 
@@ -370,7 +425,11 @@ pub fn owner(node: &Node, role: u32) -> Result<tshm_owner_info> {
             let exclusive = m.shm.u32(H_MODE).load(Relaxed) == MODE_EXCLUSIVE;
             Ok(tshm_owner_info {
                 id: if exclusive { id } else { 0 },
-                nonce: if exclusive { m.shm.u64(H_EXCL_NONCE).load(Relaxed) } else { 0 },
+                nonce: if exclusive {
+                    m.shm.u64(H_EXCL_NONCE).load(Relaxed)
+                } else {
+                    0
+                },
                 pid: if exclusive { (id >> 32) as u32 } else { 0 },
                 instance: if exclusive { id as u32 } else { 0 },
                 held: 1,
@@ -379,7 +438,11 @@ pub fn owner(node: &Node, role: u32) -> Result<tshm_owner_info> {
             })
         }
         1 | 2 => {
-            let r = if role == 1 { Role::Writer } else { Role::Checkpointer };
+            let r = if role == 1 {
+                Role::Writer
+            } else {
+                Role::Checkpointer
+            };
             let id = m.shm.u64(r.id_off()).load(Acquire);
             let alive = node.held_anywhere(r.byte())?;
             Ok(tshm_owner_info {
@@ -397,7 +460,10 @@ pub fn owner(node: &Node, role: u32) -> Result<tshm_owner_info> {
             let owner = m.shm.u64(g.reader_slot(i)).load(Acquire);
             let frame = m.shm.u64(g.reader_slot(i) + 8).load(Acquire);
             if owner == 0 {
-                return Ok(tshm_owner_info { frame: NO_FRAME, ..Default::default() });
+                return Ok(tshm_owner_info {
+                    frame: NO_FRAME,
+                    ..Default::default()
+                });
             }
             let alive = reader_alive(node, i, owner)?;
             let mut info = match split_tag(owner) {
@@ -435,7 +501,15 @@ pub fn live_instances(node: &Node) -> Result<Vec<(u32, u32)>> {
 pub fn reset_all(node: &Node) -> Result<()> {
     let m = node.mapped()?;
     let g = &m.geom;
-    for off in [H_WRITER_ID, H_WRITER_NONCE, H_CKPT_ID, H_CKPT_NONCE, H_PUBLISH_TOKEN, H_EXCL_ID, H_EXCL_NONCE] {
+    for off in [
+        H_WRITER_ID,
+        H_WRITER_NONCE,
+        H_CKPT_ID,
+        H_CKPT_NONCE,
+        H_PUBLISH_TOKEN,
+        H_EXCL_ID,
+        H_EXCL_NONCE,
+    ] {
         m.shm.u64(off).store(0, Relaxed);
     }
     for i in 0..g.readers {

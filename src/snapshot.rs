@@ -202,11 +202,17 @@ impl Latch<'_> {
                 Err(holder) => {
                     spins += 1;
                     if spins % 64 == 0 {
-                        if !alive(holder)? && token.compare_exchange(holder, tag, Acquire, Relaxed).is_ok() {
+                        if !alive(holder)?
+                            && token
+                                .compare_exchange(holder, tag, Acquire, Relaxed)
+                                .is_ok()
+                        {
                             break;
                         }
                         if std::time::Instant::now() > deadline {
-                            return Err(Error::Busy("another live publisher holds the snapshot publish token".into()));
+                            return Err(Error::Busy(
+                                "another live publisher holds the snapshot publish token".into(),
+                            ));
                         }
                         std::thread::yield_now();
                     }
@@ -241,8 +247,18 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     fn shm() -> (std::fs::File, Shm) {
-        let p = std::env::temp_dir().join(format!("tshm-snap-{}-{:?}", std::process::id(), std::thread::current().id()));
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+        let p = std::env::temp_dir().join(format!(
+            "tshm-snap-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
         let _ = std::fs::remove_file(&p);
         grow(f.as_raw_fd(), PAGE).unwrap();
         let m = Shm::map(f.as_raw_fd(), PAGE, true).unwrap();
@@ -264,7 +280,9 @@ mod tests {
             checksum: [7, 8],
             ..Default::default()
         };
-        let out = latch.publish(&s, TSHM_SNAP_ALL, 1 << 48, |_| Ok(true)).unwrap();
+        let out = latch
+            .publish(&s, TSHM_SNAP_ALL, 1 << 48, |_| Ok(true))
+            .unwrap();
         assert_eq!(out.sequence, 1);
         assert_eq!(latch.read(), tshm_snapshot { sequence: 1, ..s });
     }
@@ -273,11 +291,23 @@ mod tests {
     fn masked_publish_keeps_other_fields() {
         let (_f, m) = shm();
         let latch = Latch { shm: &m };
-        let s = tshm_snapshot { max_frame: 10, nbackfills: 0, ..Default::default() };
-        latch.publish(&s, TSHM_SNAP_ALL, 1 << 48, |_| Ok(true)).unwrap();
+        let s = tshm_snapshot {
+            max_frame: 10,
+            nbackfills: 0,
+            ..Default::default()
+        };
+        latch
+            .publish(&s, TSHM_SNAP_ALL, 1 << 48, |_| Ok(true))
+            .unwrap();
         // a checkpointer that still believes max_frame is 5 publishes only nbackfills
-        let ck = tshm_snapshot { max_frame: 5, nbackfills: 10, ..Default::default() };
-        latch.publish(&ck, TSHM_SNAP_NBACKFILLS, 2 << 48, |_| Ok(true)).unwrap();
+        let ck = tshm_snapshot {
+            max_frame: 5,
+            nbackfills: 10,
+            ..Default::default()
+        };
+        latch
+            .publish(&ck, TSHM_SNAP_NBACKFILLS, 2 << 48, |_| Ok(true))
+            .unwrap();
         let r = latch.read();
         assert_eq!((r.max_frame, r.nbackfills, r.sequence), (10, 10, 2));
     }
@@ -287,8 +317,13 @@ mod tests {
         let (_f, m) = shm();
         let latch = Latch { shm: &m };
         m.u64(H_PUBLISH_TOKEN).store(9 << 48, Relaxed);
-        let s = tshm_snapshot { max_frame: 1, ..Default::default() };
-        assert!(latch.publish(&s, TSHM_SNAP_ALL, 1 << 48, |t| Ok(t != 9 << 48)).is_ok());
+        let s = tshm_snapshot {
+            max_frame: 1,
+            ..Default::default()
+        };
+        assert!(latch
+            .publish(&s, TSHM_SNAP_ALL, 1 << 48, |t| Ok(t != 9 << 48))
+            .is_ok());
         assert_eq!(m.u64(H_PUBLISH_TOKEN).load(Relaxed), 0);
     }
 
@@ -296,14 +331,34 @@ mod tests {
     fn a_torn_other_copy_is_never_read() {
         let (_f, m) = shm();
         let latch = Latch { shm: &m };
-        latch.publish(&tshm_snapshot { max_frame: 3, ..Default::default() }, TSHM_SNAP_ALL, 1 << 48, |_| Ok(true)).unwrap();
+        latch
+            .publish(
+                &tshm_snapshot {
+                    max_frame: 3,
+                    ..Default::default()
+                },
+                TSHM_SNAP_ALL,
+                1 << 48,
+                |_| Ok(true),
+            )
+            .unwrap();
         // garbage in the copy that is not current (what a killed publisher leaves)
         let other = H_SNAP_COPY[0];
         for k in 0..SNAP_WORDS {
             m.u64(other + 8 * k).store(u64::MAX, Relaxed);
         }
         assert_eq!(latch.read().max_frame, 3);
-        latch.publish(&tshm_snapshot { max_frame: 4, ..Default::default() }, TSHM_SNAP_MAX_FRAME, 1 << 48, |_| Ok(true)).unwrap();
+        latch
+            .publish(
+                &tshm_snapshot {
+                    max_frame: 4,
+                    ..Default::default()
+                },
+                TSHM_SNAP_MAX_FRAME,
+                1 << 48,
+                |_| Ok(true),
+            )
+            .unwrap();
         let r = latch.read();
         assert_eq!((r.max_frame, r.nbackfills, r.sequence), (4, 0, 2));
     }
@@ -331,8 +386,15 @@ mod tests {
             .collect();
         let latch = Latch { shm: &m };
         for i in 1..20_000u64 {
-            let s = tshm_snapshot { max_frame: i, nbackfills: i * 3, engine: [i ^ 0xdead, 0], ..Default::default() };
-            latch.publish(&s, TSHM_SNAP_ALL, 1 << 48, |_| Ok(true)).unwrap();
+            let s = tshm_snapshot {
+                max_frame: i,
+                nbackfills: i * 3,
+                engine: [i ^ 0xdead, 0],
+                ..Default::default()
+            };
+            latch
+                .publish(&s, TSHM_SNAP_ALL, 1 << 48, |_| Ok(true))
+                .unwrap();
         }
         stop.store(true, Relaxed);
         for r in readers {

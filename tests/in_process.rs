@@ -14,7 +14,10 @@ fn db(name: &str) -> PathBuf {
 
 fn both_backends(f: impl Fn(&Options)) {
     for posix in [false, true] {
-        f(&Options { posix_locks: posix, ..Options::default() });
+        f(&Options {
+            posix_locks: posix,
+            ..Options::default()
+        });
     }
 }
 
@@ -74,7 +77,10 @@ fn a_blocked_writer_is_woken_by_release_in_another_thread() {
 fn readers_pin_frames_and_the_minimum_follows_them() {
     for strategy in [0, 1] {
         let p = db(&format!("pin-{strategy}.db"));
-        let o = Options { reader_strategy: strategy, ..Options::default() };
+        let o = Options {
+            reader_strategy: strategy,
+            ..Options::default()
+        };
         let w = Coordinator::open(&p, &o).unwrap();
         let r = Coordinator::open(&p, &o).unwrap();
         assert_eq!(w.info().unwrap().reader_strategy, strategy);
@@ -101,7 +107,10 @@ fn readers_pin_frames_and_the_minimum_follows_them() {
 #[test]
 fn reader_slots_run_out_with_busy_not_corruption() {
     let p = db("full.db");
-    let o = Options { reader_slots: 64, ..Options::default() };
+    let o = Options {
+        reader_slots: 64,
+        ..Options::default()
+    };
     let a = Coordinator::open(&p, &o).unwrap();
     let slots: Vec<u32> = (0..64).map(|_| a.reader_begin().unwrap().0).collect();
     assert!(matches!(a.reader_begin(), Err(Error::Busy(_))));
@@ -113,7 +122,10 @@ fn reader_slots_run_out_with_busy_not_corruption() {
 fn a_closed_handle_refuses_calls_and_publish_needs_a_role() {
     let p = db("closed.db");
     let a = Coordinator::open(&p, &Options::default()).unwrap();
-    assert!(matches!(a.publish(&Default::default(), 1), Err(Error::Misuse(_))));
+    assert!(matches!(
+        a.publish(&Default::default(), 1),
+        Err(Error::Misuse(_))
+    ));
     a.shutdown(|_| {}).unwrap();
     assert!(matches!(a.snapshot(), Err(Error::Misuse(_))));
     assert!(matches!(a.shutdown(|_| {}), Err(Error::Misuse(_))));
@@ -122,12 +134,28 @@ fn a_closed_handle_refuses_calls_and_publish_needs_a_role() {
 #[test]
 fn exclusive_and_shared_conflict_within_a_process() {
     let p = db("mode.db");
-    let a = Coordinator::open(&p, &Options { exclusive: true, ..Options::default() }).unwrap();
-    assert!(matches!(Coordinator::open(&p, &Options::default()), Err(Error::Conflict(_))));
+    let a = Coordinator::open(
+        &p,
+        &Options {
+            exclusive: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        Coordinator::open(&p, &Options::default()),
+        Err(Error::Conflict(_))
+    ));
     drop(a);
     let _b = Coordinator::open(&p, &Options::default()).unwrap();
     assert!(matches!(
-        Coordinator::open(&p, &Options { exclusive: true, ..Options::default() }),
+        Coordinator::open(
+            &p,
+            &Options {
+                exclusive: true,
+                ..Options::default()
+            }
+        ),
         Err(Error::Conflict(_))
     ));
 }
@@ -135,12 +163,28 @@ fn exclusive_and_shared_conflict_within_a_process() {
 #[test]
 fn read_only_open_without_sidecar_reports_not_found() {
     let p = db("ro.db");
-    let e = Coordinator::open(&p, &Options { readonly: true, ..Options::default() });
+    let e = Coordinator::open(
+        &p,
+        &Options {
+            readonly: true,
+            ..Options::default()
+        },
+    );
     assert!(matches!(e, Err(Error::NotFound(_))));
     let w = Coordinator::open(&p, &Options::default()).unwrap();
-    let r = Coordinator::open(&p, &Options { readonly: true, ..Options::default() }).unwrap();
+    let r = Coordinator::open(
+        &p,
+        &Options {
+            readonly: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     assert_eq!(r.info().unwrap().readonly, 1);
     assert_eq!(r.snapshot().unwrap(), w.snapshot().unwrap());
     assert!(matches!(r.reader_begin(), Err(Error::ReadOnly(_))));
-    assert!(matches!(r.acquire(Role::Writer, 0), Err(Error::ReadOnly(_))));
+    assert!(matches!(
+        r.acquire(Role::Writer, 0),
+        Err(Error::ReadOnly(_))
+    ));
 }

@@ -53,7 +53,9 @@ pub fn panicked(payload: Box<dyn std::any::Any + Send>) -> c_int {
 /// Runs an exported function's body, turning a panic into `TSHM_INTERNAL`.
 macro_rules! ffi_guard {
     ($body:block) => {{
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::ffi::c_int { $body })) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::ffi::c_int {
+            $body
+        })) {
             Ok(rc) => rc,
             Err(p) => $crate::ffi::guard::panicked(p),
         }

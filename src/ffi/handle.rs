@@ -3,8 +3,9 @@
 //! touching freed memory.
 //!
 //! Owns: the handle's `state` word. A handle is `OPEN` from `tshm_open` until `tshm_close`
-//! returns, then `CLOSED`; closed handles stay allocated in a bounded quarantine (the
-//! [`QUARANTINE`] most recent ones), so using one is a reported misuse, not undefined behaviour.
+//! returns, then `CLOSED`; the coordinator inside is dropped at close (so the process lets go of
+//! the sidecar), but the small shell stays allocated in a bounded quarantine (the [`QUARANTINE`]
+//! most recent ones), so using a closed handle is a reported misuse, not undefined behaviour.
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
@@ -26,7 +27,9 @@ pub type tshm_last_close_fn = Option<unsafe extern "C" fn(h: *mut tshm, ctx: *mu
 #[allow(non_camel_case_types)]
 pub struct tshm {
     state: AtomicU32,
-    coord: Coordinator,
+    /// `Some` while open. Written only by `tshm_open` (before the pointer is handed out) and by
+    /// `retire` (which the API forbids to run concurrently with other calls on the handle).
+    coord: std::cell::UnsafeCell<Option<Coordinator>>,
     pub(crate) on_last: tshm_last_close_fn,
     pub(crate) ctx: *mut c_void,
 }
@@ -39,12 +42,17 @@ static CLOSED_HANDLES: Mutex<VecDeque<Quarantined>> = Mutex::new(VecDeque::new()
 
 impl tshm {
     pub fn new(coord: Coordinator, on_last: tshm_last_close_fn, ctx: *mut c_void) -> *mut tshm {
-        Box::into_raw(Box::new(tshm { state: AtomicU32::new(OPEN), coord, on_last, ctx }))
+        Box::into_raw(Box::new(tshm {
+            state: AtomicU32::new(OPEN),
+            coord: Some(coord).into(),
+            on_last,
+            ctx,
+        }))
     }
 }
 
 /// Validates a handle pointer from C and returns its coordinator.
-pub fn coord<'a>(h: *const tshm) -> Result<&'a Coordinator> {
+pub(crate) fn coord<'a>(h: *const tshm) -> Result<&'a Coordinator> {
     if h.is_null() {
         return Err(Error::Misuse("NULL handle".into()));
     }
@@ -52,7 +60,10 @@ pub fn coord<'a>(h: *const tshm) -> Result<&'a Coordinator> {
     // quarantined; a pointer older than the quarantine is a use-after-free by the caller.
     let r = unsafe { &*h };
     match r.state.load(Acquire) {
-        OPEN => Ok(&r.coord),
+        // SAFETY: while OPEN the cell is Some and only retire() (not concurrent) writes it.
+        OPEN => unsafe { &*r.coord.get() }
+            .as_ref()
+            .ok_or_else(|| Error::Misuse("handle is closed".into())),
         CLOSED => Err(Error::Misuse("handle is closed".into())),
         _ => Err(Error::Misuse("not a tshm handle".into())),
     }
@@ -60,9 +71,14 @@ pub fn coord<'a>(h: *const tshm) -> Result<&'a Coordinator> {
 
 /// Marks an (already shut down) handle closed and moves it to the quarantine, freeing the
 /// oldest quarantined handle when it is full.
-pub fn retire(h: *mut tshm) {
-    // SAFETY: h was validated by coord() and is owned by the caller of tshm_close.
-    unsafe { (*h).state.store(CLOSED, Release) };
+pub(crate) fn retire(h: *mut tshm) {
+    // SAFETY: h was validated by coord() and is owned by the caller of tshm_close, which the
+    // API forbids to run concurrently with any other call on h.
+    let coord = unsafe {
+        (*h).state.store(CLOSED, Release);
+        (*(*h).coord.get()).take()
+    };
+    drop(coord);
     let mut q = CLOSED_HANDLES.lock().unwrap_or_else(|e| e.into_inner());
     q.push_back(Quarantined(h));
     if q.len() > QUARANTINE {

@@ -24,7 +24,8 @@ pub const TSHM_VERSION_MINOR: c_int = 1;
 /// Patch version of this header.
 pub const TSHM_VERSION_PATCH: c_int = 0;
 /// `MAJOR * 1000000 + MINOR * 1000 + PATCH`; compare with `tshm_libversion_number()`.
-pub const TSHM_VERSION_NUMBER: c_int = TSHM_VERSION_MAJOR * 1_000_000 + TSHM_VERSION_MINOR * 1_000 + TSHM_VERSION_PATCH;
+pub const TSHM_VERSION_NUMBER: c_int =
+    TSHM_VERSION_MAJOR * 1_000_000 + TSHM_VERSION_MINOR * 1_000 + TSHM_VERSION_PATCH;
 
 /// Open flag: single-process mode; other processes' opens fail with `TSHM_CONFLICT`.
 pub const TSHM_OPEN_EXCLUSIVE: u32 = 1;
@@ -106,7 +107,12 @@ pub extern "C" fn tshm_errstr(rc: c_int) -> *const c_char {
     static TABLE: std::sync::OnceLock<Vec<(c_int, std::ffi::CString)>> = std::sync::OnceLock::new();
     let t = TABLE.get_or_init(|| {
         (-1..=64)
-            .map(|c| (c, std::ffi::CString::new(crate::error::errstr(c)).unwrap_or_default()))
+            .map(|c| {
+                (
+                    c,
+                    std::ffi::CString::new(crate::error::errstr(c)).unwrap_or_default(),
+                )
+            })
             .collect()
     });
     let idx = t.iter().position(|(c, _)| *c == rc).unwrap_or(0);
@@ -164,7 +170,11 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 /// `db_path` is NULL or a NUL-terminated string; `opts` is NULL or a `tshm_options` initialized
 /// by `tshm_options_init`; `out` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn tshm_open(db_path: *const c_char, opts: *const tshm_options, out: *mut *mut tshm) -> c_int {
+pub unsafe extern "C" fn tshm_open(
+    db_path: *const c_char,
+    opts: *const tshm_options,
+    out: *mut *mut tshm,
+) -> c_int {
     ffi_guard!({
         if db_path.is_null() || out.is_null() {
             return misuse("tshm_open: db_path and out must not be NULL");
@@ -178,7 +188,10 @@ pub unsafe extern "C" fn tshm_open(db_path: *const c_char, opts: *const tshm_opt
             if (opts.size as usize) < std::mem::size_of::<tshm_options>() {
                 return misuse("tshm_open: opts was not initialized with tshm_options_init");
             }
-            let known = TSHM_OPEN_EXCLUSIVE | TSHM_OPEN_READONLY | TSHM_OPEN_ALLOW_NETFS | TSHM_OPEN_POSIX_LOCKS;
+            let known = TSHM_OPEN_EXCLUSIVE
+                | TSHM_OPEN_READONLY
+                | TSHM_OPEN_ALLOW_NETFS
+                | TSHM_OPEN_POSIX_LOCKS;
             if opts.flags & !known != 0 {
                 return misuse("tshm_open: unknown flag bits");
             }
@@ -296,7 +309,11 @@ pub unsafe extern "C" fn tshm_snapshot_get(h: *const tshm, out: *mut tshm_snapsh
 /// # Safety
 /// `h` is NULL or a handle; `snap` is NULL or readable.
 #[no_mangle]
-pub unsafe extern "C" fn tshm_publish(h: *mut tshm, snap: *const tshm_snapshot, mask: u32) -> c_int {
+pub unsafe extern "C" fn tshm_publish(
+    h: *mut tshm,
+    snap: *const tshm_snapshot,
+    mask: u32,
+) -> c_int {
     ffi_guard!({
         if snap.is_null() {
             return misuse("tshm_publish: snap is NULL");
@@ -360,7 +377,11 @@ pub unsafe extern "C" fn tshm_checkpointer_release(h: *mut tshm) -> c_int {
 /// # Safety
 /// `h` is NULL or a handle; `slot_out` and `snap_out` are NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn tshm_reader_begin(h: *mut tshm, slot_out: *mut u32, snap_out: *mut tshm_snapshot) -> c_int {
+pub unsafe extern "C" fn tshm_reader_begin(
+    h: *mut tshm,
+    slot_out: *mut u32,
+    snap_out: *mut tshm_snapshot,
+) -> c_int {
     ffi_guard!({
         if slot_out.is_null() || snap_out.is_null() {
             return misuse("tshm_reader_begin: slot_out and snap_out must not be NULL");
@@ -436,9 +457,18 @@ mod tests {
 
     #[test]
     fn version_constants_match_the_package() {
-        assert_eq!(TSHM_VERSION_MAJOR.to_string(), env!("CARGO_PKG_VERSION_MAJOR"));
-        assert_eq!(TSHM_VERSION_MINOR.to_string(), env!("CARGO_PKG_VERSION_MINOR"));
-        assert_eq!(TSHM_VERSION_PATCH.to_string(), env!("CARGO_PKG_VERSION_PATCH"));
+        assert_eq!(
+            TSHM_VERSION_MAJOR.to_string(),
+            env!("CARGO_PKG_VERSION_MAJOR")
+        );
+        assert_eq!(
+            TSHM_VERSION_MINOR.to_string(),
+            env!("CARGO_PKG_VERSION_MINOR")
+        );
+        assert_eq!(
+            TSHM_VERSION_PATCH.to_string(),
+            env!("CARGO_PKG_VERSION_PATCH")
+        );
         let s = unsafe { CStr::from_ptr(tshm_libversion()) };
         assert_eq!(s.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
     }
