@@ -32,7 +32,7 @@ STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 C_TESTS := $(patsubst c-tests/%.c,$(BBIN)/%,$(wildcard c-tests/test_*.c))
 
 .PHONY: all lib cli header check-header check-symbols check-header-compile test rust-test c-test \
-        lint systest tools install uninstall clean
+        lint systest bench tools install uninstall clean
 
 all: lib $(BLIB)/tshm.pc
 
@@ -112,6 +112,12 @@ c-test: lib $(C_TESTS) $(BBIN)/test_api_static
 	        TSHM_LOCK_BACKEND=$$backend $$t; \
 	    done; \
 	done
+
+# Benchmarks: ratios against baselines measured in the same run, in target/bench/report.json.
+# `make bench ONLY=core.reader` runs the ids with that prefix.
+bench:
+	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core
+	@echo "report: target/bench/report.json"
 
 test: tools lint rust-test c-test systest check-header check-symbols check-header-compile
 	@echo "make test: all checks passed"

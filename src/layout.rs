@@ -28,6 +28,7 @@
 //! 144 u64 checkpointer owner id 152 u64 checkpointer owner nonce
 //! 160 u64 publish token (tag of the handle publishing a snapshot, 0 when none)
 //! 192 u32 writer release counter (futex word)   196 u32 checkpointer release counter
+//! 200 u32 writer waiters       204 u32 checkpointer waiters (releasers skip the wake when 0)
 //! 256 u64 snapshot sequence    264 9 x u64 snapshot copy 0    336 9 x u64 snapshot copy 1
 //! ```
 //!
@@ -78,6 +79,8 @@ pub(crate) const H_CKPT_NONCE: usize = 152;
 pub(crate) const H_PUBLISH_TOKEN: usize = 160;
 pub(crate) const H_WRITER_WAKE: usize = 192;
 pub(crate) const H_CKPT_WAKE: usize = 196;
+pub(crate) const H_WRITER_WAITERS: usize = 200;
+pub(crate) const H_CKPT_WAITERS: usize = 204;
 pub(crate) const H_SNAP_SEQ: usize = 256;
 pub(crate) const H_SNAP_COPY: [usize; 2] = [264, 336];
 /// Words in one snapshot copy.

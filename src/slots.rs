@@ -186,6 +186,12 @@ impl Role {
             Role::Checkpointer => H_CKPT_WAKE,
         }
     }
+    fn waiters_off(self) -> usize {
+        match self {
+            Role::Writer => H_WRITER_WAITERS,
+            Role::Checkpointer => H_CKPT_WAITERS,
+        }
+    }
     pub fn name(self) -> &'static str {
         match self {
             Role::Writer => "writer",
@@ -232,37 +238,63 @@ fn describe_owner(id: u64) -> String {
 /// when the holder releases.
 pub fn role_acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<()> {
     let m = node.mapped()?;
+    let take = || -> Result<bool> {
+        if !node.try_lock(id.hid, role.byte(), Kind::Exclusive)? {
+            return Ok(false);
+        }
+        m.shm.u64(role.nonce_off()).store(id.nonce, Relaxed);
+        m.shm.u64(role.id_off()).store(id.owner_id(), Release);
+        Ok(true)
+    };
+    if take()? {
+        return Ok(());
+    }
+    let busy = || {
+        let holder = m.shm.u64(role.id_off()).load(Acquire);
+        Err(Error::Busy(format!(
+            "the {} role is held by {}",
+            role.name(),
+            describe_owner(holder)
+        )))
+    };
+    if timeout_ms == 0 {
+        return busy();
+    }
+    // Announce the wait before reading the counter: a releaser that sees no waiter bumped the
+    // counter before this load (SeqCst), so the futex wait below returns at once.
     let wake = m.shm.u32(role.wake_off());
+    let waiters = m.shm.u32(role.waiters_off());
+    waiters.fetch_add(1, SeqCst);
     let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
-    loop {
-        let seen = wake.load(Acquire);
-        if node.try_lock(id.hid, role.byte(), Kind::Exclusive)? {
-            m.shm.u64(role.nonce_off()).store(id.nonce, Relaxed);
-            m.shm.u64(role.id_off()).store(id.owner_id(), Release);
-            return Ok(());
+    let r = loop {
+        let seen = wake.load(SeqCst);
+        match take() {
+            Ok(true) => break Ok(()),
+            Ok(false) => {}
+            Err(e) => break Err(e),
         }
         let now = Instant::now();
-        if timeout_ms == 0 || now >= deadline {
-            let holder = m.shm.u64(role.id_off()).load(Acquire);
-            return Err(Error::Busy(format!(
-                "the {} role is held by {}",
-                role.name(),
-                describe_owner(holder)
-            )));
+        if now >= deadline {
+            break busy();
         }
         futex_wait(wake, seen, (deadline - now).min(wait_slice()));
-    }
+    };
+    waiters.fetch_sub(1, SeqCst);
+    r
 }
 
-/// Clears the owner record, drops the lock, then wakes waiters.
+/// Clears the owner record, drops the lock, then wakes waiters (the syscall only when some
+/// handle announced a wait; a waiter that died leaves the count high, which costs a wake).
 pub fn role_release(node: &Node, id: &Ident, role: Role) -> Result<()> {
     let m = node.mapped()?;
     m.shm.u64(role.id_off()).store(0, Release);
     m.shm.u64(role.nonce_off()).store(0, Relaxed);
     node.unlock(id.hid, role.byte())?;
     let wake = m.shm.u32(role.wake_off());
-    wake.fetch_add(1, Release);
-    futex_wake_all(wake);
+    wake.fetch_add(1, SeqCst);
+    if m.shm.u32(role.waiters_off()).load(SeqCst) != 0 {
+        futex_wake_all(wake);
+    }
     Ok(())
 }
 

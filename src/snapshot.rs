@@ -366,6 +366,14 @@ mod tests {
     #[test]
     fn concurrent_readers_never_see_a_mixed_snapshot() {
         let (_f, m) = shm();
+        // every snapshot the readers can see, the first included, satisfies the invariant
+        let first = tshm_snapshot {
+            engine: [0xdead, 0],
+            ..Default::default()
+        };
+        Latch { shm: &m }
+            .publish(&first, TSHM_SNAP_ALL, 1 << 48, |_| Ok(true))
+            .unwrap();
         let m = std::sync::Arc::new(m);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..2)
