@@ -88,6 +88,27 @@ fn misuse(what: &str) -> c_int {
     fail(Error::Misuse(what.into()))
 }
 
+/// The common shape of a getter: refuse a NULL `out`, run `get` on the handle, write `*out`
+/// only on success.
+fn get_into<T>(
+    h: *const tshm,
+    out: *mut T,
+    name: &str,
+    get: impl FnOnce(&Coordinator) -> crate::Result<T>,
+) -> c_int {
+    if out.is_null() {
+        return misuse(&format!("{name}: out is NULL"));
+    }
+    match coord(h).and_then(get) {
+        Ok(v) => {
+            // SAFETY: out is non-null and, by the function's contract, writable.
+            unsafe { out.write(v) };
+            TSHM_OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
 /// The library's version number, `TSHM_VERSION_NUMBER` of the headers it was built with.
 #[no_mangle]
 pub extern "C" fn tshm_libversion_number() -> c_int {
@@ -266,18 +287,7 @@ pub unsafe extern "C" fn tshm_close(h: *mut tshm, was_last: *mut c_int) -> c_int
 /// `h` is NULL or a handle; `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn tshm_info_get(h: *const tshm, out: *mut tshm_info) -> c_int {
-    ffi_guard!({
-        if out.is_null() {
-            return misuse("tshm_info_get: out is NULL");
-        }
-        match coord(h).and_then(|c| c.info()) {
-            Ok(i) => {
-                unsafe { *out = i };
-                TSHM_OK
-            }
-            Err(e) => fail(e),
-        }
-    })
+    ffi_guard!({ get_into(h, out, "tshm_info_get", |c| c.info()) })
 }
 
 /// Reads the current published snapshot into `*out`. Lock-free; never waits for a publisher,
@@ -287,18 +297,7 @@ pub unsafe extern "C" fn tshm_info_get(h: *const tshm, out: *mut tshm_info) -> c
 /// `h` is NULL or a handle; `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn tshm_snapshot_get(h: *const tshm, out: *mut tshm_snapshot) -> c_int {
-    ffi_guard!({
-        if out.is_null() {
-            return misuse("tshm_snapshot_get: out is NULL");
-        }
-        match coord(h).and_then(|c| c.snapshot()) {
-            Ok(s) => {
-                unsafe { *out = s };
-                TSHM_OK
-            }
-            Err(e) => fail(e),
-        }
-    })
+    ffi_guard!({ get_into(h, out, "tshm_snapshot_get", |c| c.snapshot()) })
 }
 
 /// Publishes the fields of `*snap` selected by `mask` (`TSHM_SNAP_*` bits) as the new snapshot;
@@ -417,16 +416,9 @@ pub unsafe extern "C" fn tshm_reader_end(h: *mut tshm, slot: u32) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn tshm_min_reader_frame(h: *const tshm, frame_out: *mut u64) -> c_int {
     ffi_guard!({
-        if frame_out.is_null() {
-            return misuse("tshm_min_reader_frame: frame_out is NULL");
-        }
-        match coord(h).and_then(|c| c.min_reader_frame()) {
-            Ok(f) => {
-                unsafe { *frame_out = f };
-                TSHM_OK
-            }
-            Err(e) => fail(e),
-        }
+        get_into(h, frame_out, "tshm_min_reader_frame", |c| {
+            c.min_reader_frame()
+        })
     })
 }
 
@@ -437,18 +429,7 @@ pub unsafe extern "C" fn tshm_min_reader_frame(h: *const tshm, frame_out: *mut u
 /// `h` is NULL or a handle; `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn tshm_owner(h: *const tshm, role: u32, out: *mut tshm_owner_info) -> c_int {
-    ffi_guard!({
-        if out.is_null() {
-            return misuse("tshm_owner: out is NULL");
-        }
-        match coord(h).and_then(|c| c.owner(role)) {
-            Ok(i) => {
-                unsafe { *out = i };
-                TSHM_OK
-            }
-            Err(e) => fail(e),
-        }
-    })
+    ffi_guard!({ get_into(h, out, "tshm_owner", |c| c.owner(role)) })
 }
 
 #[cfg(test)]
