@@ -202,6 +202,11 @@
 #define TSHM_NO_FRAME UINT64_MAX
 
 /**
+ * Entries per block.
+ */
+#define BLOCK_ENTRIES (UNIT / ENTRY_BYTES)
+
+/**
  * `tshm_publish` field mask: `max_frame`.
  */
 #define TSHM_SNAP_MAX_FRAME (1 << 0)
@@ -291,6 +296,12 @@ typedef struct tshm_options {
    * Passed to `on_last_close`.
    */
   void *ctx;
+  /**
+   * Most entries this handle lets the frame index hold (one generation) before
+   * `tshm_index_append` fails with `TSHM_FULL`; 0 (default) for no limit but the format's
+   * (2^32 - 2) and the disk.
+   */
+  uint64_t index_limit;
 } tshm_options;
 
 /**
@@ -425,6 +436,46 @@ typedef struct tshm_owner_info {
    */
   int32_t alive;
 } tshm_owner_info;
+
+/**
+ * Called by `tshm_index_foreach` with each page and its newest frame; return 0 to go on,
+ * anything else to stop.
+ */
+typedef int (*tshm_index_fn)(void *ctx, uint32_t page, uint64_t frame);
+
+/**
+ * Statistics of the shared frame index (`tshm_index_stats`).
+ */
+typedef struct tshm_index_stats {
+  /**
+   * Bumped by every reset (and by the first opener).
+   */
+  uint64_t generation;
+  /**
+   * Entries appended since the last reset, dropped ones included.
+   */
+  uint64_t entries;
+  /**
+   * Entries dropped by rollbacks since the last reset.
+   */
+  uint64_t dead;
+  /**
+   * Newest frame appended (or the rollback point, after a rollback).
+   */
+  uint64_t tail_frame;
+  /**
+   * Entry blocks (4096 entries each) with pool space.
+   */
+  uint64_t blocks;
+  /**
+   * Directory and block-table node pages in use.
+   */
+  uint64_t nodes;
+  /**
+   * Bytes of the sidecar that belong to the index pool.
+   */
+  uint64_t pool_bytes;
+} tshm_index_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -593,6 +644,72 @@ int tshm_min_reader_frame(const struct tshm *h, uint64_t *frame_out);
  * `h` is NULL or a handle; `out` is NULL or writable.
  */
 int tshm_owner(const struct tshm *h, uint32_t role, struct tshm_owner_info *out);
+
+/**
+ * Adds `(page, frame)` to the shared frame index: `frame` (1 .. 2^63) now holds the newest
+ * copy of `page`. Writer only (`TSHM_MISUSE` otherwise); frames must strictly increase
+ * (`TSHM_MISUSE` otherwise). Entries above the published snapshot's `max_frame` are
+ * uncommitted: a rollback drops them (`tshm_index_truncate`), and so does the next writer if
+ * this one dies first. `TSHM_FULL` when the `index_limit` option, the disk or the file-size
+ * limit stops the index from growing; the index stays consistent and usable.
+ *
+ * # Safety
+ * `h` is NULL or a handle.
+ */
+int tshm_index_append(struct tshm *h, uint32_t page, uint64_t frame);
+
+/**
+ * Looks up the newest frame at or below `max_frame` that holds `page` (pass the `max_frame`
+ * of your read snapshot). `TSHM_OK` with `*frame_out` set, or `TSHM_NOTFOUND` (the page is
+ * not in the WAL at that snapshot: read it from the database file; `tshm_errmsg()` is not
+ * changed). Lock-free; safe while the writer appends, rolls back or grows the index. Its cost
+ * does not grow with the number of frames indexed.
+ *
+ * # Safety
+ * `h` is NULL or a handle; `frame_out` is NULL or writable.
+ */
+int tshm_index_find(const struct tshm *h, uint32_t page, uint64_t max_frame, uint64_t *frame_out);
+
+/**
+ * Rollback: drops every index entry above `max_frame`. Writer only. `max_frame` may not be
+ * below the published snapshot's `max_frame` (`TSHM_MISUSE`): committed frames are dropped
+ * only by `tshm_index_reset` after the WAL restarts. Concurrent lookups never miss a
+ * committed entry.
+ *
+ * # Safety
+ * `h` is NULL or a handle.
+ */
+int tshm_index_truncate(struct tshm *h, uint64_t max_frame);
+
+/**
+ * Empties the index and bumps its generation, after the WAL restarted (every frame
+ * backfilled, no reader pinning one). Writer only. Also the first step of a rebuild: a handle
+ * whose `tshm_info.initialized` is 1 found no live sidecar and re-appends its WAL's frames.
+ *
+ * # Safety
+ * `h` is NULL or a handle.
+ */
+int tshm_index_reset(struct tshm *h);
+
+/**
+ * Calls `cb(ctx, page, frame)` for every page with a frame at or below `max_frame`, in
+ * ascending page order, with that page's newest such frame (what a checkpointer copies back).
+ * Allocates nothing. Stops early, still returning `TSHM_OK`, when `cb` returns non-zero.
+ * `TSHM_BUSY` if the index was reset meanwhile.
+ *
+ * # Safety
+ * `h` is NULL or a handle; `cb` is NULL or a function safe to call with `ctx`.
+ */
+int tshm_index_foreach(const struct tshm *h, uint64_t max_frame, tshm_index_fn cb, void *ctx);
+
+/**
+ * Writes the index's counters (generation, entries, dead entries, tail frame, blocks, node
+ * pages, pool bytes) to `*out`.
+ *
+ * # Safety
+ * `h` is NULL or a handle; `out` is NULL or writable.
+ */
+int tshm_index_stats_get(const struct tshm *h, struct tshm_index_stats *out);
 
 #ifdef __cplusplus
 }  // extern "C"

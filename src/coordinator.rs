@@ -26,6 +26,7 @@
 //! frees memory in the child.
 
 use crate::error::{Error, Result};
+use crate::index::{tshm_index_stats, Index};
 use crate::layout::*;
 use crate::lock::{Backend, Kind};
 use crate::node::{fork_gen, HandleId, Node};
@@ -54,6 +55,9 @@ pub struct Options {
     pub reader_slots: u32,
     /// Reader strategy of a new sidecar: [`READERS_CAS`] or [`READERS_BYTELOCK`].
     pub reader_strategy: u32,
+    /// Most entries this handle lets the frame index hold before appends fail with
+    /// [`Error::Full`] (0: no limit but the format's, 2^32 - 2 per generation).
+    pub index_limit: u64,
 }
 
 impl Default for Options {
@@ -65,6 +69,7 @@ impl Default for Options {
             posix_locks: false,
             reader_slots: DEFAULT_READERS,
             reader_strategy: READERS_CAS,
+            index_limit: 0,
         }
     }
 }
@@ -125,6 +130,7 @@ pub struct Coordinator {
     fork_gen: u64,
     exclusive: bool,
     initialized: bool,
+    index_limit: u64,
     held: Mutex<Held>,
     closed: std::sync::atomic::AtomicBool,
     closing: std::sync::atomic::AtomicBool,
@@ -204,6 +210,7 @@ impl Coordinator {
             fork_gen: fork_gen(),
             exclusive: opts.exclusive,
             initialized,
+            index_limit: opts.index_limit,
             held: Mutex::new(Held::default()),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -272,7 +279,7 @@ impl Coordinator {
         };
         let mapped = match existing {
             Some((shm, geom)) => {
-                let _ = node.mapped.set(crate::node::Mapped { shm, geom });
+                node.set_mapped(shm, geom);
                 slots::reset_all(node)?;
                 node.mapped()?
             }
@@ -282,10 +289,11 @@ impl Coordinator {
                 let len = region::file_len(node.fd())?.max(geom.base_len);
                 let shm = region::Shm::map(node.fd(), len, true)?;
                 region::write_header(&shm, &geom);
-                let _ = node.mapped.set(crate::node::Mapped { shm, geom });
+                node.set_mapped(shm, geom);
                 node.mapped()?
             }
         };
+        Index::new(mapped).init();
         let shm = &mapped.shm;
         shm.u64(H_INIT_EPOCH).fetch_add(1, Relaxed);
         shm.u32(H_MODE).store(
@@ -312,12 +320,13 @@ impl Coordinator {
         if !shared {
             let msg = Self::conflict_message(node, &shm, geom.as_ref().ok(), opts.exclusive);
             if let Ok(g) = geom {
-                let _ = node.mapped.set(crate::node::Mapped { shm, geom: g });
+                node.set_mapped(shm, g);
             }
             return Err(Error::Conflict(msg));
         }
         let geom = geom.map_err(Error::Corrupt)?;
-        let _ = node.mapped.set(crate::node::Mapped { shm, geom });
+        crate::index::validate(&shm, &geom, shm.mapped_len() as u64).map_err(Error::Corrupt)?;
+        node.set_mapped(shm, geom);
         Ok(())
     }
 
@@ -470,12 +479,90 @@ impl Coordinator {
             }
             *pending = true;
         }
-        let r = slots::role_acquire(&self.node, &id, role, timeout_ms);
+        let mut r = slots::role_acquire(&self.node, &id, role, timeout_ms);
+        if r.is_ok() && role == Role::Writer {
+            // A previous writer may have died between appending and committing.
+            r = self.trim_index();
+            if r.is_err() {
+                let _ = slots::role_release(&self.node, &id, role);
+            }
+        }
         let mut h = self.held();
         let (held, pending) = Self::role_flag(&mut h, role);
         *pending = false;
         *held = r.is_ok();
         r
+    }
+
+    /// Drops index entries above the committed `max_frame`.
+    fn trim_index(&self) -> Result<()> {
+        let m = self.node.mapped()?;
+        let ix = Index::new(m);
+        if ix.tail() > 0 {
+            let committed = Latch { shm: &m.shm }.read().max_frame;
+            ix.truncate(committed)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the index while this handle holds the writer role (the index's only
+    /// mutator); the held-roles lock keeps the handle's other threads out meanwhile.
+    fn with_writer_index<T>(&self, what: &str, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
+        self.check()?;
+        let h = self.held();
+        if !h.writer {
+            return Err(Error::Misuse(format!("{what} needs the writer role")));
+        }
+        let r = f(&Index::new(self.node.mapped()?));
+        drop(h);
+        r
+    }
+
+    /// Adds `(page, frame)` to the shared frame index. Writer only; frames strictly increase.
+    pub fn index_append(&self, page: u32, frame: u64) -> Result<()> {
+        self.with_writer_index("appending to the frame index", |ix| {
+            ix.append(page, frame, self.index_limit)
+        })
+    }
+
+    /// The newest frame at or below `max_frame` that holds `page`. Lock-free.
+    pub fn index_find(&self, page: u32, max_frame: u64) -> Result<Option<u64>> {
+        self.check()?;
+        Index::new(self.node.mapped()?).find(page, max_frame)
+    }
+
+    /// Rollback: drops index entries above `max_frame`, which may not be below the committed
+    /// (published) `max_frame`. Writer only. Returns the number dropped.
+    pub fn index_truncate(&self, max_frame: u64) -> Result<u64> {
+        let committed = self.snapshot()?.max_frame;
+        if max_frame < committed {
+            return Err(Error::Misuse(format!(
+                "truncating the index to frame {max_frame} would drop committed frames (the \
+                 snapshot's max_frame is {committed}); reset the index after the WAL restarts"
+            )));
+        }
+        self.with_writer_index("truncating the frame index", |ix| ix.truncate(max_frame))
+    }
+
+    /// Empties the index after the WAL restarted. Writer only.
+    pub fn index_reset(&self) -> Result<()> {
+        self.with_writer_index("resetting the frame index", |ix| {
+            ix.reset();
+            Ok(())
+        })
+    }
+
+    /// Calls `f(page, frame)` for each page's newest frame at or below `max_frame`, in page
+    /// order, until `f` returns false.
+    pub fn index_for_each(&self, max_frame: u64, f: impl FnMut(u32, u64) -> bool) -> Result<()> {
+        self.check()?;
+        Index::new(self.node.mapped()?).for_each(max_frame, f)
+    }
+
+    /// The index's counters.
+    pub fn index_stats(&self) -> Result<tshm_index_stats> {
+        self.check()?;
+        Ok(Index::new(self.node.mapped()?).stats())
     }
 
     /// Releases a role this handle holds.

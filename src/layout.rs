@@ -11,8 +11,12 @@
 //! 0            4096        header page (fields below)
 //! 4096         R * 16      reader slots: [owner tag u64][pinned frame u64]
 //! ...          I * 32      instance table: [id u64][nonce u64][generation u64][reserved u64]
-//! ...                      end of the fixed part, rounded up to 4096 (= base_len)
+//! (page)       32768       index directory top: 8192 x u32 (node page for pages >> 19)
+//! +32768       4096        index block top: 1024 x u32 (node page for blocks >> 10)
+//! base_len     ...         index pool: 64 KiB units, each an entry block or 16 node pages
 //! ```
+//!
+//! The pool is owned by [`crate::index`], which documents its structure.
 //!
 //! Header page (byte offsets):
 //!
@@ -30,7 +34,14 @@
 //! 192 u32 writer release counter (futex word)   196 u32 checkpointer release counter
 //! 200 u32 writer waiters       204 u32 checkpointer waiters (releasers skip the wake when 0)
 //! 256 u64 snapshot sequence    264 9 x u64 snapshot copy 0    336 9 x u64 snapshot copy 1
+//! 512 u64 index generation     520 u64 pool units published  528 u64 entry blocks with a unit
+//! 536 u64 next free node page  544 u64 end of the node unit   552 u64 node pages in use
+//! 576 u64 index entry count    584 u64 tail frame            592 u64 trim floor (slot)
+//! 600 u64 trim floor frame     608 u64 dead entries
 //! ```
+//!
+//! Index words that readers load on every lookup (512..) sit on a cache line apart from those the
+//! writer stores on every append (576..).
 //!
 //! An owner id is `pid << 32 | instance index`; the nonce is the instance's random nonce, so a
 //! reused pid cannot alias an old record. A *tag* names a live instance incarnation:
@@ -83,6 +94,21 @@ pub(crate) const H_WRITER_WAITERS: usize = 200;
 pub(crate) const H_CKPT_WAITERS: usize = 204;
 pub(crate) const H_SNAP_SEQ: usize = 256;
 pub(crate) const H_SNAP_COPY: [usize; 2] = [264, 336];
+pub(crate) const H_IX_GEN: usize = 512;
+pub(crate) const H_IX_UNITS: usize = 520;
+pub(crate) const H_IX_BLOCKS: usize = 528;
+pub(crate) const H_IX_NODE_NEXT: usize = 536;
+pub(crate) const H_IX_NODE_END: usize = 544;
+pub(crate) const H_IX_NODES: usize = 552;
+pub(crate) const H_IX_COUNT: usize = 576;
+pub(crate) const H_IX_TAIL: usize = 584;
+pub(crate) const H_IX_FLOOR: usize = 592;
+pub(crate) const H_IX_FLOOR_FRAME: usize = 600;
+pub(crate) const H_IX_DEAD: usize = 608;
+/// Directory top table entries (one per 2^19 database pages).
+pub(crate) const IX_DIR_TOP: u64 = 8192;
+/// Block top table entries (one per 1024 entry blocks).
+pub(crate) const IX_BLK_TOP: u64 = 1024;
 /// Words in one snapshot copy.
 pub(crate) const SNAP_WORDS: usize = 9;
 
@@ -115,7 +141,8 @@ pub(crate) const NO_FRAME: u64 = u64::MAX;
 
 const _: () = assert!(LOCK_READER_BASE + MAX_READERS as u64 <= LOCK_INIT);
 const _: () = assert!(LOCK_INSTANCE_BASE + MAX_INSTANCES as u64 <= LOCK_ENGINE_BASE);
-const _: () = assert!(H_SNAP_COPY[1] + SNAP_WORDS * 8 <= PAGE as usize);
+const _: () = assert!(H_SNAP_COPY[1] + SNAP_WORDS * 8 <= H_IX_GEN);
+const _: () = assert!(H_IX_DEAD + 8 <= PAGE as usize);
 #[cfg(not(target_has_atomic = "64"))]
 compile_error!("libtshm needs lock-free 64-bit atomics to share memory between processes");
 
@@ -136,13 +163,14 @@ impl Geometry {
         let readers_off = PAGE;
         let instances_off = readers_off + readers as u64 * READER_SLOT_BYTES;
         let end = instances_off + instances as u64 * INSTANCE_BYTES;
+        let index_off = end.div_ceil(PAGE) * PAGE;
         Geometry {
             readers,
             reader_strategy,
             instances,
             readers_off,
             instances_off,
-            base_len: end.div_ceil(PAGE) * PAGE,
+            base_len: index_off + IX_DIR_TOP * 4 + IX_BLK_TOP * 4,
         }
     }
 
@@ -177,6 +205,16 @@ impl Geometry {
     pub fn reader_slot(&self, i: u32) -> usize {
         assert!(i < self.readers, "reader slot index checked by caller");
         (self.readers_off + i as u64 * READER_SLOT_BYTES) as usize
+    }
+
+    /// Offset of the index directory top table (`IX_DIR_TOP` x u32).
+    pub fn dir_top(&self) -> usize {
+        (self.base_len - IX_DIR_TOP * 4 - IX_BLK_TOP * 4) as usize
+    }
+
+    /// Offset of the index block top table (`IX_BLK_TOP` x u32).
+    pub fn blk_top(&self) -> usize {
+        (self.base_len - IX_BLK_TOP * 4) as usize
     }
 
     pub fn instance(&self, i: u32) -> usize {

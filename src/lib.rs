@@ -1,7 +1,7 @@
 //! libtshm: multi-process coordination for write-ahead-logged databases.
 //!
 //! Beside a database `app.db` it keeps a memory-mapped sidecar `app.db-tshm` holding byte-range
-//! lock slots, owner records, a latched snapshot header and (later layers) a shared frame index.
+//! lock slots, owner records, a latched snapshot header and a shared frame index.
 //! The layers, lowest first — each module's doc says what it owns and which invariant it keeps:
 //!
 //! * [`lock`] — kernel byte-range locks (OFD, POSIX fallback); the only `fcntl` caller;
@@ -10,12 +10,14 @@
 //! * [`node`] — one descriptor, mapping and lock table per sidecar per process;
 //! * [`snapshot`] — the two-copy snapshot latch;
 //! * [`slots`] — instances, roles, reader slots, owner records, stale reclaim, waits;
+//! * [`index`] — the shared frame index (page → newest frame), lock-free lookups;
 //! * [`coordinator`] — open/close protocols and the safe API;
 //! * `ffi` — the C API (`include/tshm.h`), argument checks and error mapping only.
 
 pub mod coordinator;
 pub mod error;
 pub mod ffi;
+pub mod index;
 pub mod layout;
 pub mod lock;
 pub mod node;
@@ -25,5 +27,6 @@ pub mod snapshot;
 
 pub use coordinator::{tshm_info, Coordinator, Options, ReadTxn, RoleGuard};
 pub use error::{Error, Result};
+pub use index::tshm_index_stats;
 pub use slots::{tshm_owner_info, Role};
 pub use snapshot::tshm_snapshot;

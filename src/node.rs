@@ -23,7 +23,7 @@
 use crate::error::{Error, Result};
 use crate::layout::Geometry;
 use crate::lock::{self, Backend, Held, Kind};
-use crate::region::Shm;
+use crate::region::{Pool, Shm};
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -38,10 +38,12 @@ struct ByteState {
     shared: Vec<HandleId>,
 }
 
-/// Mapping plus validated geometry, established by the first open in the process.
+/// Mapping plus validated geometry, established by the first open in the process, and the
+/// lazily mapped index pool beyond the fixed part.
 pub struct Mapped {
     pub shm: Shm,
     pub geom: Geometry,
+    pub pool: Pool,
 }
 
 /// Handles attached to a node and the lifetime mode they share.
@@ -179,6 +181,12 @@ impl Node {
     /// Whether this node was created in the current process (not inherited across fork).
     pub fn is_ours(&self) -> bool {
         self.fork_gen == fork_gen()
+    }
+
+    /// Records the validated mapping (first caller wins; later ones are dropped).
+    pub fn set_mapped(&self, shm: Shm, geom: Geometry) {
+        let pool = Pool::new(self.fd(), geom.base_len, shm.writable());
+        let _ = self.mapped.set(Mapped { shm, geom, pool });
     }
 
     pub fn mapped(&self) -> Result<&Mapped> {

@@ -80,6 +80,121 @@ impl Shm {
     }
 }
 
+/// Bytes in the first pool window; window `w` is `POOL_WINDOW0 << w` bytes long.
+const POOL_WINDOW0: u64 = 1 << 20;
+/// Windows a pool can have: together they span `POOL_WINDOW0 * (2^POOL_WINDOWS - 1)` bytes.
+const POOL_WINDOWS: usize = 40;
+
+/// The growable part of the sidecar (file offsets from `base_len` on), mapped lazily in windows
+/// of doubling size so that a mapped byte never moves while the file grows: window `w` covers
+/// pool offsets `[W0 * (2^w - 1), W0 * (2^(w+1) - 1))`.
+///
+/// Invariant: a pointer is formed only for an offset below the file length observed by `fstat`
+/// (so an access can never fault beyond the end of the file, whatever a corrupt counter says),
+/// aligned to the size of the atomic formed over it.
+pub struct Pool {
+    fd: RawFd,
+    base: u64,
+    writable: bool,
+    windows: [std::sync::OnceLock<memmap2::MmapRaw>; POOL_WINDOWS],
+    /// Pool bytes the file was known to hold at the last `fstat`.
+    known: AtomicU64,
+}
+
+// SAFETY: as for Shm, only atomics are formed over the mappings.
+unsafe impl Send for Pool {}
+unsafe impl Sync for Pool {}
+
+impl Pool {
+    pub fn new(fd: RawFd, base: u64, writable: bool) -> Pool {
+        Pool {
+            fd,
+            base,
+            writable,
+            windows: std::array::from_fn(|_| std::sync::OnceLock::new()),
+            known: AtomicU64::new(0),
+        }
+    }
+
+    /// File offset of pool offset 0.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    fn window_of(off: u64) -> (usize, u64) {
+        let k = off / POOL_WINDOW0 + 1;
+        let w = 63 - k.leading_zeros() as u64;
+        (w as usize, off - POOL_WINDOW0 * ((1u64 << w) - 1))
+    }
+
+    fn ptr(&self, off: u64, size: u64) -> Result<*mut u8> {
+        if off % size != 0 {
+            return Err(Error::Corrupt(format!("misaligned index offset {off}")));
+        }
+        let end = off
+            .checked_add(size)
+            .ok_or_else(|| Error::Corrupt(format!("index offset {off} overflows")))?;
+        if end > self.known.load(Relaxed) {
+            let have = file_len(self.fd)?.saturating_sub(self.base);
+            self.known.fetch_max(have, Relaxed);
+            if end > have {
+                return Err(Error::Corrupt(format!(
+                    "index offset {off} lies beyond the end of the sidecar"
+                )));
+            }
+        }
+        let (w, inner) = Self::window_of(off);
+        if w >= POOL_WINDOWS {
+            return Err(Error::Corrupt(format!("index offset {off} out of range")));
+        }
+        let map = match self.windows[w].get() {
+            Some(m) => m,
+            None => {
+                let start = self.base + POOL_WINDOW0 * ((1u64 << w) - 1);
+                let m = self.map_window(start, POOL_WINDOW0 << w)?;
+                let _ = self.windows[w].set(m);
+                self.windows[w].get().expect("window set above")
+            }
+        };
+        // SAFETY: inner < the window's length by construction of window_of.
+        Ok(unsafe { map.as_mut_ptr().add(inner as usize) })
+    }
+
+    fn map_window(&self, start: u64, len: u64) -> Result<memmap2::MmapRaw> {
+        // SAFETY: ManuallyDrop keeps the node's descriptor open.
+        let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(self.fd) });
+        let mut opts = memmap2::MmapOptions::new();
+        opts.offset(start).len(len as usize);
+        if self.writable {
+            opts.map_raw(&*file)
+        } else {
+            opts.map_raw_read_only(&*file)
+        }
+        .map_err(|e| Error::io("map sidecar index window", e))
+    }
+
+    /// The `u32` at pool offset `off`, if the file holds it.
+    pub fn u32(&self, off: u64) -> Result<&AtomicU32> {
+        // SAFETY: in bounds of a live mapping, aligned, accessed only atomically.
+        Ok(unsafe { &*(self.ptr(off, 4)? as *const AtomicU32) })
+    }
+
+    /// The `u64` at pool offset `off`, if the file holds it.
+    pub fn u64(&self, off: u64) -> Result<&AtomicU64> {
+        // SAFETY: as for u32.
+        Ok(unsafe { &*(self.ptr(off, 8)? as *const AtomicU64) })
+    }
+
+    /// Writes `len` zero bytes at pool offset `off` (real pages, not a hole), so that the pages
+    /// exist before any counter announces them. Disk full, quota or file-size limits give
+    /// [`Error::Full`].
+    pub fn zero(&self, off: u64, len: u64) -> Result<()> {
+        write_zeros(self.fd, self.base + off, len)?;
+        self.known.fetch_max(off + len, Relaxed);
+        Ok(())
+    }
+}
+
 /// Validates the header of a mapped sidecar and returns its geometry. Every field is checked
 /// before it is used to compute an offset.
 pub fn read_header(shm: &Shm) -> std::result::Result<Geometry, String> {
@@ -322,25 +437,33 @@ pub fn file_key(fd: RawFd) -> Result<(u64, u64)> {
 /// Grows the file to at least `len` bytes by writing zero pages, so that every page of the
 /// mapping has disk blocks behind it (a full disk fails here, not as SIGBUS later).
 pub fn grow(fd: RawFd, len: u64) -> Result<()> {
-    let cur = file_len(fd)?;
-    let zeros = [0u8; PAGE as usize];
-    let mut off = cur / PAGE * PAGE;
-    while off < len {
-        let n = (len - off).min(PAGE) as usize;
-        // SAFETY: zeros is a valid buffer of n bytes.
-        let rc = unsafe { libc::pwrite(fd, zeros.as_ptr().cast(), n, off as libc::off_t) };
+    let cur = file_len(fd)? / PAGE * PAGE;
+    if cur < len {
+        write_zeros(fd, cur, len - cur)?;
+    }
+    Ok(())
+}
+
+/// Writes zeros over `[off, off + len)`.
+fn write_zeros(fd: RawFd, mut off: u64, len: u64) -> Result<()> {
+    static ZEROS: [u8; 65536] = [0u8; 65536];
+    let end = off + len;
+    while off < end {
+        let n = (end - off).min(ZEROS.len() as u64) as usize;
+        // SAFETY: ZEROS is a valid buffer of at least n bytes.
+        let rc = unsafe { libc::pwrite(fd, ZEROS.as_ptr().cast(), n, off as libc::off_t) };
         if rc < 0 {
             let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => {
+                    return Err(Error::Full(format!("growing the sidecar failed: {e}")))
+                }
+                _ => return Err(Error::io("grow sidecar", e)),
             }
-            return Err(Error::io("grow sidecar", e));
         }
         if rc == 0 {
-            return Err(Error::io(
-                "grow sidecar",
-                std::io::Error::from_raw_os_error(libc::ENOSPC),
-            ));
+            return Err(Error::Full("growing the sidecar wrote nothing (disk full)".into()));
         }
         off += rc as u64;
     }

@@ -74,7 +74,17 @@ pub struct tshm_options {
     pub on_last_close: tshm_last_close_fn,
     /// Passed to `on_last_close`.
     pub ctx: *mut c_void,
+    /// Most entries this handle lets the frame index hold (one generation) before
+    /// `tshm_index_append` fails with `TSHM_FULL`; 0 (default) for no limit but the format's
+    /// (2^32 - 2) and the disk.
+    pub index_limit: u64,
 }
+
+/// Called by `tshm_index_foreach` with each page and its newest frame; return 0 to go on,
+/// anything else to stop.
+#[allow(non_camel_case_types)]
+pub type tshm_index_fn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, page: u32, frame: u64) -> c_int>;
 
 fn role(is_writer: bool) -> Role {
     if is_writer {
@@ -172,6 +182,7 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
                 reader_strategy: TSHM_READERS_CAS,
                 on_last_close: None,
                 ctx: std::ptr::null_mut(),
+                index_limit: 0,
             })
         };
         TSHM_OK
@@ -222,6 +233,7 @@ pub unsafe extern "C" fn tshm_open(
             o.posix_locks = opts.flags & TSHM_OPEN_POSIX_LOCKS != 0;
             o.reader_slots = opts.reader_slots;
             o.reader_strategy = opts.reader_strategy;
+            o.index_limit = opts.index_limit;
             hook = opts.on_last_close;
             ctx = opts.ctx;
         }
@@ -430,6 +442,110 @@ pub unsafe extern "C" fn tshm_min_reader_frame(h: *const tshm, frame_out: *mut u
 #[no_mangle]
 pub unsafe extern "C" fn tshm_owner(h: *const tshm, role: u32, out: *mut tshm_owner_info) -> c_int {
     ffi_guard!({ get_into(h, out, "tshm_owner", |c| c.owner(role)) })
+}
+
+/// Adds `(page, frame)` to the shared frame index: `frame` (1 .. 2^63) now holds the newest
+/// copy of `page`. Writer only (`TSHM_MISUSE` otherwise); frames must strictly increase
+/// (`TSHM_MISUSE` otherwise). Entries above the published snapshot's `max_frame` are
+/// uncommitted: a rollback drops them (`tshm_index_truncate`), and so does the next writer if
+/// this one dies first. `TSHM_FULL` when the `index_limit` option, the disk or the file-size
+/// limit stops the index from growing; the index stays consistent and usable.
+///
+/// # Safety
+/// `h` is NULL or a handle.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_index_append(h: *mut tshm, page: u32, frame: u64) -> c_int {
+    ffi_guard!({ code(coord(h).and_then(|c| c.index_append(page, frame))) })
+}
+
+/// Looks up the newest frame at or below `max_frame` that holds `page` (pass the `max_frame`
+/// of your read snapshot). `TSHM_OK` with `*frame_out` set, or `TSHM_NOTFOUND` (the page is
+/// not in the WAL at that snapshot: read it from the database file; `tshm_errmsg()` is not
+/// changed). Lock-free; safe while the writer appends, rolls back or grows the index. Its cost
+/// does not grow with the number of frames indexed.
+///
+/// # Safety
+/// `h` is NULL or a handle; `frame_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_index_find(
+    h: *const tshm,
+    page: u32,
+    max_frame: u64,
+    frame_out: *mut u64,
+) -> c_int {
+    ffi_guard!({
+        if frame_out.is_null() {
+            return misuse("tshm_index_find: frame_out is NULL");
+        }
+        match coord(h).and_then(|c| c.index_find(page, max_frame)) {
+            Ok(Some(f)) => {
+                unsafe { *frame_out = f };
+                TSHM_OK
+            }
+            Ok(None) => crate::error::TSHM_NOTFOUND,
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Rollback: drops every index entry above `max_frame`. Writer only. `max_frame` may not be
+/// below the published snapshot's `max_frame` (`TSHM_MISUSE`): committed frames are dropped
+/// only by `tshm_index_reset` after the WAL restarts. Concurrent lookups never miss a
+/// committed entry.
+///
+/// # Safety
+/// `h` is NULL or a handle.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_index_truncate(h: *mut tshm, max_frame: u64) -> c_int {
+    ffi_guard!({ code(coord(h).and_then(|c| c.index_truncate(max_frame)).map(|_| ())) })
+}
+
+/// Empties the index and bumps its generation, after the WAL restarted (every frame
+/// backfilled, no reader pinning one). Writer only. Also the first step of a rebuild: a handle
+/// whose `tshm_info.initialized` is 1 found no live sidecar and re-appends its WAL's frames.
+///
+/// # Safety
+/// `h` is NULL or a handle.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_index_reset(h: *mut tshm) -> c_int {
+    ffi_guard!({ code(coord(h).and_then(|c| c.index_reset())) })
+}
+
+/// Calls `cb(ctx, page, frame)` for every page with a frame at or below `max_frame`, in
+/// ascending page order, with that page's newest such frame (what a checkpointer copies back).
+/// Allocates nothing. Stops early, still returning `TSHM_OK`, when `cb` returns non-zero.
+/// `TSHM_BUSY` if the index was reset meanwhile.
+///
+/// # Safety
+/// `h` is NULL or a handle; `cb` is NULL or a function safe to call with `ctx`.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_index_foreach(
+    h: *const tshm,
+    max_frame: u64,
+    cb: tshm_index_fn,
+    ctx: *mut c_void,
+) -> c_int {
+    ffi_guard!({
+        let Some(cb) = cb else {
+            return misuse("tshm_index_foreach: cb is NULL");
+        };
+        code(coord(h).and_then(|c| {
+            c.index_for_each(max_frame, |page, frame| unsafe { cb(ctx, page, frame) } == 0)
+        }))
+    })
+}
+
+/// Writes the index's counters (generation, entries, dead entries, tail frame, blocks, node
+/// pages, pool bytes) to `*out`.
+///
+/// # Safety
+/// `h` is NULL or a handle; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_index_stats_get(
+    h: *const tshm,
+    out: *mut crate::index::tshm_index_stats,
+) -> c_int {
+    ffi_guard!({ get_into(h, out, "tshm_index_stats_get", |c| c.index_stats()) })
 }
 
 #[cfg(test)]

@@ -89,6 +89,21 @@ pub struct tshm_options {
     pub reader_strategy: u32,
     pub on_last_close: tshm_last_close_fn,
     pub ctx: *mut c_void,
+    pub index_limit: u64,
+}
+
+pub type tshm_index_fn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, page: u32, frame: u64) -> c_int>;
+
+#[repr(C)]
+pub struct tshm_index_stats {
+    pub generation: u64,
+    pub entries: u64,
+    pub dead: u64,
+    pub tail_frame: u64,
+    pub blocks: u64,
+    pub nodes: u64,
+    pub pool_bytes: u64,
 }
 
 #[repr(C)]
@@ -159,4 +174,20 @@ extern "C" {
     pub fn tshm_reader_end(h: *mut tshm, slot: u32) -> c_int;
     pub fn tshm_min_reader_frame(h: *const tshm, frame_out: *mut u64) -> c_int;
     pub fn tshm_owner(h: *const tshm, role: u32, out: *mut tshm_owner_info) -> c_int;
+    pub fn tshm_index_append(h: *mut tshm, page: u32, frame: u64) -> c_int;
+    pub fn tshm_index_find(
+        h: *const tshm,
+        page: u32,
+        max_frame: u64,
+        frame_out: *mut u64,
+    ) -> c_int;
+    pub fn tshm_index_truncate(h: *mut tshm, max_frame: u64) -> c_int;
+    pub fn tshm_index_reset(h: *mut tshm) -> c_int;
+    pub fn tshm_index_foreach(
+        h: *const tshm,
+        max_frame: u64,
+        cb: tshm_index_fn,
+        ctx: *mut c_void,
+    ) -> c_int;
+    pub fn tshm_index_stats_get(h: *const tshm, out: *mut tshm_index_stats) -> c_int;
 }

@@ -152,7 +152,10 @@ macro_rules! check_struct {
     };
 }
 check_struct!(tshm_options = tshm_options in ::tshm::ffi {
-    size, flags, reader_slots, reader_strategy, on_last_close, ctx,
+    size, flags, reader_slots, reader_strategy, on_last_close, ctx, index_limit,
+});
+check_struct!(tshm_index_stats = tshm_index_stats in ::tshm {
+    generation, entries, dead, tail_frame, blocks, nodes, pool_bytes,
 });
 check_struct!(tshm_info = tshm_info in ::tshm {
     mode, backend, reader_strategy, reader_slots, instance_slots, instance, pid, readonly,
@@ -170,6 +173,11 @@ check_struct!(tshm_owner_info = tshm_owner_info in ::tshm {
 const _: () = {
     let _ =
         |d: decls::tshm_last_close_fn, r: ::tshm::ffi::handle::tshm_last_close_fn| same_type(d, r);
+};
+
+/// `tshm_index_fn`: the same function pointer type.
+const _: () = {
+    let _ = |d: decls::tshm_index_fn, r: ::tshm::ffi::tshm_index_fn| same_type(d, r);
 };
 
 /// Functions: the declaration in decls.rs mirrors the exported definition's exact signature
@@ -206,6 +214,12 @@ check_fns! {
     tshm_reader_end(_, _);
     tshm_min_reader_frame(_, _);
     tshm_owner(_, _, _);
+    tshm_index_append(_, _, _);
+    tshm_index_find(_, _, _, _);
+    tshm_index_truncate(_, _);
+    tshm_index_reset(_);
+    tshm_index_foreach(_, _, _, _);
+    tshm_index_stats_get(_, _);
 }
 
 include!(concat!(env!("OUT_DIR"), "/all.rs"));
