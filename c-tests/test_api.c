@@ -36,6 +36,12 @@ static int (*const pin_reader_begin)(tshm *, uint32_t *, tshm_snapshot *) = tshm
 static int (*const pin_reader_end)(tshm *, uint32_t) = tshm_reader_end;
 static int (*const pin_min_reader_frame)(const tshm *, uint64_t *) = tshm_min_reader_frame;
 static int (*const pin_owner)(const tshm *, uint32_t, tshm_owner_info *) = tshm_owner;
+static int (*const pin_index_append)(tshm *, uint32_t, uint64_t) = tshm_index_append;
+static int (*const pin_index_find)(const tshm *, uint32_t, uint64_t, uint64_t *) = tshm_index_find;
+static int (*const pin_index_truncate)(tshm *, uint64_t) = tshm_index_truncate;
+static int (*const pin_index_reset)(tshm *) = tshm_index_reset;
+static int (*const pin_index_foreach)(const tshm *, uint64_t, tshm_index_fn, void *) = tshm_index_foreach;
+static int (*const pin_index_stats_get)(const tshm *, tshm_index_stats *) = tshm_index_stats_get;
 
 /* The last-close hook used in the "last close" chapter; its type pins tshm_last_close_fn. */
 static void on_last_close(tshm *h, void *ctx);
@@ -181,6 +187,12 @@ static void test_signatures(void) {
         {"tshm_reader_end", (any_fn)pin_reader_end},
         {"tshm_min_reader_frame", (any_fn)pin_min_reader_frame},
         {"tshm_owner", (any_fn)pin_owner},
+        {"tshm_index_append", (any_fn)pin_index_append},
+        {"tshm_index_find", (any_fn)pin_index_find},
+        {"tshm_index_truncate", (any_fn)pin_index_truncate},
+        {"tshm_index_reset", (any_fn)pin_index_reset},
+        {"tshm_index_foreach", (any_fn)pin_index_foreach},
+        {"tshm_index_stats_get", (any_fn)pin_index_stats_get},
         {"tshm_last_close_fn", (any_fn)pin_last_close_fn},
     };
     int resolved = 0;
@@ -264,6 +276,14 @@ static void test_errstr(void) {
 /* ------------------------------------------------------------------------------------------ */
 /* 4. NULL arguments: TSHM_MISUSE, outputs untouched                                            */
 /* ------------------------------------------------------------------------------------------ */
+
+/* tshm_index_foreach callback: counts pages into *(uint64_t *)ctx. */
+static int count_pages(void *ctx, uint32_t page, uint64_t frame) {
+    (void)page;
+    (void)frame;
+    (*(uint64_t *)ctx)++;
+    return 0;
+}
 
 static void test_null_arguments(void) {
     const char *db = test_db("null.db");
@@ -355,6 +375,23 @@ static void test_null_arguments(void) {
     CHECK_RC(tshm_owner(NULL, TSHM_ROLE_WRITER, &ow), TSHM_MISUSE);
     CHECK(memcmp(&ow, &ow_ref, sizeof ow) == 0);
     CHECK_RC(tshm_owner(h, TSHM_ROLE_WRITER, NULL), TSHM_MISUSE);
+
+    /* The frame index */
+    CHECK_RC(tshm_index_append(NULL, 1, 1), TSHM_MISUSE);
+    frame = 0xA5A5A5A5A5A5A5A5ull;
+    CHECK_RC(tshm_index_find(NULL, 1, 1, &frame), TSHM_MISUSE);
+    CHECK(frame == 0xA5A5A5A5A5A5A5A5ull);
+    CHECK_RC(tshm_index_find(h, 1, 1, NULL), TSHM_MISUSE);
+    CHECK_RC(tshm_index_truncate(NULL, 0), TSHM_MISUSE);
+    CHECK_RC(tshm_index_reset(NULL), TSHM_MISUSE);
+    CHECK_RC(tshm_index_foreach(NULL, 1, count_pages, &frame), TSHM_MISUSE);
+    CHECK_RC(tshm_index_foreach(h, 1, NULL, NULL), TSHM_MISUSE);
+    tshm_index_stats st, st_ref;
+    memset(&st, PATTERN, sizeof st);
+    st_ref = st;
+    CHECK_RC(tshm_index_stats_get(NULL, &st), TSHM_MISUSE);
+    CHECK(memcmp(&st, &st_ref, sizeof st) == 0);
+    CHECK_RC(tshm_index_stats_get(h, NULL), TSHM_MISUSE);
 
     close_handle(h);
 }
@@ -1168,6 +1205,70 @@ static void test_sidecar_file(void) {
 /* 15. Closed handles                                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Stops the walk after the first page; records it. */
+static int first_page(void *ctx, uint32_t page, uint64_t frame) {
+    uint64_t *out = ctx;
+    out[0] = page;
+    out[1] = frame;
+    return 1;
+}
+
+static void test_index(void) {
+    const char *db = test_db("index.db");
+    tshm *h = open_with(db, 0, 0, TSHM_READERS_CAS);
+    tshm *r = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(h != NULL && r != NULL);
+    if (h == NULL || r == NULL) {
+        close_handle(h);
+        close_handle(r);
+        return;
+    }
+    uint64_t f = 0;
+    /* Writer only. */
+    CHECK_RC(tshm_index_append(h, 7, 1), TSHM_MISUSE);
+    CHECK(errmsg_is_set());
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    CHECK_RC(tshm_index_append(h, 7, 1), TSHM_OK);
+    CHECK_RC(tshm_index_append(h, 9, 2), TSHM_OK);
+    CHECK_RC(tshm_index_append(h, 7, 3), TSHM_OK);
+    CHECK_RC(tshm_index_append(h, 8, 3), TSHM_MISUSE); /* frames strictly increase */
+    CHECK_RC(tshm_index_append(h, 8, 0), TSHM_MISUSE);
+    CHECK_RC(tshm_index_append(r, 8, 4), TSHM_MISUSE); /* r is not the writer */
+    CHECK_RC(tshm_index_find(r, 7, 3, &f), TSHM_OK);
+    CHECK(f == 3);
+    CHECK_RC(tshm_index_find(r, 7, 2, &f), TSHM_OK);
+    CHECK(f == 1);
+    f = 42;
+    CHECK_RC(tshm_index_find(r, 9, 1, &f), TSHM_NOTFOUND);
+    CHECK(f == 42);
+    CHECK_RC(tshm_index_find(r, 10, 3, &f), TSHM_NOTFOUND);
+    /* Commit frames 1..2, roll back frame 3. */
+    publish_max_frame(h, 2);
+    CHECK_RC(tshm_index_truncate(h, 1), TSHM_MISUSE); /* below the committed frame */
+    CHECK_RC(tshm_index_truncate(h, 2), TSHM_OK);
+    CHECK_RC(tshm_index_find(r, 7, 100, &f), TSHM_OK);
+    CHECK(f == 1);
+    CHECK_RC(tshm_index_append(h, 11, 3), TSHM_OK); /* frame 3 is free again */
+    tshm_index_stats st;
+    CHECK_RC(tshm_index_stats_get(r, &st), TSHM_OK);
+    CHECK(st.entries == 4 && st.dead == 1 && st.tail_frame == 3 && st.blocks == 1);
+    uint64_t n = 0;
+    CHECK_RC(tshm_index_foreach(r, 3, count_pages, &n), TSHM_OK);
+    CHECK(n == 3); /* pages 7, 9, 11 */
+    uint64_t firstp[2] = {0, 0};
+    CHECK_RC(tshm_index_foreach(r, 3, first_page, firstp), TSHM_OK);
+    CHECK(firstp[0] == 7 && firstp[1] == 1);
+    /* Reset: empty, new generation. */
+    uint64_t gen = st.generation;
+    CHECK_RC(tshm_index_reset(h), TSHM_OK);
+    CHECK_RC(tshm_index_stats_get(r, &st), TSHM_OK);
+    CHECK(st.entries == 0 && st.generation == gen + 1);
+    CHECK_RC(tshm_index_find(r, 7, 100, &f), TSHM_NOTFOUND);
+    CHECK_RC(tshm_writer_release(h), TSHM_OK);
+    close_handle(r);
+    close_handle(h);
+}
+
 static void test_closed_handles(void) {
     const char *db = test_db("closed.db");
     tshm *keep = open_with(db, 0, 0, TSHM_READERS_CAS); /* keeps the sidecar attached */
@@ -1217,6 +1318,15 @@ static void test_closed_handles(void) {
     CHECK_RC(tshm_owner(h, TSHM_ROLE_WRITER, &ow), TSHM_MISUSE);
     CHECK(memcmp(&ow, &ow_ref, sizeof ow) == 0);
 
+    CHECK_RC(tshm_index_append(h, 1, 1), TSHM_MISUSE);
+    CHECK_RC(tshm_index_find(h, 1, 1, &frame), TSHM_MISUSE);
+    CHECK(frame == 0xA5A5A5A5A5A5A5A5ull);
+    CHECK_RC(tshm_index_truncate(h, 0), TSHM_MISUSE);
+    CHECK_RC(tshm_index_reset(h), TSHM_MISUSE);
+    CHECK_RC(tshm_index_foreach(h, 1, count_pages, &frame), TSHM_MISUSE);
+    tshm_index_stats st;
+    CHECK_RC(tshm_index_stats_get(h, &st), TSHM_MISUSE);
+
     /* Closing twice is a misuse too (and does not touch was_last). */
     int was_last = 42;
     CHECK_RC(tshm_close(h, &was_last), TSHM_MISUSE);
@@ -1254,6 +1364,7 @@ int main(void) {
     test_netfs();
     test_last_close();
     test_sidecar_file();
+    test_index();
     test_closed_handles();
 
     return harness_done("test_api");

@@ -325,7 +325,7 @@ impl Coordinator {
             return Err(Error::Conflict(msg));
         }
         let geom = geom.map_err(Error::Corrupt)?;
-        crate::index::validate(&shm, &geom, shm.mapped_len() as u64).map_err(Error::Corrupt)?;
+        crate::index::validate(&shm, &geom, node.fd())?;
         node.set_mapped(shm, geom);
         Ok(())
     }

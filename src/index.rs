@@ -105,9 +105,16 @@ impl<'a> Index<'a> {
         g & 0xffff_ffff
     }
 
+    /// Published pool units. Loaded at each check, after the pointer being checked (a pointer
+    /// is stored after the units that hold it, so the reload always covers a valid one).
+    fn units(&self) -> u64 {
+        word(self.shm, H_IX_UNITS).load(Acquire)
+    }
+
     /// Pool offset of node page `p` (1-based), checked against the published units.
-    fn node_off(&self, p: u32, units: u64) -> Result<u64> {
-        let off = (p as u64 - 1) * PAGE;
+    fn node_off(&self, p: u32) -> Result<u64> {
+        let off = (p as u64).wrapping_sub(1) * PAGE;
+        let units = self.units();
         if p == 0 || off + PAGE > units * UNIT {
             return Err(Error::Corrupt(format!(
                 "index node page {p} outside the {units} published units"
@@ -117,7 +124,7 @@ impl<'a> Index<'a> {
     }
 
     /// Pool offset of entry block `b`, if it has a unit.
-    fn block_off(&self, b: u64, units: u64) -> Result<Option<u64>> {
+    fn block_off(&self, b: u64) -> Result<Option<u64>> {
         if b >= IX_BLK_TOP * 1024 {
             return Ok(None);
         }
@@ -126,11 +133,12 @@ impl<'a> Index<'a> {
         if n == 0 {
             return Ok(None);
         }
-        let node = self.node_off(n, units)?;
+        let node = self.node_off(n)?;
         let u = self.pool.u32(node + (b & 1023) * 4)?.load(Acquire) as u64;
         if u == 0 {
             return Ok(None);
         }
+        let units = self.units();
         if u > units {
             return Err(Error::Corrupt(format!(
                 "index block {b} in unit {u} beyond the {units} published"
@@ -139,8 +147,8 @@ impl<'a> Index<'a> {
         Ok(Some((u - 1) * UNIT))
     }
 
-    fn entry_off(&self, slot: u64, units: u64) -> Result<u64> {
-        match self.block_off(slot / BLOCK_ENTRIES, units)? {
+    fn entry_off(&self, slot: u64) -> Result<u64> {
+        match self.block_off(slot / BLOCK_ENTRIES)? {
             Some(off) => Ok(off + slot % BLOCK_ENTRIES * ENTRY_BYTES),
             None => Err(Error::Corrupt(format!(
                 "index slot {slot} lies in a block that has no space"
@@ -148,8 +156,8 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn entry(&self, slot: u64, units: u64) -> Result<Entry> {
-        let off = self.entry_off(slot, units)?;
+    fn entry(&self, slot: u64) -> Result<Entry> {
+        let off = self.entry_off(slot)?;
         let w0 = self.pool.u64(off)?.load(Relaxed);
         let frame = self.pool.u64(off + 8)?.load(Relaxed);
         Ok(Entry {
@@ -160,7 +168,7 @@ impl<'a> Index<'a> {
     }
 
     /// The directory word of `page`; with `create`, allocates missing nodes (writer only).
-    fn dir_word(&self, page: u32, create: bool, units: &mut u64) -> Result<Option<&'a AtomicU64>> {
+    fn dir_word(&self, page: u32, create: bool) -> Result<Option<&'a AtomicU64>> {
         let top = self
             .shm
             .u32(self.geom.dir_top() + (page >> 19) as usize * 4);
@@ -169,42 +177,41 @@ impl<'a> Index<'a> {
             if !create {
                 return Ok(None);
             }
-            mid = self.alloc_node(units)?;
+            mid = self.alloc_node()?;
             top.store(mid, Release);
         }
-        let mid_off = self.node_off(mid, *units)?;
+        let mid_off = self.node_off(mid)?;
         let leaf_word = self.pool.u32(mid_off + ((page >> 9) & 1023) as u64 * 4)?;
         let mut leaf = leaf_word.load(Acquire);
         if leaf == 0 {
             if !create {
                 return Ok(None);
             }
-            leaf = self.alloc_node(units)?;
+            leaf = self.alloc_node()?;
             leaf_word.store(leaf, Release);
         }
-        let leaf_off = self.node_off(leaf, *units)?;
+        let leaf_off = self.node_off(leaf)?;
         Ok(Some(self.pool.u64(leaf_off + (page & 511) as u64 * 8)?))
     }
 
     /// Adds a zeroed unit to the pool: the pages are written first, then announced.
-    fn alloc_unit(&self, units: &mut u64) -> Result<u64> {
-        let u = *units;
+    fn alloc_unit(&self) -> Result<u64> {
+        let u = self.units();
         if u >= u32::MAX as u64 / NODES_PER_UNIT {
             return Err(Error::Full("the index pool reached its addressable size".into()));
         }
         self.pool.zero(u * UNIT, UNIT)?;
-        *units = u + 1;
         word(self.shm, H_IX_UNITS).store(u + 1, Release);
         Ok(u)
     }
 
     /// Takes a zeroed node page (1-based pool page number).
-    fn alloc_node(&self, units: &mut u64) -> Result<u32> {
+    fn alloc_node(&self) -> Result<u32> {
         let next = word(self.shm, H_IX_NODE_NEXT);
         let end = word(self.shm, H_IX_NODE_END);
         let mut n = next.load(Relaxed);
         if n == 0 || n >= end.load(Relaxed) {
-            let u = self.alloc_unit(units)?;
+            let u = self.alloc_unit()?;
             n = u * NODES_PER_UNIT + 1;
             end.store(n + NODES_PER_UNIT, Relaxed);
         }
@@ -214,18 +221,18 @@ impl<'a> Index<'a> {
     }
 
     /// Pool offset of block `b`, giving it a unit when it has none (writer only).
-    fn ensure_block(&self, b: u64, units: &mut u64) -> Result<u64> {
-        if let Some(off) = self.block_off(b, *units)? {
+    fn ensure_block(&self, b: u64) -> Result<u64> {
+        if let Some(off) = self.block_off(b)? {
             return Ok(off);
         }
         let top = self.shm.u32(self.geom.blk_top() + (b >> 10) as usize * 4);
         let mut n = top.load(Acquire);
         if n == 0 {
-            n = self.alloc_node(units)?;
+            n = self.alloc_node()?;
             top.store(n, Release);
         }
-        let node = self.node_off(n, *units)?;
-        let u = self.alloc_unit(units)?;
+        let node = self.node_off(n)?;
+        let u = self.alloc_unit()?;
         self.pool.u32(node + (b & 1023) * 4)?.store(u as u32 + 1, Release);
         word(self.shm, H_IX_BLOCKS).fetch_max(b + 1, Relaxed);
         Ok(u * UNIT)
@@ -258,10 +265,9 @@ impl<'a> Index<'a> {
             )));
         }
         let g32 = Self::gen32(word(self.shm, H_IX_GEN).load(Relaxed));
-        let mut units = word(self.shm, H_IX_UNITS).load(Relaxed);
-        let off = self.ensure_block(count / BLOCK_ENTRIES, &mut units)? + count % BLOCK_ENTRIES * ENTRY_BYTES;
+        let off = self.ensure_block(count / BLOCK_ENTRIES)? + count % BLOCK_ENTRIES * ENTRY_BYTES;
         let dir = self
-            .dir_word(page, true, &mut units)?
+            .dir_word(page, true)?
             .expect("created above");
         let d = dir.load(Relaxed);
         let prev = if d >> 32 == g32 { d & 0xffff_ffff } else { 0 };
@@ -279,12 +285,11 @@ impl<'a> Index<'a> {
     }
 
     /// Runs `f` between two reads of the generation and retries while it moved.
-    fn stable<T>(&self, mut f: impl FnMut(u64, u64) -> Result<T>) -> Result<T> {
+    fn stable<T>(&self, mut f: impl FnMut(u64) -> Result<T>) -> Result<T> {
         let gen = word(self.shm, H_IX_GEN);
         for _ in 0..RETRIES {
             let g = gen.load(Acquire);
-            let units = word(self.shm, H_IX_UNITS).load(Acquire);
-            let r = f(g, units);
+            let r = f(g);
             fence(Acquire);
             if gen.load(Relaxed) == g {
                 return r;
@@ -296,13 +301,13 @@ impl<'a> Index<'a> {
     }
 
     /// Follows the chain from directory word `d` to the newest frame at or below `max_frame`.
-    fn walk(&self, page: u32, d: u64, g: u64, max_frame: u64, units: u64) -> Result<Option<u64>> {
+    fn walk(&self, page: u32, d: u64, g: u64, max_frame: u64) -> Result<Option<u64>> {
         if d >> 32 != Self::gen32(g) {
             return Ok(None);
         }
         let mut cur = d & 0xffff_ffff;
         while cur != 0 {
-            let e = self.entry(cur - 1, units)?;
+            let e = self.entry(cur - 1)?;
             if e.page != page {
                 return Err(Error::Corrupt(format!(
                     "index slot {} holds page {} on the chain of page {page}",
@@ -330,8 +335,8 @@ impl<'a> Index<'a> {
         if max_frame == 0 {
             return Ok(None);
         }
-        self.stable(|g, mut units| match self.dir_word(page, false, &mut units)? {
-            Some(w) => self.walk(page, w.load(Acquire), g, max_frame, units),
+        self.stable(|g| match self.dir_word(page, false)? {
+            Some(w) => self.walk(page, w.load(Acquire), g, max_frame),
             None => Ok(None),
         })
     }
@@ -342,8 +347,7 @@ impl<'a> Index<'a> {
     pub fn for_each(&self, max_frame: u64, mut f: impl FnMut(u32, u64) -> bool) -> Result<()> {
         let gen = word(self.shm, H_IX_GEN);
         let g = gen.load(Acquire);
-        let units = word(self.shm, H_IX_UNITS).load(Acquire);
-        let r = self.each_page(g, units, max_frame, &mut f);
+        let r = self.each_page(g, max_frame, &mut f);
         fence(Acquire);
         if gen.load(Relaxed) != g {
             return Err(Error::Busy(
@@ -356,7 +360,6 @@ impl<'a> Index<'a> {
     fn each_page(
         &self,
         g: u64,
-        units: u64,
         max_frame: u64,
         f: &mut impl FnMut(u32, u64) -> bool,
     ) -> Result<()> {
@@ -368,17 +371,17 @@ impl<'a> Index<'a> {
             if mid == 0 {
                 continue;
             }
-            let mid_off = self.node_off(mid, units)?;
+            let mid_off = self.node_off(mid)?;
             for m in 0..1024u64 {
                 let leaf = self.pool.u32(mid_off + m * 4)?.load(Acquire);
                 if leaf == 0 {
                     continue;
                 }
-                let leaf_off = self.node_off(leaf, units)?;
+                let leaf_off = self.node_off(leaf)?;
                 for l in 0..512u64 {
                     let d = self.pool.u64(leaf_off + l * 8)?.load(Acquire);
                     let page = (t << 19 | m << 9 | l) as u32;
-                    if let Some(frame) = self.walk(page, d, g, max_frame, units)? {
+                    if let Some(frame) = self.walk(page, d, g, max_frame)? {
                         if !f(page, frame) {
                             return Ok(());
                         }
@@ -398,7 +401,6 @@ impl<'a> Index<'a> {
         let floor = word(self.shm, H_IX_FLOOR).load(Relaxed);
         let floor_frame = word(self.shm, H_IX_FLOOR_FRAME).load(Relaxed);
         let g32 = Self::gen32(word(self.shm, H_IX_GEN).load(Relaxed));
-        let mut units = word(self.shm, H_IX_UNITS).load(Relaxed);
         let stop = if max_frame >= floor_frame {
             floor.min(count)
         } else {
@@ -408,19 +410,19 @@ impl<'a> Index<'a> {
         let mut slot = count;
         while slot > stop {
             slot -= 1;
-            let e = self.entry(slot, units)?;
+            let e = self.entry(slot)?;
             if e.frame & DEAD != 0 {
                 continue;
             }
             if e.frame <= max_frame {
                 break;
             }
-            if let Some(dir) = self.dir_word(e.page, false, &mut units)? {
+            if let Some(dir) = self.dir_word(e.page, false)? {
                 if dir.load(Relaxed) == g32 << 32 | (slot + 1) {
                     dir.store(g32 << 32 | e.prev, Release);
                 }
             }
-            let off = self.entry_off(slot, units)?;
+            let off = self.entry_off(slot)?;
             self.pool.u64(off + 8)?.store(e.frame | DEAD, Release);
             dropped += 1;
         }
@@ -471,28 +473,25 @@ impl<'a> Index<'a> {
 }
 
 /// Checks the index counters of a sidecar being joined against each other and the file.
-pub fn validate(shm: &Shm, geom: &Geometry, file_len: u64) -> std::result::Result<(), String> {
-let w = |off| word(shm, off).load(Acquire);
-    let units = w(H_IX_UNITS);
-    let pool_len = file_len.saturating_sub(geom.base_len);
-    if units > pool_len / UNIT {
-        return Err(format!(
-            "index claims {units} units but the file holds {}",
-            pool_len / UNIT
-        ));
-    }
-    let (count, blocks) = (w(H_IX_COUNT), w(H_IX_BLOCKS));
-    if blocks > units || count > blocks * BLOCK_ENTRIES || count > MAX_ENTRIES {
-        return Err(format!(
-            "index counts disagree: {count} entries, {blocks} blocks, {units} units"
-        ));
-    }
-    let (next, end) = (w(H_IX_NODE_NEXT), w(H_IX_NODE_END));
-    if next > end || end > units * NODES_PER_UNIT + 1 || w(H_IX_DEAD) > count {
-        return Err("index node allocator or dead count out of range".into());
-    }
-    if w(H_IX_TAIL) >= DEAD || w(H_IX_FLOOR) > count {
-        return Err("index tail or trim floor out of range".into());
-    }
-    Ok(())
+///
+/// The counters are read before the file's length: growth writes pages before it announces
+/// them, so a process joining during growth sees a file at least as long as they claim.
+pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()> {
+    let w = |off| word(shm, off).load(Acquire);
+    let (units, count, blocks) = (w(H_IX_UNITS), w(H_IX_COUNT), w(H_IX_BLOCKS));
+    let (next, end, dead) = (w(H_IX_NODE_NEXT), w(H_IX_NODE_END), w(H_IX_DEAD));
+    let (tail, floor) = (w(H_IX_TAIL), w(H_IX_FLOOR));
+    let pool_len = crate::region::file_len(fd)?.saturating_sub(geom.base_len);
+    let bad = if units > pool_len / UNIT {
+        format!("index claims {units} units but the file holds {}", pool_len / UNIT)
+    } else if blocks > units || count > blocks * BLOCK_ENTRIES || count > MAX_ENTRIES {
+        format!("index counts disagree: {count} entries, {blocks} blocks, {units} units")
+    } else if next > end || end > units * NODES_PER_UNIT + 1 || dead > count {
+        "index node allocator or dead count out of range".into()
+    } else if tail >= DEAD || floor > count {
+        "index tail or trim floor out of range".into()
+    } else {
+        return Ok(());
+    };
+    Err(Error::Corrupt(bad))
 }

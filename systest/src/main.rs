@@ -65,6 +65,7 @@ mirror_fn_ptr!();
 mirror_fn_ptr!(A);
 mirror_fn_ptr!(A, B);
 mirror_fn_ptr!(A, B, C);
+mirror_fn_ptr!(A, B, C, D);
 
 impl Mirror for decls::tshm {
     type Real = ::tshm::ffi::handle::tshm;

@@ -1,0 +1,336 @@
+/*
+ * test_index.c — the shared frame index across real processes.
+ *
+ * Every process knows the schedule: committed frame f holds page page_of(f); frames that are
+ * rolled back hold bogus_page_of(f) instead, so a reader that ever sees a rolled-back entry
+ * gets an answer the schedule contradicts. Readers check each lookup against the schedule at
+ * their own snapshot.
+ */
+#include "harness.h"
+
+#include <poll.h>
+#include <sys/resource.h>
+
+#define NPAGES 1500u
+
+static uint64_t mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+/* A hot set of 100 pages takes half the frames. */
+static uint32_t page_of(uint64_t f) {
+    uint64_t h = mix(f);
+    return (uint32_t)((h & 1) ? (h >> 1) % 100 : (h >> 1) % NPAGES);
+}
+static uint32_t bogus_page_of(uint64_t f) { return (page_of(f) + 1) % NPAGES; }
+
+/* The newest committed frame <= max holding page, or 0: a table advanced as snapshots move
+ * forward (rebuilt if one moves back, i.e. a new database). */
+static struct { uint64_t upto; uint64_t latest[NPAGES]; } sched;
+static uint64_t expected(uint32_t page, uint64_t max) {
+    if (max < sched.upto) memset(&sched, 0, sizeof sched);
+    for (; sched.upto < max; sched.upto++) sched.latest[page_of(sched.upto + 1)] = sched.upto + 1;
+    return page < NPAGES ? sched.latest[page] : 0;
+}
+
+static void publish_max_frame(tshm *h, uint64_t f) {
+    tshm_snapshot s;
+    memset(&s, 0, sizeof s);
+    s.max_frame = f;
+    CHECK_RC(tshm_publish(h, &s, TSHM_SNAP_MAX_FRAME), TSHM_OK);
+}
+
+static uint64_t committed_of(tshm *h) {
+    tshm_snapshot s;
+    if (tshm_snapshot_get(h, &s) != TSHM_OK) return 0;
+    return s.max_frame;
+}
+
+/* Checks `n` random lookups at the snapshot pinned by a reader slot; returns failures. */
+static int check_lookups(tshm *h, uint64_t *seed, int n, long *checks) {
+    uint32_t slot;
+    tshm_snapshot snap;
+    if (tshm_reader_begin(h, &slot, &snap) != TSHM_OK) return 1;
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        *seed = mix(*seed);
+        uint32_t page = (uint32_t)(*seed % (NPAGES + 100)); /* some pages never written */
+        uint64_t want = expected(page, snap.max_frame), got = 0;
+        int rc = tshm_index_find(h, page, snap.max_frame, &got);
+        if (!((rc == TSHM_OK && got == want && want != 0) || (rc == TSHM_NOTFOUND && want == 0))) {
+            if (bad++ < 5)
+                fprintf(stderr, "page %u at %llu: rc %d got %llu want %llu\n", page,
+                        (unsigned long long)snap.max_frame, rc, (unsigned long long)got,
+                        (unsigned long long)want);
+        }
+        (*checks)++;
+    }
+    tshm_reader_end(h, slot);
+    return bad;
+}
+
+/* Whether the parent has closed the "done" pipe. */
+static int is_done(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
+struct report { long checks; long failures; long frames; };
+
+/* One writer for `frames` frames in transactions of 1..64, one in eight rolled back. */
+static void writer_run(const char *db, uint64_t frames, struct report *rep) {
+    tshm *h = open_with(db, 0, 0, 0);
+    if (h == NULL) { rep->failures++; return; }
+    uint64_t seed = 12345;
+    while (committed_of(h) < frames) {
+        if (tshm_writer_acquire(h, 5000) != TSHM_OK) { rep->failures++; break; }
+        uint64_t base = committed_of(h);
+        seed = mix(seed);
+        uint64_t k = 1 + seed % 64;
+        int rollback = (seed >> 20) % 8 == 0;
+        for (uint64_t i = 1; i <= k; i++) {
+            uint64_t f = base + i;
+            if (tshm_index_append(h, rollback ? bogus_page_of(f) : page_of(f), f) != TSHM_OK) {
+                fprintf(stderr, "append %llu: %s\n", (unsigned long long)f, tshm_errmsg());
+                rep->failures++;
+            }
+        }
+        if (rollback) {
+            if (tshm_index_truncate(h, base) != TSHM_OK) rep->failures++;
+        } else {
+            tshm_snapshot s;
+            memset(&s, 0, sizeof s);
+            s.max_frame = base + k;
+            if (tshm_publish(h, &s, TSHM_SNAP_MAX_FRAME) != TSHM_OK) rep->failures++;
+            rep->frames += (long)k;
+        }
+        tshm_writer_release(h);
+    }
+    tshm_close(h, NULL);
+}
+
+static void concurrent_lookups(const char *db, uint64_t frames) {
+    int done[2];
+    if (pipe(done) != 0) { perror("pipe"); exit(2); }
+    channel ch;
+    channel_init(&ch);
+    enum { READERS = 3, OPENERS = 1 };
+    pid_t kids[READERS + OPENERS];
+    tshm *keep = open_with(db, 0, 0, 0); /* so that nobody re-initializes midway */
+    for (int i = 0; i < READERS + OPENERS; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            close(done[1]);
+            struct report rep = {0, 0, 0};
+            uint64_t seed = (uint64_t)getpid();
+            if (i < READERS) {
+                tshm *h = open_with(db, 0, 0, 0);
+                if (h == NULL) rep.failures++;
+                while (h != NULL && !is_done(done[0]))
+                    rep.failures += check_lookups(h, &seed, 50, &rep.checks);
+                if (h != NULL) rep.failures += check_lookups(h, &seed, 2000, &rep.checks);
+                tshm_close(h, NULL);
+            } else {
+                /* Opens while the index grows must never see "corrupt". */
+                while (!is_done(done[0])) {
+                    tshm *h = open_with(db, 0, 0, 0);
+                    if (h == NULL) rep.failures++;
+                    tshm_close(h, NULL);
+                    rep.checks++;
+                }
+                rep.frames = -1; /* marks the opener's report */
+            }
+            channel_send(&ch, &rep, sizeof rep);
+            _exit(0);
+        }
+    }
+    struct report w = {0, 0, 0};
+    writer_run(db, frames, &w);
+    close(done[1]);
+    CHECK(w.failures == 0);
+    CHECK(w.frames >= (long)frames);
+    long checks = 0, opens = 0, failures = 0;
+    for (int i = 0; i < READERS + OPENERS; i++) {
+        struct report r;
+        if (!channel_recv(&ch, &r, sizeof r)) { failures++; continue; }
+        failures += r.failures;
+        if (r.frames >= 0) checks += r.checks;
+        else opens += r.checks;
+    }
+    for (int i = 0; i < READERS + OPENERS; i++) CHECK(child_wait(kids[i]) == 0);
+    printf("  concurrent lookups: %ld frames committed, %ld lookups checked, %ld opens, "
+           "%ld failures\n", w.frames, checks, opens, failures);
+    CHECK(failures == 0);
+    CHECK(checks >= READERS * 2000);
+    tshm_index_stats st;
+    CHECK_RC(tshm_index_stats_get(keep, &st), TSHM_OK);
+    CHECK(st.entries - st.dead == committed_of(keep));
+    CHECK(st.blocks >= committed_of(keep) / 4096);
+    close(done[0]);
+    close(ch.fd[0]);
+    close(ch.fd[1]);
+    tshm_close(keep, NULL);
+}
+
+/* A writer dies after appending and before publishing; the next writer trims. */
+static void killed_between_append_and_publish(const char *db) {
+    tshm *keep = open_with(db, 0, 0, 0);
+    channel ch;
+    channel_init(&ch);
+    pid_t kid = fork();
+    if (kid == 0) {
+        tshm *h = open_with(db, 0, 0, 0);
+        if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(1);
+        for (uint64_t f = 1; f <= 5000; f++) tshm_index_append(h, page_of(f), f);
+        publish_max_frame(h, 5000);
+        for (uint64_t f = 5001; f <= 5300; f++) tshm_index_append(h, bogus_page_of(f), f);
+        char c = 'r';
+        channel_send(&ch, &c, 1);
+        for (;;) pause(); /* killed here */
+    }
+    char c;
+    CHECK(channel_recv(&ch, &c, 1) && c == 'r');
+    child_kill(kid);
+    tshm_index_stats st;
+    CHECK_RC(tshm_index_stats_get(keep, &st), TSHM_OK);
+    CHECK(st.entries == 5300 && st.tail_frame == 5300);
+    /* Readers at the committed snapshot are right even before anyone trims. */
+    uint64_t seed = 7;
+    long checks = 0;
+    CHECK(check_lookups(keep, &seed, 3000, &checks) == 0);
+    /* The next writer trims the 300 uncommitted entries, then appends its own. */
+    CHECK_RC(tshm_writer_acquire(keep, 1000), TSHM_OK);
+    CHECK_RC(tshm_index_stats_get(keep, &st), TSHM_OK);
+    CHECK(st.dead == 300 && st.tail_frame == 5000);
+    for (uint64_t f = 5001; f <= 6000; f++) CHECK_RC(tshm_index_append(keep, page_of(f), f), TSHM_OK);
+    publish_max_frame(keep, 6000);
+    CHECK_RC(tshm_writer_release(keep), TSHM_OK);
+    /* A fresh process agrees. */
+    pid_t r = fork();
+    if (r == 0) {
+        tshm *h = open_with(db, 0, 0, 0);
+        uint64_t s = 99;
+        long n = 0;
+        int bad = h == NULL ? 1 : check_lookups(h, &s, 5000, &n);
+        tshm_close(h, NULL);
+        _exit(bad != 0);
+    }
+    CHECK(child_wait(r) == 0);
+    close(ch.fd[0]);
+    close(ch.fd[1]);
+    tshm_close(keep, NULL);
+}
+
+/* The file-size limit stops growth: TSHM_FULL, and the index stays consistent. */
+static void growth_hits_file_size_limit(const char *db) {
+    pid_t kid = fork();
+    if (kid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        tshm *h = open_with(db, 0, 0, 0);
+        if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(10);
+        char side[600];
+        snprintf(side, sizeof side, "%s-tshm", db);
+        struct stat st;
+        if (stat(side, &st) != 0) _exit(11);
+        struct rlimit rl = {.rlim_cur = (rlim_t)st.st_size + 5 * 65536,
+                            .rlim_max = RLIM_INFINITY};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(12);
+        uint64_t f = 0;
+        int rc = TSHM_OK;
+        while (rc == TSHM_OK && f < 10000000) rc = tshm_index_append(h, page_of(f + 1), f + 1), f += rc == TSHM_OK;
+        if (rc != TSHM_FULL) {
+            fprintf(stderr, "growth past the limit: %s (%s)\n", tshm_errstr(rc), tshm_errmsg());
+            _exit(13);
+        }
+        if (f < 4096) _exit(14);
+        publish_max_frame(h, f);
+        uint64_t seed = 3;
+        long n = 0;
+        if (check_lookups(h, &seed, 2000, &n) != 0) _exit(15);
+        /* Rolling back still works; so does appending into space that exists. */
+        if (tshm_index_truncate(h, f) != TSHM_OK) _exit(16);
+        rl.rlim_cur = RLIM_INFINITY;
+        setrlimit(RLIMIT_FSIZE, &rl);
+        if (tshm_index_append(h, page_of(f + 1), f + 1) != TSHM_OK) _exit(17);
+        tshm_writer_release(h);
+        tshm_close(h, NULL);
+        _exit(0);
+    }
+    CHECK(child_wait(kid) == 0);
+}
+
+/* Raw access to the sidecar through one descriptor that stays open while handles are: with
+ * POSIX locks, closing any descriptor of the file would drop every lock of this process. */
+static int side_fd = -1;
+static void poke64_at(off_t off, uint64_t v) {
+    if (pwrite(side_fd, &v, 8, off) != 8) perror("pwrite");
+}
+static uint64_t peek64_at(off_t off) {
+    uint64_t v = 0;
+    if (pread(side_fd, &v, 8, off) != 8) perror("pread");
+    return v;
+}
+
+/* Exit status of a child that opens db: 0 when the open fails with CORRUPT. */
+static int open_in_child_is_corrupt(const char *db) {
+    pid_t kid = fork();
+    if (kid == 0) {
+        tshm *h = NULL;
+        int rc = tshm_open(db, NULL, &h);
+        if (rc != TSHM_CORRUPT) fprintf(stderr, "open: %s (%s)\n", tshm_errstr(rc), tshm_errmsg() ? tshm_errmsg() : "");
+        _exit(rc == TSHM_CORRUPT ? 0 : 1);
+    }
+    return child_wait(kid) == 0;
+}
+
+/* Corrupt index words and pool pointers: TSHM_CORRUPT, never a crash or a hang. */
+static void corrupt_index(const char *db) {
+    tshm *h = open_with(db, 0, 0, 0);
+    if (h == NULL) { CHECK(0); return; }
+    char side[600];
+    snprintf(side, sizeof side, "%s-tshm", db);
+    side_fd = open(side, O_RDWR);
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    CHECK_RC(tshm_index_append(h, 1, 1), TSHM_OK);
+    CHECK_RC(tshm_index_append(h, 1, 2), TSHM_OK);
+    publish_max_frame(h, 2);
+    uint64_t base = peek64_at(48);
+    const off_t units = 520, dir_top = (off_t)base - 36864;
+    /* units beyond the file: a joining process refuses the sidecar */
+    uint64_t u = peek64_at(units);
+    poke64_at(units, 1u << 30);
+    CHECK(open_in_child_is_corrupt(db));
+    poke64_at(units, u);
+    /* a directory pointer beyond the pool */
+    uint64_t d = peek64_at(dir_top);
+    poke64_at(dir_top, 0x7fffffff);
+    uint64_t f = 0;
+    CHECK_RC(tshm_index_find(h, 1, 2, &f), TSHM_CORRUPT);
+    CHECK_RC(tshm_index_append(h, 1, 3), TSHM_CORRUPT);
+    poke64_at(dir_top, d);
+    /* an entry linking forward (block 0 is the pool's second unit) */
+    off_t e1 = (off_t)base + 65536 + 16;
+    uint64_t w = peek64_at(e1);
+    poke64_at(e1, 1 | (7ull << 32));
+    CHECK_RC(tshm_index_find(h, 1, 1, &f), TSHM_CORRUPT);
+    /* an entry on the wrong chain */
+    poke64_at(e1, 2 | (1ull << 32));
+    CHECK_RC(tshm_index_find(h, 1, 1, &f), TSHM_CORRUPT);
+    poke64_at(e1, w);
+    CHECK_RC(tshm_index_find(h, 1, 1, &f), TSHM_OK);
+    CHECK(f == 1);
+    CHECK_RC(tshm_writer_release(h), TSHM_OK);
+    tshm_close(h, NULL);
+    close(side_fd);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    concurrent_lookups(test_db("concurrent.db"), 400000);
+    killed_between_append_and_publish(test_db("killed.db"));
+    growth_hits_file_size_limit(test_db("fsize.db"));
+    corrupt_index(test_db("corrupt.db"));
+    return harness_done("test_index");
+}
