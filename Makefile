@@ -116,7 +116,7 @@ c-test: lib $(C_TESTS) $(BBIN)/test_api_static
 # Benchmarks: ratios against baselines measured in the same run, in target/bench/report.json.
 # `make bench ONLY=core.reader` runs the ids with that prefix.
 bench:
-	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core
+	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core --bench index
 	@echo "report: target/bench/report.json"
 
 test: tools lint rust-test c-test systest check-header check-symbols check-header-compile

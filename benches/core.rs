@@ -12,21 +12,15 @@
 //! Run with `make bench` (all) or `make bench ONLY=core.reader` (ids with that prefix). The
 //! report is `target/bench/report.json`: `[{"id","value","baseline","ratio","unit","note"}]`.
 
+mod common;
+
+use common::{db, ratio_row};
 use criterion::Criterion;
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tshm::{Coordinator, Options, Role};
-
-fn db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tshm-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    let _ = std::fs::remove_file(format!("{}-tshm", p.display()));
-    p
-}
 
 fn raw_ofd_pair(c: &mut Criterion) {
     let f = std::fs::OpenOptions::new()
@@ -142,19 +136,11 @@ fn writer_handoff(c: &mut Criterion) {
     });
 }
 
-fn mean_ns(id: &str) -> Option<f64> {
-    let path = format!("target/criterion/{id}/new/estimates.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    v["mean"]["point_estimate"].as_f64()
-}
-
 fn main() {
-    let only = std::env::var("ONLY").unwrap_or_default();
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(30)
-        .configure_from_args();
+    if !common::wanted("core") {
+        return;
+    }
+    let mut c = common::criterion();
     type Bench = (&'static str, fn(&mut Criterion));
     let benches: [Bench; 6] = [
         ("baseline.raw_ofd_pair", raw_ofd_pair),
@@ -166,9 +152,7 @@ fn main() {
     ];
     // the baseline runs whenever anything that compares against it runs
     for (id, f) in benches {
-        if !id.is_empty()
-            && (id.starts_with("baseline") || id.starts_with(only.as_str()) || only.starts_with(id))
-        {
+        if !id.is_empty() && common::wanted(id) {
             f(&mut c);
         }
     }
@@ -201,30 +185,5 @@ fn main() {
             "release-to-owner latency of a waiting handle vs an uncontended pair",
         ),
     ];
-    let mut report: Vec<serde_json::Value> = std::fs::read_to_string("target/bench/report.json")
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    for (id, base, note) in rows {
-        if !id.starts_with(only.as_str()) {
-            continue;
-        }
-        let (Some(v), Some(b)) = (mean_ns(id), mean_ns(base)) else {
-            continue;
-        };
-        report.retain(|r| r["id"] != id);
-        report.push(serde_json::json!({
-            "id": id, "value": v, "baseline": b, "ratio": v / b, "unit": "ns", "note": note,
-        }));
-        println!(
-            "{id:24} {v:10.1} ns   baseline {b:10.1} ns   ratio {:.3}   ({note})",
-            v / b
-        );
-    }
-    std::fs::create_dir_all("target/bench").unwrap();
-    std::fs::write(
-        "target/bench/report.json",
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    common::report(rows.map(|(id, base, note)| ratio_row(id, base, note)));
 }

@@ -198,7 +198,9 @@ impl<'a> Index<'a> {
     fn alloc_unit(&self) -> Result<u64> {
         let u = self.units();
         if u >= u32::MAX as u64 / NODES_PER_UNIT {
-            return Err(Error::Full("the index pool reached its addressable size".into()));
+            return Err(Error::Full(
+                "the index pool reached its addressable size".into(),
+            ));
         }
         self.pool.zero(u * UNIT, UNIT)?;
         word(self.shm, H_IX_UNITS).store(u + 1, Release);
@@ -233,7 +235,9 @@ impl<'a> Index<'a> {
         }
         let node = self.node_off(n)?;
         let u = self.alloc_unit()?;
-        self.pool.u32(node + (b & 1023) * 4)?.store(u as u32 + 1, Release);
+        self.pool
+            .u32(node + (b & 1023) * 4)?
+            .store(u as u32 + 1, Release);
         word(self.shm, H_IX_BLOCKS).fetch_max(b + 1, Relaxed);
         Ok(u * UNIT)
     }
@@ -258,7 +262,11 @@ impl<'a> Index<'a> {
             )));
         }
         let count = word(self.shm, H_IX_COUNT).load(Relaxed);
-        let cap = if limit == 0 { MAX_ENTRIES } else { limit.min(MAX_ENTRIES) };
+        let cap = if limit == 0 {
+            MAX_ENTRIES
+        } else {
+            limit.min(MAX_ENTRIES)
+        };
         if count >= cap {
             return Err(Error::Full(format!(
                 "the frame index holds {count} entries, its limit (reset it after the WAL restarts)"
@@ -266,9 +274,7 @@ impl<'a> Index<'a> {
         }
         let g32 = Self::gen32(word(self.shm, H_IX_GEN).load(Relaxed));
         let off = self.ensure_block(count / BLOCK_ENTRIES)? + count % BLOCK_ENTRIES * ENTRY_BYTES;
-        let dir = self
-            .dir_word(page, true)?
-            .expect("created above");
+        let dir = self.dir_word(page, true)?.expect("created above");
         let d = dir.load(Relaxed);
         let prev = if d >> 32 == g32 { d & 0xffff_ffff } else { 0 };
         if prev > count {
@@ -367,7 +373,10 @@ impl<'a> Index<'a> {
             return Ok(());
         }
         for t in 0..IX_DIR_TOP {
-            let mid = self.shm.u32(self.geom.dir_top() + t as usize * 4).load(Acquire);
+            let mid = self
+                .shm
+                .u32(self.geom.dir_top() + t as usize * 4)
+                .load(Acquire);
             if mid == 0 {
                 continue;
             }
@@ -438,7 +447,13 @@ impl<'a> Index<'a> {
         let gen = word(self.shm, H_IX_GEN);
         gen.store(gen.load(Relaxed).wrapping_add(1), Relaxed);
         fence(Release);
-        for off in [H_IX_COUNT, H_IX_TAIL, H_IX_FLOOR, H_IX_FLOOR_FRAME, H_IX_DEAD] {
+        for off in [
+            H_IX_COUNT,
+            H_IX_TAIL,
+            H_IX_FLOOR,
+            H_IX_FLOOR_FRAME,
+            H_IX_DEAD,
+        ] {
             word(self.shm, off).store(0, Relaxed);
         }
     }
@@ -447,7 +462,13 @@ impl<'a> Index<'a> {
     /// be rewritten with zeros before it is used again.
     pub fn init(&self) {
         self.reset();
-        for off in [H_IX_UNITS, H_IX_BLOCKS, H_IX_NODE_NEXT, H_IX_NODE_END, H_IX_NODES] {
+        for off in [
+            H_IX_UNITS,
+            H_IX_BLOCKS,
+            H_IX_NODE_NEXT,
+            H_IX_NODE_END,
+            H_IX_NODES,
+        ] {
             word(self.shm, off).store(0, Relaxed);
         }
         for t in 0..IX_DIR_TOP as usize {
@@ -483,7 +504,10 @@ pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()
     let (tail, floor) = (w(H_IX_TAIL), w(H_IX_FLOOR));
     let pool_len = crate::region::file_len(fd)?.saturating_sub(geom.base_len);
     let bad = if units > pool_len / UNIT {
-        format!("index claims {units} units but the file holds {}", pool_len / UNIT)
+        format!(
+            "index claims {units} units but the file holds {}",
+            pool_len / UNIT
+        )
     } else if blocks > units || count > blocks * BLOCK_ENTRIES || count > MAX_ENTRIES {
         format!("index counts disagree: {count} entries, {blocks} blocks, {units} units")
     } else if next > end || end > units * NODES_PER_UNIT + 1 || dead > count {
@@ -494,4 +518,272 @@ pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()
         return Ok(());
     };
     Err(Error::Corrupt(bad))
+}
+
+/// Exhaustive interleavings of the directory / back-link protocol: a model of the writer's
+/// steps (in the order [`Index::append`] and [`Index::truncate`] perform their shared-memory
+/// stores) against a reader's steps (in the order [`Index::find`] loads), every interleaving
+/// explored, memory sequentially consistent. Each reader's answer must be the newest frame at
+/// or below its snapshot among the entries committed when it began.
+#[cfg(test)]
+mod interleavings {
+    #[derive(Clone, Copy, Debug)]
+    struct E {
+        page: usize,
+        prev: u64,
+        frame: u64,
+        dead: bool,
+    }
+
+    #[derive(Clone, Default)]
+    struct S {
+        e: Vec<E>,
+        dir: [u64; 3],
+        count: u64,
+        tail: u64,
+        committed: u64,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        /// Append, stopping (the writer dies) after this many of its three stores.
+        Append(usize, u64, u8),
+        Commit,
+        /// Truncate to the committed frame (a rollback, or the next writer's trim).
+        Trim,
+    }
+
+    #[derive(Clone)]
+    struct W {
+        ops: Vec<Op>,
+        pc: usize,
+        sub: u8,
+        cursor: u64,
+    }
+
+    impl W {
+        fn done(&self) -> bool {
+            self.pc >= self.ops.len()
+        }
+        fn next(&mut self) {
+            self.pc += 1;
+            self.sub = 0;
+        }
+        /// One shared-memory store (or one decision of the truncate scan).
+        fn step(&mut self, s: &mut S) {
+            match self.ops[self.pc] {
+                Op::Append(page, frame, upto) => {
+                    if self.sub >= upto {
+                        return self.next();
+                    }
+                    match self.sub {
+                        0 => {
+                            let slot = s.count as usize;
+                            let e = E {
+                                page,
+                                prev: s.dir[page],
+                                frame,
+                                dead: false,
+                            };
+                            if s.e.len() <= slot {
+                                s.e.push(e);
+                            } else {
+                                s.e[slot] = e;
+                            }
+                        }
+                        1 => {
+                            s.tail = frame;
+                            s.count += 1;
+                        }
+                        _ => s.dir[page] = s.count,
+                    }
+                    self.sub += 1;
+                    if self.sub == 3 {
+                        self.next();
+                    }
+                }
+                Op::Commit => {
+                    s.committed = s.tail;
+                    self.next();
+                }
+                Op::Trim => {
+                    let m = s.committed;
+                    if self.sub == 0 {
+                        if s.tail <= m {
+                            return self.next();
+                        }
+                        self.cursor = s.count;
+                        self.sub = 1;
+                        return;
+                    }
+                    let slot = self.cursor as usize;
+                    if slot == 0 {
+                        s.tail = m;
+                        return self.next();
+                    }
+                    let e = s.e[slot - 1];
+                    if e.dead {
+                        self.cursor -= 1;
+                    } else if e.frame <= m {
+                        self.cursor = 0;
+                    } else if self.sub == 1 {
+                        if s.dir[e.page] == slot as u64 {
+                            s.dir[e.page] = e.prev;
+                        }
+                        self.sub = 2;
+                    } else {
+                        s.e[slot - 1].dead = true;
+                        self.cursor -= 1;
+                        self.sub = 1;
+                    }
+                }
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum R {
+        Begin,
+        Dir {
+            rmax: u64,
+            want: Option<u64>,
+        },
+        Walk {
+            rmax: u64,
+            want: Option<u64>,
+            cur: u64,
+        },
+    }
+
+    fn answer(s: &S, page: usize, rmax: u64) -> Option<u64> {
+        s.e[..s.count as usize]
+            .iter()
+            .filter(|e| e.page == page && !e.dead && e.frame <= rmax)
+            .map(|e| e.frame)
+            .max()
+    }
+
+    /// One reader step; `Some(result)` when the lookup finished.
+    fn rstep(r: &mut R, s: &S, page: usize) -> Option<(Option<u64>, Option<u64>)> {
+        match r.clone() {
+            R::Begin => {
+                let rmax = s.committed;
+                *r = R::Dir {
+                    rmax,
+                    want: answer(s, page, rmax),
+                };
+                None
+            }
+            R::Dir { rmax, want } => {
+                *r = R::Walk {
+                    rmax,
+                    want,
+                    cur: s.dir[page],
+                };
+                None
+            }
+            R::Walk { rmax, want, cur } => {
+                if cur == 0 {
+                    return Some((None, want));
+                }
+                let e = s.e[cur as usize - 1];
+                assert_eq!(e.page, page, "walk left the page's chain");
+                if !e.dead && e.frame <= rmax {
+                    return Some((Some(e.frame), want));
+                }
+                assert!(e.prev < cur, "walk went forward");
+                *r = R::Walk {
+                    rmax,
+                    want,
+                    cur: e.prev,
+                };
+                None
+            }
+        }
+    }
+
+    fn explore(s: &S, w: &W, r: &R, page: usize, seen: &mut u64) {
+        let mut r2 = r.clone();
+        match rstep(&mut r2, s, page) {
+            Some((got, want)) => {
+                assert_eq!(got, want, "reader of page {page} answered wrongly");
+                *seen += 1;
+            }
+            None => explore(s, w, &r2, page, seen),
+        }
+        if !w.done() {
+            let (mut s2, mut w2) = (s.clone(), w.clone());
+            w2.step(&mut s2);
+            explore(&s2, &w2, r, page, seen);
+        }
+    }
+
+    fn run(ops: &[Op]) -> u64 {
+        let mut s = S::default();
+        // committed history: page 1 at frames 1 and 3, page 2 at frame 2
+        let mut w = W {
+            ops: vec![
+                Op::Append(1, 1, 3),
+                Op::Append(2, 2, 3),
+                Op::Append(1, 3, 3),
+                Op::Commit,
+            ],
+            pc: 0,
+            sub: 0,
+            cursor: 0,
+        };
+        while !w.done() {
+            w.step(&mut s);
+        }
+        let w = W {
+            ops: ops.to_vec(),
+            pc: 0,
+            sub: 0,
+            cursor: 0,
+        };
+        let mut seen = 0;
+        for page in 0..3 {
+            explore(&s, &w, &R::Begin, page, &mut seen);
+        }
+        seen
+    }
+
+    #[test]
+    fn rollback_and_commit_interleavings() {
+        use Op::*;
+        let mut total = 0;
+        // a transaction rolled back, then a new one committed over the same frames
+        total += run(&[
+            Append(1, 4, 3),
+            Append(2, 5, 3),
+            Append(1, 6, 3),
+            Trim,
+            Append(2, 4, 3),
+            Append(1, 5, 3),
+            Commit,
+        ]);
+        // a savepoint rollback inside a transaction that then commits
+        total += run(&[
+            Append(1, 4, 3),
+            Commit,
+            Append(2, 5, 3),
+            Append(1, 6, 3),
+            Trim,
+            Append(1, 5, 3),
+            Commit,
+            Append(2, 6, 3),
+            Trim,
+        ]);
+        // a writer dies after each store of an append; the next writer trims and commits
+        for upto in 0..=3 {
+            total += run(&[
+                Append(2, 4, 3),
+                Append(1, 5, upto),
+                Trim,
+                Append(1, 4, 3),
+                Commit,
+            ]);
+        }
+        assert!(total > 10_000, "explored {total} reader outcomes");
+    }
 }

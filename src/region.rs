@@ -463,7 +463,9 @@ fn write_zeros(fd: RawFd, mut off: u64, len: u64) -> Result<()> {
             }
         }
         if rc == 0 {
-            return Err(Error::Full("growing the sidecar wrote nothing (disk full)".into()));
+            return Err(Error::Full(
+                "growing the sidecar wrote nothing (disk full)".into(),
+            ));
         }
         off += rc as u64;
     }

@@ -54,12 +54,20 @@ impl Model {
 #[derive(Clone, Debug)]
 enum Op {
     /// Append `n` frames, each `gap` above the last, pages from `0..pages` (seeded).
-    Append { n: u32, gap: u64, pages: u32, seed: u64 },
+    Append {
+        n: u32,
+        gap: u64,
+        pages: u32,
+        seed: u64,
+    },
     Commit,
     /// Roll back to a point between the committed frame and the tail (fraction in 0..=100).
     Truncate(u8),
     Reset,
-    Find { page: u32, at: u8 },
+    Find {
+        page: u32,
+        at: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -182,7 +190,11 @@ fn more_than_a_million_frames_stay_correct_and_flat() {
         let want = last
             .get(&page)
             .and_then(|v| v.iter().rev().find(|f| **f <= max).copied());
-        assert_eq!(h.index_find(page, max).unwrap(), want, "page {page} at {max}");
+        assert_eq!(
+            h.index_find(page, max).unwrap(),
+            want,
+            "page {page} at {max}"
+        );
     }
     let mut n = 0;
     h.index_for_each(N, |p, f| {

@@ -497,7 +497,13 @@ pub unsafe extern "C" fn tshm_index_find(
 /// `h` is NULL or a handle.
 #[no_mangle]
 pub unsafe extern "C" fn tshm_index_truncate(h: *mut tshm, max_frame: u64) -> c_int {
-    ffi_guard!({ code(coord(h).and_then(|c| c.index_truncate(max_frame)).map(|_| ())) })
+    ffi_guard!({
+        code(
+            coord(h)
+                .and_then(|c| c.index_truncate(max_frame))
+                .map(|_| ()),
+        )
+    })
 }
 
 /// Empties the index and bumps its generation, after the WAL restarted (every frame
@@ -530,7 +536,10 @@ pub unsafe extern "C" fn tshm_index_foreach(
             return misuse("tshm_index_foreach: cb is NULL");
         };
         code(coord(h).and_then(|c| {
-            c.index_for_each(max_frame, |page, frame| unsafe { cb(ctx, page, frame) } == 0)
+            c.index_for_each(
+                max_frame,
+                |page, frame| unsafe { cb(ctx, page, frame) } == 0,
+            )
         }))
     })
 }

@@ -175,12 +175,8 @@ extern "C" {
     pub fn tshm_min_reader_frame(h: *const tshm, frame_out: *mut u64) -> c_int;
     pub fn tshm_owner(h: *const tshm, role: u32, out: *mut tshm_owner_info) -> c_int;
     pub fn tshm_index_append(h: *mut tshm, page: u32, frame: u64) -> c_int;
-    pub fn tshm_index_find(
-        h: *const tshm,
-        page: u32,
-        max_frame: u64,
-        frame_out: *mut u64,
-    ) -> c_int;
+    pub fn tshm_index_find(h: *const tshm, page: u32, max_frame: u64, frame_out: *mut u64)
+        -> c_int;
     pub fn tshm_index_truncate(h: *mut tshm, max_frame: u64) -> c_int;
     pub fn tshm_index_reset(h: *mut tshm) -> c_int;
     pub fn tshm_index_foreach(
