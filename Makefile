@@ -1,7 +1,9 @@
 # libtshm — build, test, install.
 #
-#   make            build libtshm.so / libtshm.a / tshm.pc / the tshm CLI into build/
-#   make test       every test: lint, Rust tests, C harnesses (both lock backends), header checks
+#   make            build libtshm.so / libtshm.a / tshm.pc / the tshm CLI / kvlog into build/
+#   make demo       the multi-process example engine at work (DEMO_SECONDS=20), verified
+#   make test       every test: lint, Rust tests, C harnesses (both lock backends), the example
+#                   engine's tests and a short demo, header and ABI checks
 #   make install    PREFIX=/usr/local DESTDIR= (headers, libraries, pkg-config file, CLI)
 #   make header     regenerate include/tshm.h (cbindgen, pinned)
 
@@ -30,11 +32,15 @@ RELEASE  := target/release
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 C_TESTS := $(patsubst c-tests/%.c,$(BBIN)/%,$(wildcard c-tests/test_*.c))
+KVLOG_SRC := examples/kvlog/kvlog.c examples/kvlog/bank.c
+KVLOG_HDR := examples/kvlog/kvlog.h examples/kvlog/bank.h
+CFLAGS_EX := -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude -Iexamples/kvlog
+DEMO_SECONDS ?= 20
 
-.PHONY: all lib cli header check-header check-symbols check-header-compile test rust-test c-test \
-        lint systest bench tools install uninstall clean
+.PHONY: all lib cli kvlog demo header check-header check-symbols check-header-compile test rust-test \
+        c-test kvlog-test lint systest bench tools install uninstall clean
 
-all: lib $(BLIB)/tshm.pc
+all: lib cli kvlog $(BLIB)/tshm.pc
 
 lib:
 	$(CARGO) build --release --lib
@@ -48,6 +54,29 @@ cli:
 	$(CARGO) build --release --bins
 	@mkdir -p $(BBIN)
 	cp -f $(RELEASE)/tshm $(BBIN)/tshm
+
+# The example engine: a C program linked against the shared library, as an engine would be.
+kvlog: $(BBIN)/kvlog
+
+$(BBIN)/kvlog: $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h lib
+	@mkdir -p $(BBIN)
+	$(CC) $(CFLAGS_EX) -o $@ $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c \
+	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+
+$(BBIN)/test_kvlog: examples/kvlog/test_kvlog.c $(KVLOG_SRC) $(KVLOG_HDR) c-tests/harness.h include/tshm.h lib
+	@mkdir -p $(BBIN)
+	$(CC) $(CFLAGS_EX) -Ic-tests -o $@ examples/kvlog/test_kvlog.c $(KVLOG_SRC) \
+	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+
+# The main job: writers, readers and a checkpointer on one database, kills, verification.
+demo: lib cli kvlog
+	TSHM_BIN=$(BBIN)/tshm $(BBIN)/kvlog demo $(DEMO_SECONDS) $(B)/demo
+
+kvlog-test: $(BBIN)/test_kvlog $(BBIN)/kvlog cli
+	@set -e; for backend in ofd posix; do \
+	    echo "== test_kvlog ($$backend locks)"; \
+	    TSHM_LOCK_BACKEND=$$backend KVLOG_BIN=$(BBIN)/kvlog $(BBIN)/test_kvlog; \
+	done
 
 $(BLIB)/tshm.pc: tshm.pc.in Cargo.toml
 	@mkdir -p $(BLIB)
@@ -119,7 +148,8 @@ bench:
 	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core --bench index
 	@echo "report: target/bench/report.json"
 
-test: tools lint rust-test c-test systest check-header check-symbols check-header-compile
+test: tools lint rust-test c-test kvlog-test systest check-header check-symbols check-header-compile
+	$(MAKE) --no-print-directory demo DEMO_SECONDS=5
 	@echo "make test: all checks passed"
 
 install: all

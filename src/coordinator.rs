@@ -680,6 +680,8 @@ impl Coordinator {
                 on_last(self);
                 self.closed.store(true, Release);
                 result = result.and(self.release_everything());
+                // Alone: records of processes that died attached are stale; leave none behind.
+                result = result.and(slots::reset_all(&node));
                 if let Ok(m) = node.mapped() {
                     m.shm.u64(H_EXCL_ID).store(0, Relaxed);
                     m.shm.u32(H_MODE).store(0, Release);

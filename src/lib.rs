@@ -12,12 +12,14 @@
 //! * [`slots`] — instances, roles, reader slots, owner records, stale reclaim, waits;
 //! * [`index`] — the shared frame index (page → newest frame), lock-free lookups;
 //! * [`coordinator`] — open/close protocols and the safe API;
+//! * [`inspect`] — observing a sidecar without taking part (the `tshm` binary);
 //! * `ffi` — the C API (`include/tshm.h`), argument checks and error mapping only.
 
 pub mod coordinator;
 pub mod error;
 pub mod ffi;
 pub mod index;
+pub mod inspect;
 pub mod layout;
 pub mod lock;
 pub mod node;

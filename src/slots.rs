@@ -529,7 +529,8 @@ pub fn live_instances(node: &Node) -> Result<Vec<(u32, u32)>> {
 }
 
 /// Clears every owner record and slot: run only by a process that holds the lifetime byte
-/// exclusively, i.e. provably alone, before it claims anything itself.
+/// exclusively, i.e. provably alone — the first opener before it claims anything, or the last
+/// closer after it released everything but its own instance.
 pub fn reset_all(node: &Node) -> Result<()> {
     let m = node.mapped()?;
     let g = &m.geom;

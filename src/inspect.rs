@@ -1,0 +1,150 @@
+//! Observing a sidecar without taking part (the `tshm` inspector).
+//!
+//! Owns: [`observe`] and [`check`]. An observer opens the sidecar read-only, maps it read-only
+//! and validates it like a joining process, but takes no lock, claims no instance and writes
+//! nothing: who is alive comes from lock probes (`F_OFD_GETLK`/`F_GETLK`), which conflict with
+//! both lock kinds and change nothing. So inspecting a live system never changes who is last to
+//! close, never blocks an opener and never reclaims anything.
+
+use crate::error::{Error, Result};
+use crate::index::{tshm_index_stats, Index};
+use crate::layout::*;
+use crate::lock::{self, Held};
+use crate::node::Node;
+use crate::region;
+use crate::slots::{self, tshm_owner_info};
+use crate::snapshot::{tshm_snapshot, Latch};
+use std::path::Path;
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
+
+/// One reader slot that has an owner.
+#[derive(Clone, Copy, Debug)]
+pub struct ReaderSlot {
+    pub slot: u32,
+    pub owner: tshm_owner_info,
+}
+
+/// Everything the inspector shows.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub sidecar_bytes: u64,
+    /// 1 SHARED, 2 EXCLUSIVE, 0 when nobody is attached.
+    pub mode: u32,
+    /// Lock kind the attached processes use: "ofd", "posix" or "none" (nobody attached).
+    pub backend: &'static str,
+    pub reader_strategy: u32,
+    pub reader_slots: u32,
+    pub instance_slots: u32,
+    pub init_epoch: u64,
+    /// (pid, instance) of every attached handle.
+    pub attached: Vec<(u32, u32)>,
+    pub writer: tshm_owner_info,
+    pub checkpointer: tshm_owner_info,
+    pub readers: Vec<ReaderSlot>,
+    pub snapshot: tshm_snapshot,
+    pub index: tshm_index_stats,
+}
+
+impl Report {
+    /// No handle attached, no role or slot held by a live holder, no uncommitted or
+    /// un-checkpointed state: what a cleanly shut down sidecar looks like.
+    pub fn idle_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !self.attached.is_empty() {
+            p.push(format!("{} handle(s) attached", self.attached.len()));
+        }
+        for (name, o) in [("writer", &self.writer), ("checkpointer", &self.checkpointer)] {
+            if o.held != 0 {
+                p.push(format!("{name} role held by pid {}", o.pid));
+            }
+        }
+        if !self.readers.is_empty() {
+            p.push(format!("{} reader slot(s) have an owner", self.readers.len()));
+        }
+        if self.index.entries != self.index.dead {
+            p.push(format!(
+                "frame index holds {} live entries",
+                self.index.entries - self.index.dead
+            ));
+        }
+        if self.snapshot.nbackfills != self.snapshot.max_frame {
+            p.push(format!(
+                "frames {}..{} are not checkpointed",
+                self.snapshot.nbackfills + 1,
+                self.snapshot.max_frame
+            ));
+        }
+        p
+    }
+}
+
+/// The observer's node: opened read-only, mapped and validated, no lock taken.
+fn attach(db: &Path) -> Result<Arc<Node>> {
+    if !db.exists() {
+        return Err(Error::NotFound(format!("no database at {}", db.display())));
+    }
+    let node = Node::get(db, true, false, None)?;
+    if node.mapped.get().is_none() {
+        let len = region::file_len(node.fd())?;
+        let shm = region::Shm::map(node.fd(), len.max(1), false)?;
+        let geom = region::read_header(&shm).map_err(Error::Corrupt)?;
+        crate::index::validate(&shm, &geom, node.fd())?;
+        node.set_mapped(shm, geom);
+    }
+    Ok(node)
+}
+
+/// Reads the state of the sidecar of `db` without taking part.
+pub fn observe(db: &Path) -> Result<Report> {
+    let node = attach(db)?;
+    let m = node.mapped()?;
+    let backend = match lock::probe(node.fd(), node.backend, LOCK_LIFETIME)?.0 {
+        Held::Free => "none",
+        _ => match lock::probe(node.fd(), lock::Backend::Ofd, LOCK_LIFETIME) {
+            Ok((_, pid)) if pid > 0 => "posix",
+            Ok(_) => "ofd",
+            Err(_) => "posix",
+        },
+    };
+    let attached = slots::live_instances(&node)?;
+    let mut readers = Vec::new();
+    for i in 0..m.geom.readers {
+        let o = slots::owner(&node, 3 + i)?;
+        if o.held != 0 {
+            readers.push(ReaderSlot { slot: i, owner: o });
+        }
+    }
+    Ok(Report {
+        sidecar_bytes: region::file_len(node.fd())?,
+        mode: if attached.is_empty() {
+            0
+        } else {
+            m.shm.u32(H_MODE).load(Acquire)
+        },
+        backend,
+        reader_strategy: m.geom.reader_strategy,
+        reader_slots: m.geom.readers,
+        instance_slots: m.geom.instances,
+        init_epoch: m.shm.u64(H_INIT_EPOCH).load(Relaxed),
+        attached,
+        writer: slots::owner(&node, 1)?,
+        checkpointer: slots::owner(&node, 2)?,
+        readers,
+        snapshot: Latch { shm: &m.shm }.read(),
+        index: Index::new(m).stats(),
+    })
+}
+
+/// Validates the sidecar of `db`: the header, the index counters, and every directory chain of
+/// the index. `Ok` when sound.
+pub fn check(db: &Path) -> Result<Report> {
+    let node = attach(db)?;
+    let m = node.mapped()?;
+    let mut pages = 0u64;
+    Index::new(m).for_each((1 << 63) - 1, |_, _| {
+        pages += 1;
+        true
+    })?;
+    observe(db)
+}
