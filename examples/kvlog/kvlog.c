@@ -118,6 +118,10 @@ static void stop_point(const char *name) {
     const char *at = getenv("KVLOG_STOP_AT");
     const char *fd = getenv("KVLOG_STOP_FD");
     if (at == NULL || fd == NULL || strcmp(at, name) != 0) return;
+    /* KVLOG_STOP_SKIP=n: pass the point n times first */
+    static long passed;
+    const char *skip = getenv("KVLOG_STOP_SKIP");
+    if (skip != NULL && passed++ < atol(skip)) return;
     int f = atoi(fd);
     /* the controller arms the point by writing a byte to KVLOG_ARM_FD (if given) */
     const char *arm = getenv("KVLOG_ARM_FD");

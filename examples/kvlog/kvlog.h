@@ -52,7 +52,9 @@ typedef struct kv_ckpt {
 } kv_ckpt;
 
 /* Named points where a process stops when the environment variable KVLOG_STOP_AT names the
- * point and KVLOG_STOP_FD is a descriptor: it writes one byte there and waits to be killed. */
+ * point and KVLOG_STOP_FD is a descriptor: it writes one byte there and waits to be killed.
+ * KVLOG_STOP_SKIP=n passes the point n times first; with KVLOG_ARM_FD set, the point is live
+ * only once a byte is readable there. */
 #define KV_STOP_MID_WRITE "mid-write"   /* a frame spilled, the transaction not committed */
 #define KV_STOP_IN_READ "in-read"       /* a reader slot held */
 #define KV_STOP_MID_CKPT "mid-checkpoint" /* pages copied, nbackfills not published */
