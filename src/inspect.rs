@@ -54,13 +54,19 @@ impl Report {
         if !self.attached.is_empty() {
             p.push(format!("{} handle(s) attached", self.attached.len()));
         }
-        for (name, o) in [("writer", &self.writer), ("checkpointer", &self.checkpointer)] {
+        for (name, o) in [
+            ("writer", &self.writer),
+            ("checkpointer", &self.checkpointer),
+        ] {
             if o.held != 0 {
                 p.push(format!("{name} role held by pid {}", o.pid));
             }
         }
         if !self.readers.is_empty() {
-            p.push(format!("{} reader slot(s) have an owner", self.readers.len()));
+            p.push(format!(
+                "{} reader slot(s) have an owner",
+                self.readers.len()
+            ));
         }
         if self.index.entries != self.index.dead {
             p.push(format!(

@@ -17,7 +17,11 @@ use tshm::inspect::{self, Report};
 use tshm::tshm_owner_info;
 
 #[derive(Parser)]
-#[command(name = "tshm", version, about = "Inspect a libtshm sidecar without taking part")]
+#[command(
+    name = "tshm",
+    version,
+    about = "Inspect a libtshm sidecar without taking part"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -103,7 +107,12 @@ fn table(db: &Path, r: &Report) -> String {
     use std::fmt::Write;
     let mut t = String::new();
     let s = &r.snapshot;
-    let _ = writeln!(t, "sidecar      {}-tshm ({} bytes)", db.display(), r.sidecar_bytes);
+    let _ = writeln!(
+        t,
+        "sidecar      {}-tshm ({} bytes)",
+        db.display(),
+        r.sidecar_bytes
+    );
     if r.attached.is_empty() {
         let _ = writeln!(t, "mode         {}", mode_name(r.mode));
     } else {
@@ -119,7 +128,11 @@ fn table(db: &Path, r: &Report) -> String {
         t,
         "layout       {} reader slots ({}), {} instance slots, init epoch {}",
         r.reader_slots,
-        if r.reader_strategy == 0 { "CAS" } else { "byte-lock" },
+        if r.reader_strategy == 0 {
+            "CAS"
+        } else {
+            "byte-lock"
+        },
         r.instance_slots,
         r.init_epoch
     );
@@ -186,7 +199,10 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Inspect { db, json } => match inspect::observe(&db) {
             Ok(r) if json => {
-                println!("{}", serde_json::to_string_pretty(&to_json(&db, &r)).unwrap());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&to_json(&db, &r)).unwrap()
+                );
                 ExitCode::SUCCESS
             }
             Ok(r) => {
