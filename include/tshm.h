@@ -38,6 +38,31 @@
 #define TSHM_BACKEND_POSIX 2
 
 /**
+ * `tshm_lock` flag: a shared lock.
+ */
+#define TSHM_LOCK_SHARED 1
+
+/**
+ * `tshm_lock` flag: an exclusive lock.
+ */
+#define TSHM_LOCK_EXCLUSIVE 2
+
+/**
+ * `tshm_lock` flag, with `TSHM_LOCK_SHARED` or `TSHM_LOCK_EXCLUSIVE` (as taken): release.
+ */
+#define TSHM_LOCK_UNLOCK 4
+
+/**
+ * Engine lock slots per sidecar.
+ */
+#define TSHM_ENGINE_LOCKS 32
+
+/**
+ * Engine regions per sidecar.
+ */
+#define TSHM_MAX_REGIONS 512
+
+/**
  * Success.
  */
 #define TSHM_OK 0
@@ -710,6 +735,33 @@ int tshm_index_foreach(const struct tshm *h, uint64_t max_frame, tshm_index_fn c
  * `h` is NULL or a handle; `out` is NULL or writable.
  */
 int tshm_index_stats_get(const struct tshm *h, struct tshm_index_stats *out);
+
+/**
+ * Engine region `idx` (0 .. `TSHM_MAX_REGIONS`) of `size` bytes (a multiple of 8, at most
+ * 65536; every region of a sidecar has the size of the first one made): `*ptr` gets its
+ * address, shared with every process attached. With `extend == 0` a region that does not exist
+ * yet gives `TSHM_OK` and `*ptr = NULL`; otherwise it is created, zeroed. Pointers stay valid
+ * until this process's last handle on the sidecar closes. The first process to open a sidecar
+ * that nobody has open finds every region gone (zeroed), like SQLite's dead-man switch.
+ * `TSHM_READONLY` when a read-only handle would have to create one.
+ *
+ * # Safety
+ * `h` is NULL or a handle; `ptr` is NULL or writable.
+ */
+int tshm_region(struct tshm *h, uint32_t idx, size_t size, int extend, void **ptr);
+
+/**
+ * Takes or releases engine lock slots `slot .. slot + n` (0 .. `TSHM_ENGINE_LOCKS`).
+ * `flags`: `TSHM_LOCK_SHARED` or `TSHM_LOCK_EXCLUSIVE`, plus `TSHM_LOCK_UNLOCK` to release
+ * (with the mode it was taken in). Never waits: `TSHM_BUSY` when another handle, of this
+ * process or another, holds a conflicting lock, and then nothing was taken (ranges are
+ * all-or-nothing). Re-taking a SHARED slot is a no-op; converting between SHARED and EXCLUSIVE
+ * and releasing what the handle does not hold are `TSHM_MISUSE`. Released at close.
+ *
+ * # Safety
+ * `h` is NULL or a handle.
+ */
+int tshm_lock(struct tshm *h, uint32_t slot, uint32_t n, uint32_t flags);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -132,6 +132,8 @@ pub struct Coordinator {
     initialized: bool,
     index_limit: u64,
     held: Mutex<Held>,
+    /// Engine lock slots this handle holds: 0 none, 1 SHARED, 2 EXCLUSIVE.
+    engine_locks: Mutex<[u8; ENGINE_LOCKS as usize]>,
     closed: std::sync::atomic::AtomicBool,
     closing: std::sync::atomic::AtomicBool,
 }
@@ -212,6 +214,7 @@ impl Coordinator {
             initialized,
             index_limit: opts.index_limit,
             held: Mutex::new(Held::default()),
+            engine_locks: Mutex::new([0; ENGINE_LOCKS as usize]),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
         })
@@ -563,6 +566,28 @@ impl Coordinator {
     pub fn index_stats(&self) -> Result<tshm_index_stats> {
         self.check()?;
         Ok(Index::new(self.node.mapped()?).stats())
+    }
+
+    /// Engine region `idx` of `size` bytes; `None` if it does not exist and `extend` is false.
+    /// The pointer stays valid until this process's last handle on the sidecar closes.
+    pub fn region(&self, idx: u32, size: u64, extend: bool) -> Result<Option<*mut u8>> {
+        self.check()?;
+        crate::engine::region(&self.node, idx, size, extend)
+    }
+
+    /// Takes or releases engine lock slots `slot..slot+n` (`TSHM_LOCK_*` flags); never waits.
+    pub fn engine_lock(&self, slot: u32, n: u32, flags: u32) -> Result<()> {
+        self.check()?;
+        let mut held = self.engine_locks.lock().unwrap_or_else(|e| e.into_inner());
+        let instance = self.ident.map(|i| i.instance);
+        if crate::engine::lock(&self.node, self.hid, instance, &mut held, slot, n, flags)? {
+            Ok(())
+        } else {
+            Err(Error::Busy(format!(
+                "engine lock slots {slot}..{} are held by another handle",
+                slot + n
+            )))
+        }
     }
 
     /// Releases a role this handle holds.

@@ -1,6 +1,6 @@
 //! The shared frame index: database page number → newest WAL frame, for every process.
 //!
-//! Owns: header words 512..616, the two top tables of the fixed part, and the whole index pool
+//! Owns: header words 512..624, the two top tables of the fixed part, and the whole index pool
 //! (the file beyond `base_len`). Only the writer mutates it; lookups are lock-free.
 //!
 //! **Structure.** Entries live in *blocks* of 4096 (16 bytes each: `page | prev << 32`, then the
@@ -196,15 +196,7 @@ impl<'a> Index<'a> {
 
     /// Adds a zeroed unit to the pool: the pages are written first, then announced.
     fn alloc_unit(&self) -> Result<u64> {
-        let u = self.units();
-        if u >= u32::MAX as u64 / NODES_PER_UNIT {
-            return Err(Error::Full(
-                "the index pool reached its addressable size".into(),
-            ));
-        }
-        self.pool.zero(u * UNIT, UNIT)?;
-        word(self.shm, H_IX_UNITS).store(u + 1, Release);
-        Ok(u)
+        alloc_unit(self.shm, self.pool)
     }
 
     /// Takes a zeroed node page (1-based pool page number).
@@ -458,18 +450,24 @@ impl<'a> Index<'a> {
         }
     }
 
-    /// Empties the index and forgets the pool (first opener, provably alone): every unit will
-    /// be rewritten with zeros before it is used again.
+    /// Empties the index and forgets the pool and the engine regions in it (first opener,
+    /// provably alone): every unit will be rewritten with zeros before it is used again.
     pub fn init(&self) {
         self.reset();
         for off in [
             H_IX_UNITS,
+            H_IX_RESERVED,
             H_IX_BLOCKS,
             H_IX_NODE_NEXT,
             H_IX_NODE_END,
             H_IX_NODES,
         ] {
             word(self.shm, off).store(0, Relaxed);
+        }
+        // engine regions live in the pool too: forgetting the pool zeroes them
+        self.shm.u32(H_REGION_SIZE).store(0, Relaxed);
+        for i in 0..MAX_REGIONS as usize {
+            self.shm.u32(H_REGIONS + i * 4).store(0, Relaxed);
         }
         for t in 0..IX_DIR_TOP as usize {
             self.shm.u32(self.geom.dir_top() + t * 4).store(0, Relaxed);
@@ -501,7 +499,7 @@ pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()
     let w = |off| word(shm, off).load(Acquire);
     let (units, count, blocks) = (w(H_IX_UNITS), w(H_IX_COUNT), w(H_IX_BLOCKS));
     let (next, end, dead) = (w(H_IX_NODE_NEXT), w(H_IX_NODE_END), w(H_IX_DEAD));
-    let (tail, floor) = (w(H_IX_TAIL), w(H_IX_FLOOR));
+    let (tail, floor, reserved) = (w(H_IX_TAIL), w(H_IX_FLOOR), w(H_IX_RESERVED));
     let pool_len = crate::region::file_len(fd)?.saturating_sub(geom.base_len);
     let bad = if units > pool_len / UNIT {
         format!(
@@ -512,12 +510,32 @@ pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()
         format!("index counts disagree: {count} entries, {blocks} blocks, {units} units")
     } else if next > end || end > units * NODES_PER_UNIT + 1 || dead > count {
         "index node allocator or dead count out of range".into()
-    } else if tail >= DEAD || floor > count {
+    } else if tail >= DEAD || floor > count || reserved < units {
         "index tail or trim floor out of range".into()
     } else {
         return Ok(());
     };
     Err(Error::Corrupt(bad))
+}
+
+/// Bytes in one pool unit.
+pub(crate) const POOL_UNIT: u64 = UNIT;
+
+/// Adds a zeroed unit to the pool and returns its number. Lock-free, for the index writer and
+/// for engine regions alike: a unit number is reserved by `fetch_add`, its pages are written,
+/// and only then does the published unit count cover it (`fetch_max`), so the published count
+/// never exceeds what the file holds. A unit whose allocator died before writing it is never
+/// referenced.
+pub(crate) fn alloc_unit(shm: &Shm, pool: &Pool) -> Result<u64> {
+    let u = word(shm, H_IX_RESERVED).fetch_add(1, AcqRel);
+    if u >= u32::MAX as u64 / NODES_PER_UNIT {
+        return Err(Error::Full(
+            "the index pool reached its addressable size".into(),
+        ));
+    }
+    pool.zero(u * UNIT, UNIT)?;
+    word(shm, H_IX_UNITS).fetch_max(u + 1, Release);
+    Ok(u)
 }
 
 /// Exhaustive interleavings of the directory / back-link protocol: a model of the writer's

@@ -25,6 +25,17 @@ pub struct ReaderSlot {
     pub owner: tshm_owner_info,
 }
 
+/// One attached handle.
+#[derive(Clone, Copy, Debug)]
+pub struct Attached {
+    pub pid: u32,
+    pub instance: u32,
+    /// Engine lock slots held SHARED (bit i: slot i).
+    pub engine_shared: u32,
+    /// Engine lock slots held EXCLUSIVE.
+    pub engine_exclusive: u32,
+}
+
 /// Everything the inspector shows.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -37,8 +48,7 @@ pub struct Report {
     pub reader_slots: u32,
     pub instance_slots: u32,
     pub init_epoch: u64,
-    /// (pid, instance) of every attached handle.
-    pub attached: Vec<(u32, u32)>,
+    pub attached: Vec<Attached>,
     pub writer: tshm_owner_info,
     pub checkpointer: tshm_owner_info,
     pub readers: Vec<ReaderSlot>,
@@ -113,7 +123,18 @@ pub fn observe(db: &Path) -> Result<Report> {
             Err(_) => "posix",
         },
     };
-    let attached = slots::live_instances(&node)?;
+    let attached: Vec<Attached> = slots::live_instances(&node)?
+        .into_iter()
+        .map(|(pid, instance)| {
+            let mask = m.shm.u64(m.geom.instance(instance) + 24).load(Acquire);
+            Attached {
+                pid,
+                instance,
+                engine_shared: mask as u32,
+                engine_exclusive: (mask >> 32) as u32,
+            }
+        })
+        .collect();
     let mut readers = Vec::new();
     for i in 0..m.geom.readers {
         let o = slots::owner(&node, 3 + i)?;

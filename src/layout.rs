@@ -37,7 +37,9 @@
 //! 512 u64 index generation     520 u64 pool units published  528 u64 entry blocks with a unit
 //! 536 u64 next free node page  544 u64 end of the node unit   552 u64 node pages in use
 //! 576 u64 index entry count    584 u64 tail frame            592 u64 trim floor (slot)
-//! 600 u64 trim floor frame     608 u64 dead entries
+//! 600 u64 trim floor frame     608 u64 dead entries           616 u64 pool units reserved
+//! 624 u32 engine region size (0 until the first region is made)
+//! 1024 512 x u32 engine region table: pool unit + 1 of region i, 0 when it does not exist
 //! ```
 //!
 //! Index words that readers load on every lookup (512..) sit on a cache line apart from those the
@@ -57,8 +59,12 @@
 //! 3 .. 3+R     reader slots (byte-lock reader strategy only)
 //! 2048         init: serializes the open and close protocols across processes
 //! 4096 .. +I   instance liveness: held EXCLUSIVE by each open handle for its whole life
-//! 8192 ..      engine lock slots (reserved)
+//! 8192 .. +32  engine lock slots (`tshm_lock`)
 //! ```
+//!
+//! The reserved word of an instance record (+24) holds the engine lock slots its handle holds:
+//! bits 0..32 SHARED, bits 32..64 EXCLUSIVE (diagnostics for the inspector; the locks are the
+//! truth).
 
 /// `'TSHM'` in the first four bytes.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"TSHM");
@@ -105,6 +111,13 @@ pub(crate) const H_IX_TAIL: usize = 584;
 pub(crate) const H_IX_FLOOR: usize = 592;
 pub(crate) const H_IX_FLOOR_FRAME: usize = 600;
 pub(crate) const H_IX_DEAD: usize = 608;
+pub(crate) const H_IX_RESERVED: usize = 616;
+pub(crate) const H_REGION_SIZE: usize = 624;
+pub(crate) const H_REGIONS: usize = 1024;
+/// Engine regions a sidecar can hold.
+pub(crate) const MAX_REGIONS: u32 = 512;
+/// Engine lock slots.
+pub(crate) const ENGINE_LOCKS: u32 = 32;
 /// Directory top table entries (one per 2^19 database pages).
 pub(crate) const IX_DIR_TOP: u64 = 8192;
 /// Block top table entries (one per 1024 entry blocks).
@@ -142,7 +155,8 @@ pub(crate) const NO_FRAME: u64 = u64::MAX;
 const _: () = assert!(LOCK_READER_BASE + MAX_READERS as u64 <= LOCK_INIT);
 const _: () = assert!(LOCK_INSTANCE_BASE + MAX_INSTANCES as u64 <= LOCK_ENGINE_BASE);
 const _: () = assert!(H_SNAP_COPY[1] + SNAP_WORDS * 8 <= H_IX_GEN);
-const _: () = assert!(H_IX_DEAD + 8 <= PAGE as usize);
+const _: () = assert!(H_REGION_SIZE + 4 <= H_REGIONS);
+const _: () = assert!(H_REGIONS + MAX_REGIONS as usize * 4 <= PAGE as usize);
 #[cfg(not(target_has_atomic = "64"))]
 compile_error!("libtshm needs lock-free 64-bit atomics to share memory between processes");
 

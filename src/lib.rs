@@ -11,11 +11,13 @@
 //! * [`snapshot`] — the two-copy snapshot latch;
 //! * [`slots`] — instances, roles, reader slots, owner records, stale reclaim, waits;
 //! * [`index`] — the shared frame index (page → newest frame), lock-free lookups;
+//! * [`engine`] — engine regions and engine lock slots (what the SQLite shim runs on);
 //! * [`coordinator`] — open/close protocols and the safe API;
 //! * [`inspect`] — observing a sidecar without taking part (the `tshm` binary);
 //! * `ffi` — the C API (`include/tshm.h`), argument checks and error mapping only.
 
 pub mod coordinator;
+pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod index;

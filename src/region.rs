@@ -128,7 +128,14 @@ impl Pool {
     }
 
     fn ptr(&self, off: u64, size: u64) -> Result<*mut u8> {
-        if off % size != 0 {
+        self.range(off, size, size)
+    }
+
+    /// A pointer to `len` bytes at pool offset `off` (aligned to `align`), which must lie in one
+    /// 64 KiB unit. Valid for as long as the pool lives.
+    pub fn range(&self, off: u64, len: u64, align: u64) -> Result<*mut u8> {
+        let size = len;
+        if off % align != 0 || len == 0 || off / 65536 != (off + len - 1) / 65536 {
             return Err(Error::Corrupt(format!("misaligned index offset {off}")));
         }
         let end = off

@@ -128,6 +128,7 @@ pub fn claim_instance(node: &Node, hid: HandleId) -> Result<Ident> {
 pub fn release_instance(node: &Node, id: &Ident) -> Result<()> {
     let m = node.mapped()?;
     let rec = m.geom.instance(id.instance);
+    m.shm.u64(rec + 24).store(0, Relaxed); // engine locks go with the handle's locks
     let _ = m
         .shm
         .u64(rec)

@@ -60,6 +60,11 @@ fn mode_name(m: u32) -> &'static str {
     }
 }
 
+/// The slot numbers set in an engine-lock mask.
+fn slots_of(mask: u32) -> Vec<u32> {
+    (0..32).filter(|i| mask >> i & 1 != 0).collect()
+}
+
 fn owner_json(o: &tshm_owner_info) -> serde_json::Value {
     json!({"held": o.held != 0, "alive": o.alive != 0, "pid": o.pid, "instance": o.instance})
 }
@@ -75,7 +80,11 @@ fn to_json(db: &Path, r: &Report) -> serde_json::Value {
         "reader_slots": r.reader_slots,
         "instance_slots": r.instance_slots,
         "init_epoch": r.init_epoch,
-        "attached": r.attached.iter().map(|(pid, i)| json!({"pid": pid, "instance": i, "alive": true})).collect::<Vec<_>>(),
+        "attached": r.attached.iter().map(|a| json!({
+            "pid": a.pid, "instance": a.instance, "alive": true,
+            "engine_locks_shared": slots_of(a.engine_shared),
+            "engine_locks_exclusive": slots_of(a.engine_exclusive),
+        })).collect::<Vec<_>>(),
         "writer": owner_json(&r.writer),
         "checkpointer": owner_json(&r.checkpointer),
         "readers": r.readers.iter().map(|rs| json!({
@@ -136,8 +145,21 @@ fn table(db: &Path, r: &Report) -> String {
         r.instance_slots,
         r.init_epoch
     );
-    for (pid, i) in &r.attached {
-        let _ = writeln!(t, "attached     pid {pid} (instance {i})");
+    for a in &r.attached {
+        let mut locks = String::new();
+        for (name, mask) in [
+            ("shared", a.engine_shared),
+            ("exclusive", a.engine_exclusive),
+        ] {
+            if mask != 0 {
+                let _ = write!(locks, "  engine locks {name} {:?}", slots_of(mask));
+            }
+        }
+        let _ = writeln!(
+            t,
+            "attached     pid {} (instance {}){locks}",
+            a.pid, a.instance
+        );
     }
     let _ = writeln!(t, "writer       {}", holder(&r.writer));
     let _ = writeln!(t, "checkpointer {}", holder(&r.checkpointer));

@@ -557,6 +557,59 @@ pub unsafe extern "C" fn tshm_index_stats_get(
     ffi_guard!({ get_into(h, out, "tshm_index_stats_get", |c| c.index_stats()) })
 }
 
+/// Engine region `idx` (0 .. `TSHM_MAX_REGIONS`) of `size` bytes (a multiple of 8, at most
+/// 65536; every region of a sidecar has the size of the first one made): `*ptr` gets its
+/// address, shared with every process attached. With `extend == 0` a region that does not exist
+/// yet gives `TSHM_OK` and `*ptr = NULL`; otherwise it is created, zeroed. Pointers stay valid
+/// until this process's last handle on the sidecar closes. The first process to open a sidecar
+/// that nobody has open finds every region gone (zeroed), like SQLite's dead-man switch.
+/// `TSHM_READONLY` when a read-only handle would have to create one.
+///
+/// # Safety
+/// `h` is NULL or a handle; `ptr` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_region(
+    h: *mut tshm,
+    idx: u32,
+    size: usize,
+    extend: c_int,
+    ptr: *mut *mut c_void,
+) -> c_int {
+    ffi_guard!({
+        if ptr.is_null() {
+            return misuse("tshm_region: ptr is NULL");
+        }
+        match coord(h).and_then(|c| c.region(idx, size as u64, extend != 0)) {
+            Ok(p) => {
+                unsafe { *ptr = p.map_or(std::ptr::null_mut(), |p| p.cast()) };
+                TSHM_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Takes or releases engine lock slots `slot .. slot + n` (0 .. `TSHM_ENGINE_LOCKS`).
+/// `flags`: `TSHM_LOCK_SHARED` or `TSHM_LOCK_EXCLUSIVE`, plus `TSHM_LOCK_UNLOCK` to release
+/// (with the mode it was taken in). Never waits: `TSHM_BUSY` when another handle, of this
+/// process or another, holds a conflicting lock, and then nothing was taken (ranges are
+/// all-or-nothing). Re-taking a SHARED slot is a no-op; converting between SHARED and EXCLUSIVE
+/// and releasing what the handle does not hold are `TSHM_MISUSE`. Released at close.
+///
+/// # Safety
+/// `h` is NULL or a handle.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_lock(h: *mut tshm, slot: u32, n: u32, flags: u32) -> c_int {
+    ffi_guard!({
+        match coord(h).and_then(|c| c.engine_lock(slot, n, flags)) {
+            Ok(()) => TSHM_OK,
+            // contention is routine for an engine's lock protocol: no message, no allocation
+            Err(crate::Error::Busy(_)) => crate::error::TSHM_BUSY,
+            Err(e) => fail(e),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,13 @@ pub const TSHM_ROLE_READER0: u32 = 3;
 
 pub const TSHM_NO_FRAME: u64 = u64::MAX;
 
+// `tshm_lock` flags and engine limits.
+pub const TSHM_LOCK_SHARED: u32 = 1;
+pub const TSHM_LOCK_EXCLUSIVE: u32 = 2;
+pub const TSHM_LOCK_UNLOCK: u32 = 4;
+pub const TSHM_ENGINE_LOCKS: u32 = 32;
+pub const TSHM_MAX_REGIONS: u32 = 512;
+
 // `tshm_publish` field masks.
 pub const TSHM_SNAP_MAX_FRAME: u32 = 1 << 0;
 pub const TSHM_SNAP_NBACKFILLS: u32 = 1 << 1;
@@ -186,4 +193,12 @@ extern "C" {
         ctx: *mut c_void,
     ) -> c_int;
     pub fn tshm_index_stats_get(h: *const tshm, out: *mut tshm_index_stats) -> c_int;
+    pub fn tshm_region(
+        h: *mut tshm,
+        idx: u32,
+        size: usize,
+        extend: c_int,
+        ptr: *mut *mut c_void,
+    ) -> c_int;
+    pub fn tshm_lock(h: *mut tshm, slot: u32, n: u32, flags: u32) -> c_int;
 }

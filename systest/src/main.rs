@@ -37,7 +37,7 @@ trait Mirror {
 macro_rules! mirror_same {
     ($($t:ty),* $(,)?) => { $(impl Mirror for $t { type Real = $t; })* };
 }
-mirror_same!(u32, u64, i32, std::ffi::c_char, std::ffi::c_void);
+mirror_same!(u32, u64, i32, usize, std::ffi::c_char, std::ffi::c_void);
 
 impl Mirror for () {
     type Real = ();
@@ -66,6 +66,7 @@ mirror_fn_ptr!(A);
 mirror_fn_ptr!(A, B);
 mirror_fn_ptr!(A, B, C);
 mirror_fn_ptr!(A, B, C, D);
+mirror_fn_ptr!(A, B, C, D, E);
 
 impl Mirror for decls::tshm {
     type Real = ::tshm::ffi::handle::tshm;
@@ -90,6 +91,9 @@ check_consts! {
         TSHM_READERS_CAS, TSHM_READERS_BYTELOCK,
         TSHM_ROLE_LIFETIME, TSHM_ROLE_WRITER, TSHM_ROLE_CHECKPOINTER, TSHM_ROLE_READER0,
         TSHM_NO_FRAME,
+    ];
+    ::tshm::engine => [
+        TSHM_LOCK_SHARED, TSHM_LOCK_EXCLUSIVE, TSHM_LOCK_UNLOCK, TSHM_ENGINE_LOCKS, TSHM_MAX_REGIONS,
     ];
     ::tshm::coordinator => [
         TSHM_MODE_SHARED, TSHM_MODE_EXCLUSIVE, TSHM_BACKEND_OFD, TSHM_BACKEND_POSIX,
@@ -221,6 +225,8 @@ check_fns! {
     tshm_index_reset(_);
     tshm_index_foreach(_, _, _, _);
     tshm_index_stats_get(_, _);
+    tshm_region(_, _, _, _, _);
+    tshm_lock(_, _, _, _);
 }
 
 include!(concat!(env!("OUT_DIR"), "/all.rs"));

@@ -1,0 +1,210 @@
+/*
+ * test_engine.c — engine regions and engine lock slots (what the SQLite shim runs on).
+ *
+ * The lock table follows SQLite's xShmLock contract: a script of lock and unlock steps over
+ * three handles with the expected result of each, run with the three handles in one process
+ * and again with each handle in its own process.
+ */
+#include "harness.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Regions                                                                                    */
+
+static void regions(const char *db) {
+    tshm *a = open_with(db, 0, 0, 0), *b = open_with(db, 0, 0, 0);
+    CHECK(a != NULL && b != NULL);
+    if (a == NULL || b == NULL) return;
+    void *p = (void *)1, *q = NULL;
+    CHECK_RC(tshm_region(a, 0, 32768, 0, &p), TSHM_OK);
+    CHECK(p == NULL); /* does not exist, not created */
+    CHECK_RC(tshm_region(a, 0, 32768, 1, &p), TSHM_OK);
+    CHECK(p != NULL);
+    int zero = 1;
+    for (int i = 0; i < 32768 && p; i++) zero &= ((unsigned char *)p)[i] == 0;
+    CHECK(zero);
+    memset(p, 0x5a, 32768);
+    CHECK_RC(tshm_region(b, 0, 32768, 0, &q), TSHM_OK);
+    CHECK(q == p); /* one mapping per process: the same address */
+    CHECK_RC(tshm_region(b, 3, 32768, 1, &q), TSHM_OK);
+    CHECK(q != NULL && q != p);
+    CHECK_RC(tshm_region(a, 1, 4096, 1, &q), TSHM_MISUSE); /* sizes are fixed per sidecar */
+    CHECK_RC(tshm_region(a, TSHM_MAX_REGIONS, 32768, 1, &q), TSHM_MISUSE);
+    CHECK_RC(tshm_region(a, 0, 32768, 1, NULL), TSHM_MISUSE);
+    CHECK_RC(tshm_region(NULL, 0, 32768, 1, &q), TSHM_MISUSE);
+    /* another process sees the bytes and its writes come back */
+    pid_t kid = fork();
+    if (kid == 0) {
+        tshm *h = open_with(db, 0, 0, 0);
+        void *r = NULL;
+        int ok = h != NULL && tshm_region(h, 0, 32768, 0, &r) == TSHM_OK && r != NULL &&
+                 ((unsigned char *)r)[32767] == 0x5a;
+        if (ok) ((unsigned char *)r)[100] = 0x77;
+        tshm_close(h, NULL);
+        _exit(ok ? 0 : 1);
+    }
+    CHECK(child_wait(kid) == 0);
+    CHECK(((unsigned char *)p)[100] == 0x77);
+    /* regions and index share the pool; both keep working */
+    CHECK_RC(tshm_writer_acquire(a, 0), TSHM_OK);
+    for (uint64_t f = 1; f <= 10000; f++) CHECK_RC(tshm_index_append(a, (uint32_t)(f % 97), f), TSHM_OK);
+    CHECK_RC(tshm_writer_release(a), TSHM_OK);
+    CHECK_RC(tshm_region(a, 2, 32768, 1, &q), TSHM_OK);
+    CHECK(((unsigned char *)p)[0] == 0x5a);
+    uint64_t f;
+    CHECK_RC(tshm_index_find(b, 5, 10000, &f), TSHM_OK);
+    CHECK(f == 9996);
+    tshm_close(b, NULL);
+    int last = 0;
+    tshm_close(a, &last);
+    CHECK(last == 1);
+    /* the next first opener finds every region gone */
+    a = open_with(db, 0, 0, 0);
+    tshm_info info;
+    CHECK_RC(tshm_info_get(a, &info), TSHM_OK);
+    CHECK(info.initialized == 1);
+    p = (void *)1;
+    CHECK_RC(tshm_region(a, 0, 32768, 0, &p), TSHM_OK);
+    CHECK(p == NULL);
+    CHECK_RC(tshm_region(a, 0, 32768, 1, &p), TSHM_OK);
+    CHECK(p != NULL && ((unsigned char *)p)[100] == 0);
+    tshm_close(a, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Lock slots                                                                                 */
+
+enum { S = TSHM_LOCK_SHARED, X = TSHM_LOCK_EXCLUSIVE, uS = TSHM_LOCK_UNLOCK | S, uX = TSHM_LOCK_UNLOCK | X };
+
+struct step { int handle, flags; uint32_t slot, n; int rc; };
+
+static const struct step script[] = {
+    {0, S, 0, 1, TSHM_OK},    {1, S, 0, 1, TSHM_OK},    {2, X, 0, 1, TSHM_BUSY},
+    {0, uS, 0, 1, TSHM_OK},   {2, X, 0, 1, TSHM_BUSY},  {1, uS, 0, 1, TSHM_OK},
+    {2, X, 0, 1, TSHM_OK},    {0, S, 0, 1, TSHM_BUSY},  {1, X, 0, 1, TSHM_BUSY},
+    {2, uX, 0, 1, TSHM_OK},   {0, X, 0, 8, TSHM_OK},    {1, S, 7, 1, TSHM_BUSY},
+    {1, X, 2, 2, TSHM_BUSY},  {0, uX, 0, 8, TSHM_OK},   {1, S, 3, 1, TSHM_OK},
+    {2, X, 2, 2, TSHM_BUSY},  {2, S, 2, 1, TSHM_OK},    /* the failed range took nothing */
+    {2, uS, 2, 1, TSHM_OK},   {2, X, 0, 3, TSHM_OK},    {0, S, 2, 1, TSHM_BUSY},
+    {0, S, 3, 1, TSHM_OK},    {1, S, 3, 1, TSHM_OK},    /* re-taking SHARED is a no-op */
+    {1, uS, 3, 1, TSHM_OK},   {2, X, 3, 1, TSHM_BUSY},  {0, uS, 3, 1, TSHM_OK},
+    {2, X, 3, 5, TSHM_OK},    {0, S, 7, 1, TSHM_BUSY},  {2, uX, 0, 8, TSHM_OK},
+    {0, X, 0, 5, TSHM_OK},    {1, X, 5, 3, TSHM_OK},    {2, S, 4, 1, TSHM_BUSY},
+    {2, S, 5, 1, TSHM_BUSY},  {2, X, 4, 2, TSHM_BUSY},  {0, uX, 0, 5, TSHM_OK},
+    {2, S, 4, 1, TSHM_OK},    {1, uX, 5, 3, TSHM_OK},   {2, uS, 4, 1, TSHM_OK},
+    /* misuse: nothing changes */
+    {0, uS, 0, 1, TSHM_MISUSE}, {0, S, 1, 1, TSHM_OK},  {0, X, 1, 1, TSHM_MISUSE},
+    {0, uX, 1, 1, TSHM_MISUSE}, {0, uS, 1, 1, TSHM_OK}, {0, S, 31, 2, TSHM_MISUSE},
+    {0, S | X, 1, 1, TSHM_MISUSE}, {0, S, 0, 0, TSHM_MISUSE}, {1, X, 0, 32, TSHM_OK},
+    {1, uX, 0, 32, TSHM_OK},
+};
+#define NSTEPS (sizeof script / sizeof script[0])
+
+static int do_step(tshm *h, const struct step *s) { return tshm_lock(h, s->slot, s->n, (uint32_t)s->flags); }
+
+static void report_step(size_t i, int rc) {
+    const struct step *s = &script[i];
+    if (rc != s->rc)
+        fprintf(stderr, "step %zu: handle %d flags %d slots %u+%u returned %d, expected %d\n", i, s->handle,
+                s->flags, s->slot, s->n, rc, s->rc);
+    CHECK(rc == s->rc);
+}
+
+static void script_one_process(const char *db) {
+    tshm *h[3];
+    for (int i = 0; i < 3; i++) h[i] = open_with(db, 0, 0, 0);
+    for (size_t i = 0; i < NSTEPS; i++) report_step(i, do_step(h[script[i].handle], &script[i]));
+    for (int i = 0; i < 3; i++) tshm_close(h[i], NULL);
+}
+
+/* Each handle in its own process, driven step by step through pipes. */
+static void script_three_processes(const char *db) {
+    int cmd[3][2], res[3][2];
+    pid_t kid[3];
+    for (int k = 0; k < 3; k++) {
+        if (pipe(cmd[k]) != 0 || pipe(res[k]) != 0) exit(2);
+        kid[k] = fork();
+        if (kid[k] == 0) {
+            close(cmd[k][1]);
+            close(res[k][0]);
+            for (int j = 0; j < k; j++) { /* the parent's ends for earlier children */
+                close(cmd[j][1]);
+                close(res[j][0]);
+            }
+            tshm *h = open_with(db, 0, 0, 0);
+            uint32_t i;
+            while (read(cmd[k][0], &i, sizeof i) == sizeof i) {
+                int rc = do_step(h, &script[i]);
+                if (write(res[k][1], &rc, sizeof rc) != sizeof rc) _exit(3);
+            }
+            tshm_close(h, NULL);
+            _exit(0);
+        }
+        close(cmd[k][0]);
+        close(res[k][1]);
+    }
+    for (uint32_t i = 0; i < NSTEPS; i++) {
+        int k = script[i].handle, rc = -1;
+        if (write(cmd[k][1], &i, sizeof i) != sizeof i || read(res[k][0], &rc, sizeof rc) != sizeof rc) rc = -1;
+        report_step(i, rc);
+    }
+    for (int k = 0; k < 3; k++) {
+        close(cmd[k][1]);
+        close(res[k][0]);
+        CHECK(child_wait(kid[k]) == 0);
+    }
+}
+
+/* 255 shared holders of one slot in one process; an exclusive request waits for the last. */
+static void many_shared_holders(const char *db) {
+    enum { N = 255 };
+    static tshm *h[N + 1];
+    int ok = 1;
+    for (int i = 0; i <= N; i++) ok &= (h[i] = open_with(db, 0, 0, 0)) != NULL;
+    CHECK(ok);
+    if (!ok) return;
+    for (int i = 0; i < N; i++) ok &= tshm_lock(h[i], 7, 1, S) == TSHM_OK;
+    CHECK(ok);
+    CHECK_RC(tshm_lock(h[N], 7, 1, X), TSHM_BUSY);
+    for (int i = 0; i < N - 1; i++) ok &= tshm_lock(h[i], 7, 1, uS) == TSHM_OK;
+    CHECK(ok);
+    CHECK_RC(tshm_lock(h[N], 7, 1, X), TSHM_BUSY);
+    CHECK_RC(tshm_lock(h[N - 1], 7, 1, uS), TSHM_OK);
+    CHECK_RC(tshm_lock(h[N], 7, 1, X), TSHM_OK);
+    /* a handle that closes releases its engine locks */
+    tshm_close(h[N], NULL);
+    CHECK_RC(tshm_lock(h[0], 7, 1, X), TSHM_OK);
+    for (int i = 0; i < N; i++) tshm_close(h[i], NULL);
+}
+
+/* A process killed while holding engine locks frees them. */
+static void killed_holder(const char *db) {
+    tshm *h = open_with(db, 0, 0, 0);
+    channel ch;
+    channel_init(&ch);
+    pid_t kid = fork();
+    if (kid == 0) {
+        tshm *k = open_with(db, 0, 0, 0);
+        int ok = k && tshm_lock(k, 0, 3, X) == TSHM_OK && tshm_lock(k, 4, 1, S) == TSHM_OK;
+        channel_send(&ch, &ok, sizeof ok);
+        for (;;) pause();
+    }
+    int ok = 0;
+    CHECK(channel_recv(&ch, &ok, sizeof ok) && ok);
+    CHECK_RC(tshm_lock(h, 1, 1, S), TSHM_BUSY);
+    CHECK_RC(tshm_lock(h, 4, 1, X), TSHM_BUSY);
+    child_kill(kid);
+    CHECK_RC(tshm_lock(h, 0, 8, X), TSHM_OK);
+    tshm_close(h, NULL);
+    close(ch.fd[0]);
+    close(ch.fd[1]);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    regions(test_db("regions.db"));
+    script_one_process(test_db("locks1.db"));
+    script_three_processes(test_db("locks3.db"));
+    many_shared_holders(test_db("many.db"));
+    killed_holder(test_db("killed.db"));
+    return harness_done("test_engine");
+}
