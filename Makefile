@@ -37,10 +37,10 @@ KVLOG_HDR := examples/kvlog/kvlog.h examples/kvlog/bank.h
 CFLAGS_EX := -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude -Iexamples/kvlog
 DEMO_SECONDS ?= 20
 
-.PHONY: all lib cli kvlog demo header check-header check-symbols check-header-compile test rust-test \
+.PHONY: all lib cli kvlog sqlite-vfs sqlite-test demo header check-header check-symbols check-header-compile test rust-test \
         c-test kvlog-test lint systest bench tools install uninstall clean
 
-all: lib cli kvlog $(BLIB)/tshm.pc
+all: lib cli kvlog sqlite-vfs $(BLIB)/tshm.pc
 
 lib:
 	$(CARGO) build --release --lib
@@ -67,6 +67,26 @@ $(BBIN)/test_kvlog: examples/kvlog/test_kvlog.c $(KVLOG_SRC) $(KVLOG_HDR) c-test
 	@mkdir -p $(BBIN)
 	$(CC) $(CFLAGS_EX) -Ic-tests -o $@ examples/kvlog/test_kvlog.c $(KVLOG_SRC) \
 	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+
+# The SQLite VFS shim: a loadable extension built against the system's sqlite3ext.h, linked
+# against libtshm.so and never against a SQLite of its own.
+sqlite-vfs: $(BLIB)/libtshm_sqlite.so
+
+$(BLIB)/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h lib
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -Iinclude -o $@ $< \
+	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+
+$(BBIN)/test_sqlite: examples/sqlite-vfs/test_sqlite.c c-tests/harness.h include/tshm.h lib
+	@mkdir -p $(BBIN)
+	$(CC) -std=c11 -O1 -g -Wall -Wextra -Werror -Iinclude -Ic-tests -o $@ $< -lsqlite3 \
+	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+
+sqlite-test: $(BLIB)/libtshm_sqlite.so $(BBIN)/test_sqlite cli
+	@set -e; for backend in ofd posix; do \
+	    echo "== test_sqlite ($$backend locks)"; \
+	    TSHM_LOCK_BACKEND=$$backend TSHM_SQLITE_EXT=$(abspath $(BLIB))/libtshm_sqlite.so \
+	        TSHM_BIN=$(BBIN)/tshm $(BBIN)/test_sqlite; \
+	done
 
 # The main job: writers, readers and a checkpointer on one database, kills, verification.
 demo: lib cli kvlog
@@ -148,7 +168,7 @@ bench:
 	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core --bench index
 	@echo "report: target/bench/report.json"
 
-test: tools lint rust-test c-test kvlog-test systest check-header check-symbols check-header-compile
+test: tools lint rust-test c-test kvlog-test sqlite-test systest check-header check-symbols check-header-compile
 	$(MAKE) --no-print-directory demo DEMO_SECONDS=5
 	@echo "make test: all checks passed"
 
@@ -160,11 +180,13 @@ install: all
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtshm.so
 	install -Dm644 $(BLIB)/tshm.pc $(DESTDIR)$(PKGCONFIGDIR)/tshm.pc
 	install -Dm755 $(BBIN)/tshm $(DESTDIR)$(BINDIR)/tshm
+	install -Dm755 $(BLIB)/libtshm_sqlite.so $(DESTDIR)$(LIBDIR)/libtshm_sqlite.so
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/tshm.h $(DESTDIR)$(LIBDIR)/libtshm.a \
 	      $(DESTDIR)$(LIBDIR)/libtshm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
-	      $(DESTDIR)$(LIBDIR)/libtshm.so $(DESTDIR)$(PKGCONFIGDIR)/tshm.pc $(DESTDIR)$(BINDIR)/tshm
+	      $(DESTDIR)$(LIBDIR)/libtshm.so $(DESTDIR)$(PKGCONFIGDIR)/tshm.pc $(DESTDIR)$(BINDIR)/tshm \
+	      $(DESTDIR)$(LIBDIR)/libtshm_sqlite.so
 
 clean:
 	$(CARGO) clean

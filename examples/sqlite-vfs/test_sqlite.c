@@ -1,0 +1,480 @@
+/*
+ * test_sqlite.c — the tshm SQLite VFS shim with the system libsqlite3 (and the sqlite3 CLI).
+ *
+ * TSHM_SQLITE_EXT names the extension (build/lib/libtshm_sqlite.so), SQLITE3 the CLI,
+ * TSHM_BIN the inspector. Processes are forked; victims report through a pipe before they are
+ * killed.
+ */
+#include "harness.h"
+
+#include <sqlite3.h>
+
+static const char *ext, *cli, *tshm_bin;
+
+static void load_shim(void) {
+    sqlite3 *db;
+    char *err = NULL;
+    sqlite3_open(":memory:", &db);
+    sqlite3_enable_load_extension(db, 1);
+    if (sqlite3_load_extension(db, ext, NULL, &err) != SQLITE_OK) {
+        fprintf(stderr, "load %s: %s\n", ext, err ? err : "?");
+        exit(2);
+    }
+    sqlite3_close(db);
+}
+
+static sqlite3 *open_db(const char *path, const char *vfs) {
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) != SQLITE_OK) {
+        fprintf(stderr, "open %s: %s\n", path, db ? sqlite3_errmsg(db) : "?");
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 20000);
+    return db;
+}
+
+static int exec(sqlite3 *db, const char *sql) {
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK && getenv("TEST_VERBOSE")) fprintf(stderr, "%s: %s\n", sql, err ? err : "");
+    sqlite3_free(err);
+    return rc;
+}
+
+static int64_t scalar(sqlite3 *db, const char *sql) {
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int integrity_ok(sqlite3 *db) {
+    sqlite3_stmt *st;
+    int ok = 0;
+    if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        ok = strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+    sqlite3_finalize(st);
+    return ok;
+}
+
+static void remove_db(const char *db) {
+    const char *sfx[] = {"", "-wal", "-shm", "-tshm", "-journal"};
+    char p[700];
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s%s", db, sfx[i]);
+        unlink(p);
+    }
+}
+
+static sqlite3 *fresh(const char *path) {
+    remove_db(path);
+    sqlite3 *db = open_db(path, "tshm");
+    if (db == NULL) exit(2);
+    CHECK_RC(exec(db, "PRAGMA journal_mode=WAL"), SQLITE_OK);
+    return db;
+}
+
+static sqlite3_file *file_of(sqlite3 *db) {
+    sqlite3_file *f = NULL;
+    sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f);
+    return f;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 1. xShmLock truth table through the shim: three connections in one process, then three     */
+/*    processes                                                                                */
+
+enum { LS = SQLITE_SHM_LOCK | SQLITE_SHM_SHARED, LX = SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE,
+       US = SQLITE_SHM_UNLOCK | SQLITE_SHM_SHARED, UX = SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE };
+struct step { int conn, flags, ofs, n, rc; };
+static const struct step table[] = {
+    {0, LS, 3, 1, SQLITE_OK},   {1, LS, 3, 1, SQLITE_OK},   {2, LX, 3, 1, SQLITE_BUSY},
+    {0, US, 3, 1, SQLITE_OK},   {1, US, 3, 1, SQLITE_OK},   {2, LX, 3, 1, SQLITE_OK},
+    {0, LS, 3, 1, SQLITE_BUSY}, {2, UX, 3, 1, SQLITE_OK},   {0, LX, 0, 8, SQLITE_OK},
+    {1, LS, 7, 1, SQLITE_BUSY}, {2, LX, 0, 1, SQLITE_BUSY}, {0, UX, 0, 8, SQLITE_OK},
+    {1, LS, 3, 1, SQLITE_OK},   {2, LX, 2, 2, SQLITE_BUSY}, {2, LX, 0, 2, SQLITE_OK},
+    {0, LX, 1, 2, SQLITE_BUSY}, {0, LS, 4, 1, SQLITE_OK},   {1, LS, 4, 1, SQLITE_OK},
+    {2, LX, 4, 4, SQLITE_BUSY}, {2, LX, 5, 3, SQLITE_OK},   {0, LX, 0, 5, SQLITE_BUSY},
+    {2, UX, 0, 2, SQLITE_OK},   {2, UX, 5, 3, SQLITE_OK},   {0, US, 4, 1, SQLITE_OK},
+    {1, US, 4, 1, SQLITE_OK},   {1, US, 3, 1, SQLITE_OK},   {0, LX, 0, 8, SQLITE_OK},
+    {0, UX, 0, 8, SQLITE_OK},
+};
+#define NTABLE (sizeof table / sizeof table[0])
+
+static int shm_step(sqlite3_file *f, const struct step *s) {
+    return f->pMethods->xShmLock(f, s->ofs, s->n, s->flags);
+}
+
+/* A connection with its shm mapped (a query ran) and no lock held. */
+static sqlite3 *ready(const char *path) {
+    sqlite3 *db = open_db(path, "tshm");
+    if (db) exec(db, "SELECT count(*) FROM t");
+    return db;
+}
+
+static void shmlock_table(const char *path) {
+    sqlite3 *db = fresh(path);
+    CHECK_RC(exec(db, "CREATE TABLE t(x)"), SQLITE_OK);
+    sqlite3 *c[3] = {ready(path), ready(path), ready(path)};
+    for (size_t i = 0; i < NTABLE; i++) {
+        int rc = shm_step(file_of(c[table[i].conn]), &table[i]);
+        if (rc != table[i].rc) fprintf(stderr, "in-process step %zu: %d, expected %d\n", i, rc, table[i].rc);
+        CHECK(rc == table[i].rc);
+    }
+    for (int i = 0; i < 3; i++) sqlite3_close(c[i]);
+    /* the same table with each connection in its own process */
+    int cmd[3][2], res[3][2];
+    pid_t kid[3];
+    for (int k = 0; k < 3; k++) {
+        if (pipe(cmd[k]) || pipe(res[k])) exit(2);
+        if ((kid[k] = fork()) == 0) {
+            for (int j = 0; j < k; j++) close(cmd[j][1]), close(res[j][0]);
+            close(cmd[k][1]);
+            close(res[k][0]);
+            sqlite3 *me = ready(path);
+            uint32_t i;
+            while (read(cmd[k][0], &i, 4) == 4) {
+                int rc = shm_step(file_of(me), &table[i]);
+                if (write(res[k][1], &rc, sizeof rc) != sizeof rc) _exit(3);
+            }
+            sqlite3_close(me);
+            _exit(0);
+        }
+        close(cmd[k][0]);
+        close(res[k][1]);
+    }
+    for (uint32_t i = 0; i < NTABLE; i++) {
+        int k = table[i].conn, rc = -1;
+        if (write(cmd[k][1], &i, 4) != 4 || read(res[k][0], &rc, sizeof rc) != sizeof rc) rc = -1;
+        if (rc != table[i].rc) fprintf(stderr, "3-process step %u: %d, expected %d\n", i, rc, table[i].rc);
+        CHECK(rc == table[i].rc);
+    }
+    for (int k = 0; k < 3; k++) {
+        close(cmd[k][1]);
+        close(res[k][0]);
+        CHECK(child_wait(kid[k]) == 0);
+    }
+    sqlite3_close(db);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 2. Many processes x many write transactions, readers checking an invariant                  */
+
+enum { ACCOUNTS = 50, WRITERS = 4, TXNS = 150 };
+
+static void setup_bank(sqlite3 *db) {
+    exec(db, "CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER NOT NULL);"
+             "CREATE TABLE log(w INTEGER, n INTEGER, pad BLOB)");
+    exec(db, "BEGIN");
+    for (int i = 0; i < ACCOUNTS; i++) {
+        char sql[100];
+        snprintf(sql, sizeof sql, "INSERT INTO acct VALUES(%d, 1000)", i);
+        exec(db, sql);
+    }
+    exec(db, "COMMIT");
+}
+
+/* One write transaction: a transfer and a log row; retried on BUSY. */
+static int transfer(sqlite3 *db, int w, int n, uint64_t *seed) {
+    *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
+    int a = (int)(*seed >> 33) % ACCOUNTS, b = (a + 1 + (int)(*seed >> 40) % (ACCOUNTS - 1)) % ACCOUNTS;
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "BEGIN IMMEDIATE; UPDATE acct SET bal = bal - 7 WHERE id = %d; UPDATE acct SET bal = bal + 7 "
+             "WHERE id = %d; INSERT INTO log VALUES(%d, %d, randomblob(300)); COMMIT;", a, b, w, n);
+    for (int tries = 0; tries < 1000; tries++) {
+        int rc = exec(db, sql);
+        if (rc == SQLITE_OK) return 0;
+        exec(db, "ROLLBACK");
+        if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) return rc;
+    }
+    return SQLITE_BUSY;
+}
+
+static int reader_loop(const char *path, int done_fd) {
+    sqlite3 *db = open_db(path, "tshm");
+    int bad = 0, reads = 0;
+    for (;;) {
+        if (exec(db, "BEGIN") != SQLITE_OK) { bad++; break; }
+        int64_t sum = scalar(db, "SELECT sum(bal) FROM acct");
+        int64_t logs = scalar(db, "SELECT count(*) FROM log");
+        int64_t again = scalar(db, "SELECT sum(bal) FROM acct");
+        exec(db, "COMMIT");
+        if (sum != ACCOUNTS * 1000 || again != sum || logs < 0) bad++;
+        reads++;
+        char c;
+        if (read(done_fd, &c, 1) == 0) break; /* non-blocking: EOF once the writers are done */
+    }
+    sqlite3_close(db);
+    return bad == 0 && reads > 0 ? 0 : 1;
+}
+
+static void many_processes(const char *path) {
+    sqlite3 *db = fresh(path);
+    setup_bank(db);
+    int done[2];
+    if (pipe2(done, O_NONBLOCK) != 0) exit(2);
+    pid_t readers[2], writers[WRITERS];
+    for (int r = 0; r < 2; r++)
+        if ((readers[r] = fork()) == 0) {
+            close(done[1]);
+            _exit(reader_loop(path, done[0]));
+        }
+    for (int w = 0; w < WRITERS; w++)
+        if ((writers[w] = fork()) == 0) {
+            close(done[0]);
+            close(done[1]);
+            sqlite3 *me = open_db(path, "tshm");
+            exec(me, "PRAGMA cache_size=20");
+            uint64_t seed = (uint64_t)w * 7919 + 1;
+            int rc = 0;
+            for (int n = 0; n < TXNS && rc == 0; n++) rc = transfer(me, w, n, &seed);
+            if (rc) fprintf(stderr, "writer %d: %s\n", w, sqlite3_errmsg(me));
+            sqlite3_close(me);
+            _exit(rc != 0);
+        }
+    /* checkpoints of every mode while the writers and readers run */
+    const char *modes[] = {"PASSIVE", "FULL", "RESTART", "TRUNCATE"};
+    int ck_err = 0;
+    for (int i = 0; i < 8; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA wal_checkpoint(%s)", modes[i % 4]);
+        int64_t busy = scalar(db, sql);
+        if (busy < 0) ck_err++;
+    }
+    CHECK(ck_err == 0);
+    for (int w = 0; w < WRITERS; w++) CHECK(child_wait(writers[w]) == 0);
+    close(done[1]);
+    for (int r = 0; r < 2; r++) CHECK(child_wait(readers[r]) == 0);
+    close(done[0]);
+    CHECK(scalar(db, "SELECT count(*) FROM log") == WRITERS * TXNS);
+    CHECK(scalar(db, "SELECT count(DISTINCT w || '-' || n) FROM log") == WRITERS * TXNS);
+    CHECK(scalar(db, "SELECT sum(bal) FROM acct") == ACCOUNTS * 1000);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 3. kill -9 of a writer mid-transaction, pages already spilled into the WAL                 */
+
+static void killed_writer(const char *path) {
+    sqlite3 *db = fresh(path);
+    setup_bank(db);
+    int ready_pipe[2];
+    if (pipe(ready_pipe) != 0) exit(2);
+    pid_t kid = fork();
+    if (kid == 0) {
+        sqlite3 *me = open_db(path, "tshm");
+        exec(me, "PRAGMA cache_size=10");
+        exec(me, "BEGIN IMMEDIATE");
+        for (int i = 0; i < 3000; i++) exec(me, "INSERT INTO log VALUES(99, 0, randomblob(500))");
+        exec(me, "UPDATE acct SET bal = 0 WHERE id = 1");
+        char c = 'r';
+        if (write(ready_pipe[1], &c, 1) != 1) _exit(3);
+        for (;;) pause();
+    }
+    close(ready_pipe[1]);
+    char c;
+    CHECK(read(ready_pipe[0], &c, 1) == 1);
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    struct stat st;
+    CHECK(stat(wal, &st) == 0 && st.st_size > 100 * 4096); /* uncommitted pages spilled */
+    child_kill(kid);
+    close(ready_pipe[0]);
+    /* the others carry on: writes succeed, the killed transaction left nothing */
+    uint64_t seed = 5;
+    CHECK(transfer(db, 1, 1, &seed) == 0);
+    CHECK(scalar(db, "SELECT count(*) FROM log WHERE w = 99") == 0);
+    CHECK(scalar(db, "SELECT sum(bal) FROM acct") == ACCOUNTS * 1000);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+    /* and after everyone closed: reopen, recover, still consistent */
+    db = open_db(path, "tshm");
+    CHECK(scalar(db, "SELECT count(*) FROM log") == 1);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 4. Stock SQLite is kept out, in both orders of arrival                                      */
+
+static uint64_t file_sum(const char *path) {
+    FILE *f = fopen(path, "rb");
+    uint64_t h = 0xcbf29ce484222325ull;
+    int ch;
+    while (f && (ch = fgetc(f)) != EOF) h = (h ^ (uint64_t)ch) * 0x100000001b3ull;
+    if (f) fclose(f);
+    return h;
+}
+
+/* Starts the stock sqlite3 CLI on path with sql, its output going to `out`. */
+static pid_t stock_cli(const char *path, const char *sql, const char *out) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execlp(cli, cli, "-bail", path, sql, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Whether a finished CLI run failed with a lock error (and printed no result). */
+static int refused(pid_t pid, const char *out) {
+    int code = child_wait(pid);
+    char buf[1024] = "";
+    FILE *f = fopen(out, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    buf[n] = 0;
+    if (f) fclose(f);
+    int ok = code != 0 && (strstr(buf, "locked") || strstr(buf, "locking protocol"));
+    if (!ok) fprintf(stderr, "stock sqlite3 exited %d: %s\n", code, buf);
+    return ok;
+}
+
+/* A child holding a connection open (vfs = "tshm" or NULL for stock) until told to close. */
+static pid_t holder(const char *path, const char *vfs, int *release_fd) {
+    int p[2], r[2];
+    if (pipe(p) || pipe(r)) exit(2);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[1]);
+        close(r[0]);
+        sqlite3 *db = open_db(path, vfs);
+        int ok = db && scalar(db, "SELECT count(*) FROM acct") == ACCOUNTS;
+        if (write(r[1], &ok, sizeof ok) != sizeof ok) _exit(3);
+        char c;
+        while (read(p[0], &c, 1) > 0) {}
+        sqlite3_close(db);
+        _exit(0);
+    }
+    close(p[0]);
+    close(r[1]);
+    int ok = 0;
+    CHECK(read(r[0], &ok, sizeof ok) == sizeof ok && ok);
+    close(r[0]);
+    *release_fd = p[1];
+    return pid;
+}
+
+static void stock_is_kept_out(const char *path) {
+    sqlite3 *db = fresh(path);
+    setup_bank(db);
+    sqlite3_close(db);
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    /* (a) shim first: a stock CLI can neither read nor write, and changes nothing */
+    int rel;
+    pid_t h = holder(path, "tshm", &rel);
+    uint64_t before = file_sum(path), wal_before = file_sum(wal);
+    char out1[700], out2[700];
+    snprintf(out1, sizeof out1, "%s.read.out", path);
+    snprintf(out2, sizeof out2, "%s.write.out", path);
+    /* both at once: stock SQLite retries for about 10 s before it gives up */
+    pid_t r = stock_cli(path, "SELECT count(*) FROM acct;", out1);
+    pid_t w = stock_cli(path, "INSERT INTO acct VALUES(1000, 5);", out2);
+    CHECK(refused(r, out1));
+    CHECK(refused(w, out2));
+    CHECK(file_sum(path) == before && file_sum(wal) == wal_before);
+    close(rel);
+    CHECK(child_wait(h) == 0);
+    /* (b) stock first: a shim connection refuses instead of joining */
+    h = holder(path, NULL, &rel);
+    sqlite3 *s = open_db(path, "tshm");
+    sqlite3_busy_timeout(s, 0);
+    int rc = exec(s, "SELECT count(*) FROM acct");
+    CHECK(rc == SQLITE_PROTOCOL || rc == SQLITE_BUSY);
+    rc = exec(s, "INSERT INTO acct VALUES(1001, 5)");
+    CHECK(rc == SQLITE_PROTOCOL || rc == SQLITE_BUSY);
+    sqlite3_close(s);
+    close(rel);
+    CHECK(child_wait(h) == 0);
+    /* everyone gone: the shim works again and nothing was written meanwhile */
+    db = open_db(path, "tshm");
+    CHECK(scalar(db, "SELECT count(*) FROM acct") == ACCOUNTS);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 5. Last close checkpoints; the sidecar is left idle; the CLI loads the extension            */
+
+static void last_close_and_cli(const char *path) {
+    sqlite3 *db = fresh(path);
+    setup_bank(db);
+    char wal[600], cmd[2000];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    struct stat st;
+    CHECK(stat(wal, &st) == 0 && st.st_size > 0);
+    /* a read transaction holds an engine lock slot; the inspector shows it */
+    CHECK_RC(exec(db, "BEGIN; SELECT count(*) FROM acct;"), SQLITE_OK);
+    snprintf(cmd, sizeof cmd, "%s inspect --json %s | grep -A1 engine_locks_shared", tshm_bin, path);
+    FILE *ins = popen(cmd, "r");
+    char buf[2048] = "";
+    size_t got = ins ? fread(buf, 1, sizeof buf - 1, ins) : 0;
+    buf[got] = 0;
+    if (ins) pclose(ins);
+    CHECK(strstr(buf, "\"engine_locks_shared\": [\n") != NULL); /* a non-empty list */
+    if (strstr(buf, "\"engine_locks_shared\": [\n") == NULL) fprintf(stderr, "inspect said: %s\n", buf);
+    exec(db, "COMMIT");
+    sqlite3_close(db);
+    CHECK(stat(wal, &st) != 0 || st.st_size == 0); /* the last close checkpointed and removed it */
+    snprintf(cmd, sizeof cmd, "%s check --idle %s > /dev/null", tshm_bin, path);
+    CHECK(system(cmd) == 0);
+    /* the sqlite3 shell: .load, then .open with vfs=tshm */
+    char ext_noext[600];
+    snprintf(ext_noext, sizeof ext_noext, "%s", ext);
+    char *dot = strstr(ext_noext, ".so");
+    if (dot) *dot = 0;
+    snprintf(cmd, sizeof cmd,
+             "printf '.load %s\\n.open file:%s?vfs=tshm\\n.vfsname\\nSELECT count(*) FROM acct;\\n"
+             "INSERT INTO acct VALUES(5000, 0);\\nSELECT count(*) FROM acct;\\n' | %s -bail 2>&1",
+             ext_noext, path, cli);
+    FILE *p = popen(cmd, "r");
+    char out[4096] = "";
+    size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+    out[n] = 0;
+    int status = p ? pclose(p) : -1;
+    CHECK(status == 0);
+    CHECK(strstr(out, "tshm/unix") != NULL);
+    CHECK(strstr(out, "50\n51\n") != NULL);
+    if (status != 0 || strstr(out, "51") == NULL) fprintf(stderr, "sqlite3 shell said: %s\n", out);
+    db = open_db(path, "tshm");
+    CHECK(scalar(db, "SELECT count(*) FROM acct") == ACCOUNTS + 1);
+    sqlite3_close(db);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    ext = getenv("TSHM_SQLITE_EXT");
+    cli = getenv("SQLITE3") ? getenv("SQLITE3") : "sqlite3";
+    tshm_bin = getenv("TSHM_BIN") ? getenv("TSHM_BIN") : "build/bin/tshm";
+    if (ext == NULL) {
+        fprintf(stderr, "set TSHM_SQLITE_EXT to libtshm_sqlite.so\n");
+        return 2;
+    }
+    load_shim();
+    CHECK(sqlite3_vfs_find("tshm") != NULL);
+    double t = now_ms();
+    shmlock_table(test_db("shmlock.db"));
+    printf("  xShmLock table, one process and three: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    many_processes(test_db("many.db"));
+    printf("  %d writer processes x %d transactions, 2 readers, 8 checkpoints: %.0f ms\n", WRITERS, TXNS, now_ms() - t);
+    t = now_ms();
+    killed_writer(test_db("killed.db"));
+    printf("  writer killed mid-transaction: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    stock_is_kept_out(test_db("stock.db"));
+    printf("  stock SQLite kept out, both orders: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    last_close_and_cli(test_db("cli.db"));
+    printf("  last close, inspector, sqlite3 shell: %.0f ms\n", now_ms() - t);
+    return harness_done("test_sqlite");
+}
