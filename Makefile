@@ -81,6 +81,10 @@ $(BBIN)/test_sqlite: examples/sqlite-vfs/test_sqlite.c c-tests/harness.h include
 	$(CC) -std=c11 -O1 -g -Wall -Wextra -Werror -Iinclude -Ic-tests -o $@ $< -lsqlite3 \
 	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
 
+$(BBIN)/bench_sqlite: examples/sqlite-vfs/bench_sqlite.c
+	@mkdir -p $(BBIN)
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -o $@ $< -lsqlite3
+
 sqlite-test: $(BLIB)/libtshm_sqlite.so $(BBIN)/test_sqlite cli
 	@set -e; for backend in ofd posix; do \
 	    echo "== test_sqlite ($$backend locks)"; \
@@ -164,8 +168,8 @@ c-test: lib $(C_TESTS) $(BBIN)/test_api_static
 
 # Benchmarks: ratios against baselines measured in the same run, in target/bench/report.json.
 # `make bench ONLY=core.reader` runs the ids with that prefix.
-bench:
-	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core --bench index
+bench: $(BLIB)/libtshm_sqlite.so $(BBIN)/bench_sqlite
+	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core --bench index --bench sqlite
 	@echo "report: target/bench/report.json"
 
 test: tools lint rust-test c-test kvlog-test sqlite-test systest check-header check-symbols check-header-compile

@@ -183,10 +183,10 @@ fn main() {
     bench_block_scan(&mut c);
     bench_append(&mut c);
     c.final_summary();
-    let row = |id, value: Option<f64>, baseline: Option<f64>, flip: bool, note| {
+    let row = |id: &str, value: Option<f64>, baseline: Option<f64>, flip: bool, note: &str| {
         let (value, baseline) = (value?, baseline?);
         Some(Row {
-            id,
+            id: id.into(),
             value,
             baseline,
             ratio: if flip {
@@ -194,8 +194,8 @@ fn main() {
             } else {
                 value / baseline
             },
-            unit: "ns",
-            note,
+            unit: "ns".into(),
+            note: note.into(),
         })
     };
     common::report([

@@ -576,18 +576,12 @@ impl Coordinator {
     }
 
     /// Takes or releases engine lock slots `slot..slot+n` (`TSHM_LOCK_*` flags); never waits.
-    pub fn engine_lock(&self, slot: u32, n: u32, flags: u32) -> Result<()> {
+    /// `Ok(false)`: another handle holds a conflicting lock, and nothing was taken.
+    pub fn engine_lock(&self, slot: u32, n: u32, flags: u32) -> Result<bool> {
         self.check()?;
         let mut held = self.engine_locks.lock().unwrap_or_else(|e| e.into_inner());
         let instance = self.ident.map(|i| i.instance);
-        if crate::engine::lock(&self.node, self.hid, instance, &mut held, slot, n, flags)? {
-            Ok(())
-        } else {
-            Err(Error::Busy(format!(
-                "engine lock slots {slot}..{} are held by another handle",
-                slot + n
-            )))
-        }
+        crate::engine::lock(&self.node, self.hid, instance, &mut held, slot, n, flags)
     }
 
     /// Releases a role this handle holds.

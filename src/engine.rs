@@ -154,18 +154,19 @@ pub fn lock(
             "engine lock slot {i} is held in the other mode; release it first"
         )));
     }
-    let mut taken = Vec::new();
     for i in range.clone() {
         if held[i] == want {
             continue;
         }
         if !node.try_lock(h, LOCK_ENGINE_BASE + i as u64, kind)? {
-            for t in taken {
-                node.unlock(h, LOCK_ENGINE_BASE + t as u64)?;
+            // all-or-nothing: give back what this call took
+            for t in slot as usize..i {
+                if held[t] != want {
+                    node.unlock(h, LOCK_ENGINE_BASE + t as u64)?;
+                }
             }
             return Ok(false);
         }
-        taken.push(i);
     }
     for i in range {
         held[i] = want;

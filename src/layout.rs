@@ -10,7 +10,8 @@
 //! file offset  size        contents
 //! 0            4096        header page (fields below)
 //! 4096         R * 16      reader slots: [owner tag u64][pinned frame u64]
-//! ...          I * 32      instance table: [id u64][nonce u64][generation u64][reserved u64]
+//! ...          I * 64      instance table: [id u64][nonce u64][generation u64][engine locks u64]
+//!                          [32 bytes unused: one record per cache line]
 //! (page)       32768       index directory top: 8192 x u32 (node page for pages >> 19)
 //! +32768       4096        index block top: 1024 x u32 (node page for blocks >> 10)
 //! base_len     ...         index pool: 64 KiB units, each an entry block or 16 node pages
@@ -129,7 +130,9 @@ pub(crate) const MODE_SHARED: u32 = 1;
 pub(crate) const MODE_EXCLUSIVE: u32 = 2;
 
 pub(crate) const READER_SLOT_BYTES: u64 = 16;
-pub(crate) const INSTANCE_BYTES: u64 = 32;
+/// One cache line: a handle's record (its engine-lock word changes on every engine lock) shares
+/// no line with another process's.
+pub(crate) const INSTANCE_BYTES: u64 = 64;
 pub(crate) const MIN_READERS: u32 = 64;
 pub(crate) const DEFAULT_READERS: u32 = 128;
 pub(crate) const MAX_READERS: u32 = 1024;

@@ -32,10 +32,39 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 /// Process-local id of one handle, unique for the process's life.
 pub type HandleId = u64;
 
+/// Lock-byte numbers hash to themselves: they are small, distinct integers chosen by this
+/// library (no untrusted keys), and the table sits on every engine lock call.
+#[derive(Default)]
+struct ByteHasher(u64);
+
+impl std::hash::Hasher for ByteHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0 << 8 | *b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type ByteTable = HashMap<u64, ByteState, std::hash::BuildHasherDefault<ByteHasher>>;
+
+/// Holders of one byte in this process. Entries stay in the table once created (empty when
+/// free), so that taking a byte again allocates nothing.
 #[derive(Default)]
 struct ByteState {
     exclusive: Option<HandleId>,
     shared: Vec<HandleId>,
+}
+
+impl ByteState {
+    fn is_free(&self) -> bool {
+        self.exclusive.is_none() && self.shared.is_empty()
+    }
 }
 
 /// Mapping plus validated geometry, established by the first open in the process, and the
@@ -60,7 +89,7 @@ pub struct Node {
     pub writable: bool,
     pub fork_gen: u64,
     pub mapped: OnceLock<Mapped>,
-    table: Mutex<HashMap<u64, ByteState>>,
+    table: Mutex<ByteTable>,
     pub open_close: Mutex<()>,
     pub attached: Mutex<Attached>,
 }
@@ -158,7 +187,7 @@ impl Node {
             writable: opened.writable,
             fork_gen: now,
             mapped: OnceLock::new(),
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(ByteTable::default()),
             open_close: Mutex::new(()),
             attached: Mutex::new(Attached::default()),
         });
@@ -195,7 +224,7 @@ impl Node {
             .ok_or_else(|| Error::Internal("sidecar used before it was mapped".into()))
     }
 
-    fn table(&self) -> MutexGuard<'_, HashMap<u64, ByteState>> {
+    fn table(&self) -> MutexGuard<'_, ByteTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -208,7 +237,7 @@ impl Node {
 
     fn lock_byte(&self, h: HandleId, byte: u64, kind: Kind, reenter: bool) -> Result<bool> {
         let mut t = self.table();
-        if !reenter && t.contains_key(&byte) {
+        if !reenter && t.get(&byte).is_some_and(|st| !st.is_free()) {
             return Ok(false);
         }
         let st = t.entry(byte).or_default();
@@ -226,9 +255,6 @@ impl Node {
             _ => {}
         }
         if !lock::try_lock(self.fd(), self.backend, byte, 1, kind)? {
-            if st.exclusive.is_none() && st.shared.is_empty() {
-                t.remove(&byte);
-            }
             return Ok(false);
         }
         match kind {
@@ -279,8 +305,7 @@ impl Node {
         } else {
             false
         };
-        if held && st.exclusive.is_none() && st.shared.is_empty() {
-            t.remove(&byte);
+        if held && st.is_free() {
             lock::unlock(self.fd(), self.backend, byte, 1)?;
         }
         Ok(held)
@@ -288,7 +313,7 @@ impl Node {
 
     /// Whether some handle of this process holds `byte`.
     pub fn held_here(&self, byte: u64) -> bool {
-        self.table().contains_key(&byte)
+        self.table().get(&byte).is_some_and(|st| !st.is_free())
     }
 
     /// Whether anyone (a handle here or another process) holds `byte`: the liveness test.

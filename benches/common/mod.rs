@@ -46,24 +46,24 @@ pub fn mean_ns(id: &str) -> Option<f64> {
 
 /// One report row.
 pub struct Row {
-    pub id: &'static str,
+    pub id: String,
     pub value: f64,
     pub baseline: f64,
     pub ratio: f64,
-    pub unit: &'static str,
-    pub note: &'static str,
+    pub unit: String,
+    pub note: String,
 }
 
 /// `value / baseline` from two criterion ids (skipped when either did not run).
-pub fn ratio_row(id: &'static str, base: &str, note: &'static str) -> Option<Row> {
+pub fn ratio_row(id: &str, base: &str, note: &str) -> Option<Row> {
     let (value, baseline) = (mean_ns(id)?, mean_ns(base)?);
     Some(Row {
-        id,
+        id: id.into(),
         value,
         baseline,
         ratio: value / baseline,
-        unit: "ns",
-        note,
+        unit: "ns".into(),
+        note: note.into(),
     })
 }
 

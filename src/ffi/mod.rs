@@ -602,9 +602,9 @@ pub unsafe extern "C" fn tshm_region(
 pub unsafe extern "C" fn tshm_lock(h: *mut tshm, slot: u32, n: u32, flags: u32) -> c_int {
     ffi_guard!({
         match coord(h).and_then(|c| c.engine_lock(slot, n, flags)) {
-            Ok(()) => TSHM_OK,
+            Ok(true) => TSHM_OK,
             // contention is routine for an engine's lock protocol: no message, no allocation
-            Err(crate::Error::Busy(_)) => crate::error::TSHM_BUSY,
+            Ok(false) => crate::error::TSHM_BUSY,
             Err(e) => fail(e),
         }
     })
