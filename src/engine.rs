@@ -160,8 +160,8 @@ pub fn lock(
         }
         if !node.try_lock(h, LOCK_ENGINE_BASE + i as u64, kind)? {
             // all-or-nothing: give back what this call took
-            for t in slot as usize..i {
-                if held[t] != want {
+            for (t, mode) in held.iter().enumerate().take(i).skip(slot as usize) {
+                if *mode != want {
                     node.unlock(h, LOCK_ENGINE_BASE + t as u64)?;
                 }
             }
