@@ -152,4 +152,62 @@ static inline tshm *open_with(const char *db, uint32_t flags, uint32_t readers, 
     return h;
 }
 
+/* Publishes only max_frame (the handle must hold the writer or checkpointer role). */
+static inline void publish_max_frame(tshm *h, uint64_t frame) {
+    tshm_snapshot s;
+    memset(&s, 0, sizeof s);
+    s.max_frame = frame;
+    CHECK_RC(tshm_publish(h, &s, TSHM_SNAP_MAX_FRAME), TSHM_OK);
+}
+
+/* Runs a script of steps with each of `nprocs` participants in its own process: participant k
+ * is set up by open(k) in its child, step i is run by participant who(i) with run(state, i),
+ * and each result goes to check(i, rc) in the parent, in script order. */
+typedef struct {
+    int nprocs;
+    unsigned nsteps;
+    void *(*open)(int k);
+    int (*who)(unsigned i);
+    int (*run)(void *state, unsigned i);
+    void (*close)(void *state);
+    void (*check)(unsigned i, int rc);
+} script_in_processes;
+
+static inline void run_script_in_processes(const script_in_processes *sc) {
+    int cmd[16][2], res[16][2];
+    pid_t kid[16];
+    for (int k = 0; k < sc->nprocs && k < 16; k++) {
+        if (pipe(cmd[k]) != 0 || pipe(res[k]) != 0) exit(2);
+        kid[k] = fork();
+        if (kid[k] == 0) {
+            for (int j = 0; j < k; j++) { /* the parent's ends for earlier participants */
+                close(cmd[j][1]);
+                close(res[j][0]);
+            }
+            close(cmd[k][1]);
+            close(res[k][0]);
+            void *state = sc->open(k);
+            unsigned i;
+            while (read(cmd[k][0], &i, sizeof i) == sizeof i) {
+                int rc = sc->run(state, i);
+                if (write(res[k][1], &rc, sizeof rc) != sizeof rc) _exit(3);
+            }
+            sc->close(state);
+            _exit(0);
+        }
+        close(cmd[k][0]);
+        close(res[k][1]);
+    }
+    for (unsigned i = 0; i < sc->nsteps; i++) {
+        int k = sc->who(i), rc = -1;
+        if (write(cmd[k][1], &i, sizeof i) != sizeof i || read(res[k][0], &rc, sizeof rc) != sizeof rc) rc = -1;
+        sc->check(i, rc);
+    }
+    for (int k = 0; k < sc->nprocs && k < 16; k++) {
+        close(cmd[k][1]);
+        close(res[k][0]);
+        CHECK(child_wait(kid[k]) == 0);
+    }
+}
+
 #endif

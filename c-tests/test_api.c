@@ -148,14 +148,6 @@ static uint64_t min_frame(const tshm *h) {
     return f;
 }
 
-/* Publishes only max_frame (the handle must hold a role). */
-static void publish_max_frame(tshm *h, uint64_t frame) {
-    tshm_snapshot s;
-    memset(&s, 0, sizeof s);
-    s.max_frame = frame;
-    CHECK_RC(tshm_publish(h, &s, TSHM_SNAP_MAX_FRAME), TSHM_OK);
-}
-
 static void close_handle(tshm *h) {
     if (h != NULL) CHECK_RC(tshm_close(h, NULL), TSHM_OK);
 }

@@ -101,10 +101,10 @@ static const struct step script[] = {
 
 static int do_step(tshm *h, const struct step *s) { return tshm_lock(h, s->slot, s->n, (uint32_t)s->flags); }
 
-static void report_step(size_t i, int rc) {
+static void report_step(unsigned i, int rc) {
     const struct step *s = &script[i];
     if (rc != s->rc)
-        fprintf(stderr, "step %zu: handle %d flags %d slots %u+%u returned %d, expected %d\n", i, s->handle,
+        fprintf(stderr, "step %u: handle %d flags %d slots %u+%u returned %d, expected %d\n", i, s->handle,
                 s->flags, s->slot, s->n, rc, s->rc);
     CHECK(rc == s->rc);
 }
@@ -112,46 +112,21 @@ static void report_step(size_t i, int rc) {
 static void script_one_process(const char *db) {
     tshm *h[3];
     for (int i = 0; i < 3; i++) h[i] = open_with(db, 0, 0, 0);
-    for (size_t i = 0; i < NSTEPS; i++) report_step(i, do_step(h[script[i].handle], &script[i]));
+    for (unsigned i = 0; i < NSTEPS; i++) report_step(i, do_step(h[script[i].handle], &script[i]));
     for (int i = 0; i < 3; i++) tshm_close(h[i], NULL);
 }
 
 /* Each handle in its own process, driven step by step through pipes. */
+static const char *script_db;
+static void *script_open(int k) { (void)k; return open_with(script_db, 0, 0, 0); }
+static int script_who(unsigned i) { return script[i].handle; }
+static int script_run(void *h, unsigned i) { return do_step(h, &script[i]); }
+static void script_close(void *h) { tshm_close(h, NULL); }
+
 static void script_three_processes(const char *db) {
-    int cmd[3][2], res[3][2];
-    pid_t kid[3];
-    for (int k = 0; k < 3; k++) {
-        if (pipe(cmd[k]) != 0 || pipe(res[k]) != 0) exit(2);
-        kid[k] = fork();
-        if (kid[k] == 0) {
-            close(cmd[k][1]);
-            close(res[k][0]);
-            for (int j = 0; j < k; j++) { /* the parent's ends for earlier children */
-                close(cmd[j][1]);
-                close(res[j][0]);
-            }
-            tshm *h = open_with(db, 0, 0, 0);
-            uint32_t i;
-            while (read(cmd[k][0], &i, sizeof i) == sizeof i) {
-                int rc = do_step(h, &script[i]);
-                if (write(res[k][1], &rc, sizeof rc) != sizeof rc) _exit(3);
-            }
-            tshm_close(h, NULL);
-            _exit(0);
-        }
-        close(cmd[k][0]);
-        close(res[k][1]);
-    }
-    for (uint32_t i = 0; i < NSTEPS; i++) {
-        int k = script[i].handle, rc = -1;
-        if (write(cmd[k][1], &i, sizeof i) != sizeof i || read(res[k][0], &rc, sizeof rc) != sizeof rc) rc = -1;
-        report_step(i, rc);
-    }
-    for (int k = 0; k < 3; k++) {
-        close(cmd[k][1]);
-        close(res[k][0]);
-        CHECK(child_wait(kid[k]) == 0);
-    }
+    script_db = db;
+    script_in_processes sc = {3, NSTEPS, script_open, script_who, script_run, script_close, report_step};
+    run_script_in_processes(&sc);
 }
 
 /* 255 shared holders of one slot in one process; an exclusive request waits for the last. */

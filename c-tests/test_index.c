@@ -35,13 +35,6 @@ static uint64_t expected(uint32_t page, uint64_t max) {
     return page < NPAGES ? sched.latest[page] : 0;
 }
 
-static void publish_max_frame(tshm *h, uint64_t f) {
-    tshm_snapshot s;
-    memset(&s, 0, sizeof s);
-    s.max_frame = f;
-    CHECK_RC(tshm_publish(h, &s, TSHM_SNAP_MAX_FRAME), TSHM_OK);
-}
-
 static uint64_t committed_of(tshm *h) {
     tshm_snapshot s;
     if (tshm_snapshot_get(h, &s) != TSHM_OK) return 0;

@@ -205,12 +205,10 @@ static void killed_mid_publish(const char *db) {
 /* Reader pins in another process bound tshm_min_reader_frame; dead readers stop pinning and  */
 /* their slots are reclaimed; a live sibling's slots never are.                              */
 
-static void publish_max_frame(tshm *h, uint64_t f) {
-    tshm_snapshot s;
-    memset(&s, 0, sizeof s);
-    s.max_frame = f;
+/* Publishes max_frame with the writer role taken for it. */
+static void publish_as_writer(tshm *h, uint64_t f) {
     CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
-    CHECK_RC(tshm_publish(h, &s, TSHM_SNAP_MAX_FRAME), TSHM_OK);
+    publish_max_frame(h, f);
     CHECK_RC(tshm_writer_release(h), TSHM_OK);
 }
 
@@ -219,7 +217,7 @@ static void reader_pins_and_stale_slots(const char *db, uint32_t strategy) {
     tshm_info info;
     CHECK_RC(tshm_info_get(h, &info), TSHM_OK);
     CHECK(info.reader_strategy == strategy && info.reader_slots == 64);
-    publish_max_frame(h, 10);
+    publish_as_writer(h, 10);
 
     channel ch;
     gate go;
@@ -245,7 +243,7 @@ static void reader_pins_and_stale_slots(const char *db, uint32_t strategy) {
     uint64_t pinned;
     CHECK(channel_recv(&ch, &rc, sizeof rc) && rc == TSHM_OK);
     CHECK(channel_recv(&ch, &pinned, sizeof pinned) && pinned == 10);
-    publish_max_frame(h, 20);
+    publish_as_writer(h, 20);
     uint64_t min = 0;
     CHECK_RC(tshm_min_reader_frame(h, &min), TSHM_OK);
     CHECK(min == 10); /* the other process's pin holds back checkpoints */

@@ -116,6 +116,16 @@ static sqlite3 *ready(const char *path) {
     return db;
 }
 
+static const char *table_db;
+static void *table_open(int k) { (void)k; return ready(table_db); }
+static int table_who(unsigned i) { return table[i].conn; }
+static int table_run(void *db, unsigned i) { return shm_step(file_of(db), &table[i]); }
+static void table_close(void *db) { sqlite3_close(db); }
+static void table_check(unsigned i, int rc) {
+    if (rc != table[i].rc) fprintf(stderr, "3-process step %u: %d, expected %d\n", i, rc, table[i].rc);
+    CHECK(rc == table[i].rc);
+}
+
 static void shmlock_table(const char *path) {
     sqlite3 *db = fresh(path);
     CHECK_RC(exec(db, "CREATE TABLE t(x)"), SQLITE_OK);
@@ -127,37 +137,9 @@ static void shmlock_table(const char *path) {
     }
     for (int i = 0; i < 3; i++) sqlite3_close(c[i]);
     /* the same table with each connection in its own process */
-    int cmd[3][2], res[3][2];
-    pid_t kid[3];
-    for (int k = 0; k < 3; k++) {
-        if (pipe(cmd[k]) || pipe(res[k])) exit(2);
-        if ((kid[k] = fork()) == 0) {
-            for (int j = 0; j < k; j++) close(cmd[j][1]), close(res[j][0]);
-            close(cmd[k][1]);
-            close(res[k][0]);
-            sqlite3 *me = ready(path);
-            uint32_t i;
-            while (read(cmd[k][0], &i, 4) == 4) {
-                int rc = shm_step(file_of(me), &table[i]);
-                if (write(res[k][1], &rc, sizeof rc) != sizeof rc) _exit(3);
-            }
-            sqlite3_close(me);
-            _exit(0);
-        }
-        close(cmd[k][0]);
-        close(res[k][1]);
-    }
-    for (uint32_t i = 0; i < NTABLE; i++) {
-        int k = table[i].conn, rc = -1;
-        if (write(cmd[k][1], &i, 4) != 4 || read(res[k][0], &rc, sizeof rc) != sizeof rc) rc = -1;
-        if (rc != table[i].rc) fprintf(stderr, "3-process step %u: %d, expected %d\n", i, rc, table[i].rc);
-        CHECK(rc == table[i].rc);
-    }
-    for (int k = 0; k < 3; k++) {
-        close(cmd[k][1]);
-        close(res[k][0]);
-        CHECK(child_wait(kid[k]) == 0);
-    }
+    table_db = path;
+    script_in_processes sc = {3, NTABLE, table_open, table_who, table_run, table_close, table_check};
+    run_script_in_processes(&sc);
     sqlite3_close(db);
 }
 
