@@ -151,6 +151,22 @@ static void many_shared_holders(const char *db) {
     for (int i = 0; i < N; i++) tshm_close(h[i], NULL);
 }
 
+/* Bad handles and read-only handles. */
+static void bad_handles(const char *db) {
+    CHECK_RC(tshm_lock(NULL, 0, 1, S), TSHM_MISUSE);
+    tshm *h = open_with(db, 0, 0, 0);
+    CHECK_RC(tshm_lock(h, 2, 1, X), TSHM_OK);
+    CHECK_RC(tshm_close(h, NULL), TSHM_OK);
+    CHECK_RC(tshm_lock(h, 2, 1, uX), TSHM_MISUSE); /* closed */
+    void *p = NULL;
+    CHECK_RC(tshm_region(h, 0, 32768, 1, &p), TSHM_MISUSE);
+    tshm *a = open_with(db, 0, 0, 0), *ro = open_with(db, TSHM_OPEN_READONLY, 0, 0);
+    CHECK_RC(tshm_lock(a, 2, 1, X), TSHM_OK); /* the closed handle's lock went with it */
+    CHECK_RC(tshm_lock(ro, 3, 1, S), TSHM_READONLY);
+    tshm_close(ro, NULL);
+    tshm_close(a, NULL);
+}
+
 /* A process killed while holding engine locks frees them. */
 static void killed_holder(const char *db) {
     tshm *h = open_with(db, 0, 0, 0);
@@ -181,5 +197,6 @@ int main(void) {
     script_three_processes(test_db("locks3.db"));
     many_shared_holders(test_db("many.db"));
     killed_holder(test_db("killed.db"));
+    bad_handles(test_db("bad.db"));
     return harness_done("test_engine");
 }

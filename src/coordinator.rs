@@ -580,8 +580,7 @@ impl Coordinator {
     pub fn engine_lock(&self, slot: u32, n: u32, flags: u32) -> Result<bool> {
         self.check()?;
         let mut held = self.engine_locks.lock().unwrap_or_else(|e| e.into_inner());
-        let instance = self.ident.map(|i| i.instance);
-        crate::engine::lock(&self.node, self.hid, instance, &mut held, slot, n, flags)
+        crate::engine::lock(&self.node, self.ident.as_ref(), &mut held, slot, n, flags)
     }
 
     /// Releases a role this handle holds.
@@ -661,7 +660,8 @@ impl Coordinator {
         if ckpt {
             slots::role_release(&self.node, &id, Role::Checkpointer)?;
         }
-        Ok(())
+        let mut locks = self.engine_locks.lock().unwrap_or_else(|e| e.into_inner());
+        crate::engine::release_all(&self.node, &id, &mut locks)
     }
 
     /// Detaches the handle, releasing everything it holds. Returns whether it was the last

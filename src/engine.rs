@@ -1,7 +1,8 @@
 //! What an engine keeps in the sidecar for itself: shared regions and lock slots.
 //!
 //! Owns: the engine region table (header bytes 1024..3072, the region size at 624), the
-//! engine lock bytes (8192 + slot) and the engine-lock word of instance records.
+//! engine lock owner words (3072..3328), the instance high-water mark (632) and the
+//! engine-lock word of instance records.
 //!
 //! **Regions** are raw shared memory an engine asks for by index (the SQLite shim keeps
 //! SQLite's wal-index there). Each is one pool unit, zeroed before its table entry is set by
@@ -12,15 +13,18 @@
 //!
 //! **Lock slots** follow SQLite's `xShmLock` contract: SHARED or EXCLUSIVE, never blocking,
 //! ranges all-or-nothing, conflicts between handles of one process exactly as between
-//! processes (the node's lock table). A SHARED request on a slot the handle already holds
-//! SHARED is a no-op; converting between SHARED and EXCLUSIVE is refused. The holder's instance
-//! record carries a bitmask of what it holds, for the inspector.
+//! processes (every handle is its own instance). A SHARED request on a slot the handle already
+//! holds SHARED is a no-op; converting between SHARED and EXCLUSIVE is refused. They are kept
+//! in shared memory (see [`lock`]): a handle's instance record carries the bitmask of what it
+//! holds (which the inspector shows too), and each slot has an exclusive-owner word; liveness
+//! of a conflicting holder comes from its instance's liveness lock, as everywhere else.
 
 use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::lock::Kind;
-use crate::node::{HandleId, Node};
-use std::sync::atomic::Ordering::*;
+use crate::node::Node;
+use crate::slots::{self, Ident};
+use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 /// `tshm_lock` flag: a shared lock.
 pub const TSHM_LOCK_SHARED: u32 = 1;
@@ -95,18 +99,51 @@ fn check_range(slot: u32, n: u32) -> Result<()> {
     Ok(())
 }
 
-/// The handle's engine-lock word in its instance record (`None` for a read-only handle).
-fn mask_word(node: &Node, instance: Option<u32>) -> Option<&std::sync::atomic::AtomicU64> {
-    let m = node.mapped().ok()?;
-    Some(m.shm.u64(m.geom.instance(instance?) + 24))
+/// The engine-lock word of instance `i`: bit s SHARED, bit 32 + s EXCLUSIVE.
+fn mask_of(m: &crate::node::Mapped, i: u32) -> &AtomicU64 {
+    m.shm.u64(m.geom.instance(i) + 24)
 }
 
-/// Takes (`unlock == false`) or releases slots `slot..slot+n` for handle `h`. Taking returns
-/// `Ok(false)` when another handle holds a conflicting lock (nothing is taken then).
+/// The exclusive-owner word of slot `s` (an instance tag, 0 when free).
+fn owner_of(m: &crate::node::Mapped, s: usize) -> &AtomicU64 {
+    m.shm.u64(H_ENGINE_OWNERS + s * 8)
+}
+
+fn mask(held: &[u8; ENGINE_LOCKS as usize]) -> u64 {
+    held.iter()
+        .enumerate()
+        .fold(0u64, |acc, (s, mode)| match mode {
+            1 => acc | 1 << s,
+            2 => acc | 1 << (s + 32),
+            _ => acc,
+        })
+}
+
+/// Whether instance `i`, found holding a conflicting bit, is alive (a probe, only on conflict).
+fn live(node: &Node, i: u32) -> Result<bool> {
+    slots::instance_alive(node, i)
+}
+
+/// Takes or releases slots `slot..slot+n` for the handle `id` (whose held modes are `held`).
+/// Taking returns `Ok(false)` when another handle holds a conflicting lock; nothing is taken
+/// then.
+///
+/// The locks live in shared memory, so neither taking nor releasing makes a syscall unless a
+/// conflict has to be checked against a possibly dead holder:
+/// * SHARED: announce the bits in the handle's own engine-lock word, `fence(SeqCst)`, then
+///   look at the slots' exclusive-owner words; a live owner means back off.
+/// * EXCLUSIVE: claim the owner words by CAS (taking over a dead owner's), publish the bits,
+///   `fence(SeqCst)`, then look at every other instance's word (up to the high-water mark of
+///   instances in use) for bits in the range; a live holder means back off.
+///
+/// Either side announces before it looks, with a full fence between, so of a SHARED and an
+/// EXCLUSIVE request racing for one slot at least one sees the other (both may, and both back
+/// off: BUSY is always allowed). A holder that died leaves bits or an owner tag whose liveness
+/// probe fails; they are ignored or taken over. Acquisitions are SeqCst/AcqRel and releases
+/// Release, so the data an engine guards with these locks is ordered like a mutex's.
 pub fn lock(
     node: &Node,
-    h: HandleId,
-    instance: Option<u32>,
+    id: Option<&Ident>,
     held: &mut [u8; ENGINE_LOCKS as usize],
     slot: u32,
     n: u32,
@@ -123,16 +160,15 @@ pub fn lock(
             )))
         }
     };
+    let Some(id) = id else {
+        return Err(Error::ReadOnly(
+            "a read-only handle cannot take engine locks".into(),
+        ));
+    };
+    let m = node.mapped()?;
+    let mine = mask_of(m, id.instance);
     let want = if kind == Kind::Shared { 1 } else { 2 };
     let range = slot as usize..(slot + n) as usize;
-    let bits = |k: Kind| -> u64 {
-        let m = (((1u64 << n) - 1) << slot) & 0xffff_ffff;
-        if k == Kind::Shared {
-            m
-        } else {
-            m << 32
-        }
-    };
     if flags & TSHM_LOCK_UNLOCK != 0 {
         if let Some(i) = range.clone().find(|i| held[*i] != want) {
             return Err(Error::Misuse(format!(
@@ -140,13 +176,13 @@ pub fn lock(
                 if want == 1 { "SHARED" } else { "EXCLUSIVE" }
             )));
         }
-        for i in range.clone() {
-            node.unlock(h, LOCK_ENGINE_BASE + i as u64)?;
-            held[i] = 0;
+        for s in range {
+            held[s] = 0;
+            if kind == Kind::Exclusive {
+                owner_of(m, s).store(0, Release);
+            }
         }
-        if let Some(w) = mask_word(node, instance) {
-            w.fetch_and(!bits(kind), Release);
-        }
+        mine.store(mask(held), Release);
         return Ok(true);
     }
     if let Some(i) = range.clone().find(|i| held[*i] != 0 && held[*i] != want) {
@@ -154,28 +190,87 @@ pub fn lock(
             "engine lock slot {i} is held in the other mode; release it first"
         )));
     }
-    for i in range.clone() {
-        if held[i] == want {
-            continue;
+    let before = *held;
+    let give_back = |held: &mut [u8; ENGINE_LOCKS as usize], owners: bool| {
+        for s in range.clone() {
+            if before[s] == 0 && owners {
+                let _ = owner_of(m, s).compare_exchange(id.tag(), 0, Release, Relaxed);
+            }
+            held[s] = before[s];
         }
-        if !node.try_lock(h, LOCK_ENGINE_BASE + i as u64, kind)? {
-            // all-or-nothing: give back what this call took
-            for (t, mode) in held.iter().enumerate().take(i).skip(slot as usize) {
-                if *mode != want {
-                    node.unlock(h, LOCK_ENGINE_BASE + t as u64)?;
+        mine.store(mask(held), Release);
+    };
+    if kind == Kind::Shared {
+        for s in range.clone() {
+            held[s] = 1;
+        }
+        mine.store(mask(held), SeqCst);
+        fence(SeqCst);
+        for s in range.clone().filter(|s| before[*s] == 0) {
+            let owner = owner_of(m, s);
+            let x = owner.load(SeqCst);
+            if x != 0 && slots::tag_alive(node, x)? {
+                give_back(held, false);
+                return Ok(false);
+            }
+            if x != 0 {
+                // a dead exclusive owner: clear its claim (only if it is still that one)
+                let _ = owner.compare_exchange(x, 0, AcqRel, Relaxed);
+                if owner.load(SeqCst) != 0 {
+                    give_back(held, false);
+                    return Ok(false);
                 }
             }
+        }
+        return Ok(true);
+    }
+    let tag = id.tag();
+    for s in range.clone().filter(|s| before[*s] == 0) {
+        let owner = owner_of(m, s);
+        loop {
+            match owner.compare_exchange(0, tag, SeqCst, SeqCst) {
+                Ok(_) => break,
+                Err(x) if x != tag && !slots::tag_alive(node, x)? => {
+                    let _ = owner.compare_exchange(x, 0, AcqRel, Relaxed);
+                }
+                Err(_) => {
+                    give_back(held, true);
+                    return Ok(false);
+                }
+            }
+        }
+        held[s] = 2;
+    }
+    mine.store(mask(held), SeqCst);
+    fence(SeqCst);
+    let bits = range
+        .clone()
+        .fold(0u64, |acc, s| acc | 1 << s | 1 << (s + 32));
+    let hwm = m
+        .shm
+        .u32(H_INSTANCE_HWM)
+        .load(Acquire)
+        .min(m.geom.instances);
+    for i in (0..hwm).filter(|i| *i != id.instance) {
+        if mask_of(m, i).load(SeqCst) & bits != 0 && live(node, i)? {
+            give_back(held, true);
             return Ok(false);
         }
-    }
-    for i in range {
-        held[i] = want;
-    }
-    if let Some(w) = mask_word(node, instance) {
-        w.fetch_or(bits(kind), Release);
     }
     Ok(true)
 }
 
+/// Releases every engine lock slot the handle holds (at close).
+pub fn release_all(node: &Node, id: &Ident, held: &mut [u8; ENGINE_LOCKS as usize]) -> Result<()> {
+    let m = node.mapped()?;
+    for (s, mode) in held.iter_mut().enumerate() {
+        if *mode == 2 {
+            let _ = owner_of(m, s).compare_exchange(id.tag(), 0, Release, Relaxed);
+        }
+        *mode = 0;
+    }
+    mask_of(m, id.instance).store(0, Release);
+    Ok(())
+}
+
 const _: () = assert!(TSHM_ENGINE_LOCKS == ENGINE_LOCKS && TSHM_MAX_REGIONS == MAX_REGIONS);
-const _: () = assert!(LOCK_ENGINE_BASE + ENGINE_LOCKS as u64 <= u32::MAX as u64);

@@ -40,7 +40,9 @@
 //! 576 u64 index entry count    584 u64 tail frame            592 u64 trim floor (slot)
 //! 600 u64 trim floor frame     608 u64 dead entries           616 u64 pool units reserved
 //! 624 u32 engine region size (0 until the first region is made)
+//! 632 u32 instance high-water mark (instances 0..hwm may be in use)
 //! 1024 512 x u32 engine region table: pool unit + 1 of region i, 0 when it does not exist
+//! 3072 32 x u64 engine lock slots: tag of the EXCLUSIVE holder, 0 when none
 //! ```
 //!
 //! Index words that readers load on every lookup (512..) sit on a cache line apart from those the
@@ -60,12 +62,11 @@
 //! 3 .. 3+R     reader slots (byte-lock reader strategy only)
 //! 2048         init: serializes the open and close protocols across processes
 //! 4096 .. +I   instance liveness: held EXCLUSIVE by each open handle for its whole life
-//! 8192 .. +32  engine lock slots (`tshm_lock`)
 //! ```
 //!
-//! The reserved word of an instance record (+24) holds the engine lock slots its handle holds:
-//! bits 0..32 SHARED, bits 32..64 EXCLUSIVE (diagnostics for the inspector; the locks are the
-//! truth).
+//! The fourth word of an instance record (+24) holds the engine lock slots its handle holds:
+//! bits 0..32 SHARED, bits 32..64 EXCLUSIVE (the SHARED bits are the locks themselves; see
+//! [`crate::engine`]).
 
 /// `'TSHM'` in the first four bytes.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"TSHM");
@@ -114,7 +115,9 @@ pub(crate) const H_IX_FLOOR_FRAME: usize = 600;
 pub(crate) const H_IX_DEAD: usize = 608;
 pub(crate) const H_IX_RESERVED: usize = 616;
 pub(crate) const H_REGION_SIZE: usize = 624;
+pub(crate) const H_INSTANCE_HWM: usize = 632;
 pub(crate) const H_REGIONS: usize = 1024;
+pub(crate) const H_ENGINE_OWNERS: usize = 3072;
 /// Engine regions a sidecar can hold.
 pub(crate) const MAX_REGIONS: u32 = 512;
 /// Engine lock slots.
@@ -150,16 +153,16 @@ pub(crate) const LOCK_CKPT: u64 = 2;
 pub(crate) const LOCK_READER_BASE: u64 = 3;
 pub(crate) const LOCK_INIT: u64 = 2048;
 pub(crate) const LOCK_INSTANCE_BASE: u64 = 4096;
-pub(crate) const LOCK_ENGINE_BASE: u64 = 8192;
 
 /// A frame number meaning "no frame pinned".
 pub(crate) const NO_FRAME: u64 = u64::MAX;
 
 const _: () = assert!(LOCK_READER_BASE + MAX_READERS as u64 <= LOCK_INIT);
-const _: () = assert!(LOCK_INSTANCE_BASE + MAX_INSTANCES as u64 <= LOCK_ENGINE_BASE);
+const _: () = assert!(LOCK_INSTANCE_BASE + MAX_INSTANCES as u64 <= 8192);
 const _: () = assert!(H_SNAP_COPY[1] + SNAP_WORDS * 8 <= H_IX_GEN);
 const _: () = assert!(H_REGION_SIZE + 4 <= H_REGIONS);
-const _: () = assert!(H_REGIONS + MAX_REGIONS as usize * 4 <= PAGE as usize);
+const _: () = assert!(H_REGIONS + MAX_REGIONS as usize * 4 <= H_ENGINE_OWNERS);
+const _: () = assert!(H_ENGINE_OWNERS + ENGINE_LOCKS as usize * 8 <= PAGE as usize);
 #[cfg(not(target_has_atomic = "64"))]
 compile_error!("libtshm needs lock-free 64-bit atomics to share memory between processes");
 

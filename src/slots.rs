@@ -105,6 +105,9 @@ pub fn claim_instance(node: &Node, hid: HandleId) -> Result<Ident> {
             if !node.try_claim(hid, LOCK_INSTANCE_BASE + i as u64)? {
                 continue;
             }
+            // a previous holder that died may have left engine-lock bits
+            m.shm.u64(rec + 24).store(0, Release);
+            m.shm.u32(H_INSTANCE_HWM).fetch_max(i + 1, AcqRel);
             let generation = m.shm.u64(rec + 16).fetch_add(1, AcqRel).wrapping_add(1);
             let nonce = nonce();
             m.shm.u64(rec + 8).store(nonce, Relaxed);
@@ -553,6 +556,11 @@ pub fn reset_all(node: &Node) -> Result<()> {
     for i in 0..g.instances {
         m.shm.u64(g.instance(i)).store(0, Relaxed);
         m.shm.u64(g.instance(i) + 8).store(0, Relaxed);
+        m.shm.u64(g.instance(i) + 24).store(0, Relaxed);
+    }
+    m.shm.u32(H_INSTANCE_HWM).store(0, Relaxed);
+    for s in 0..ENGINE_LOCKS as usize {
+        m.shm.u64(H_ENGINE_OWNERS + s * 8).store(0, Relaxed);
     }
     fence(SeqCst);
     Ok(())

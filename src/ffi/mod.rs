@@ -594,7 +594,10 @@ pub unsafe extern "C" fn tshm_region(
 /// (with the mode it was taken in). Never waits: `TSHM_BUSY` when another handle, of this
 /// process or another, holds a conflicting lock, and then nothing was taken (ranges are
 /// all-or-nothing). Re-taking a SHARED slot is a no-op; converting between SHARED and EXCLUSIVE
-/// and releasing what the handle does not hold are `TSHM_MISUSE`. Released at close.
+/// and releasing what the handle does not hold are `TSHM_MISUSE`. Released at close, or when
+/// the holding process dies. The locks live in shared memory: no system call unless a conflict
+/// has to be checked against a holder that may have died. `TSHM_READONLY` on a read-only
+/// handle.
 ///
 /// # Safety
 /// `h` is NULL or a handle.
