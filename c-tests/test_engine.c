@@ -151,6 +151,68 @@ static void many_shared_holders(const char *db) {
     for (int i = 0; i < N; i++) tshm_close(h[i], NULL);
 }
 
+/* Mutual exclusion under contention: processes increment a plain counter in a region under
+ * an EXCLUSIVE lock, and check a two-word invariant under SHARED while others break and
+ * restore it under EXCLUSIVE. Lost increments or a torn invariant mean the lock failed. */
+static void hammer(const char *db) {
+    enum { PROCS = 4, ITERS = 20000 };
+    tshm *keep = open_with(db, 0, 0, 0);
+    volatile uint64_t *r = NULL;
+    CHECK_RC(tshm_region(keep, 0, 4096, 1, (void **)&r), TSHM_OK);
+    if (r == NULL) return;
+    channel ch;
+    channel_init(&ch);
+    gate g;
+    gate_init(&g);
+    pid_t kid[PROCS];
+    for (int k = 0; k < PROCS; k++)
+        if ((kid[k] = fork()) == 0) {
+            tshm *h = open_with(db, 0, 0, 0);
+            volatile uint64_t *q = NULL;
+            tshm_region(h, 0, 4096, 0, (void **)&q);
+            gate_wait(&g);
+            long done = 0, torn = 0;
+            for (int i = 0; i < ITERS && q; i++) {
+                if (tshm_lock(h, 0, 1, X) == TSHM_OK) {
+                    q[0] = q[0] + 1;
+                    done++;
+                    tshm_lock(h, 0, 1, uX);
+                }
+                if (i % 2 == 0 && tshm_lock(h, 1, 1, S) == TSHM_OK) {
+                    torn += q[1] != q[2];
+                    tshm_lock(h, 1, 1, uS);
+                } else if (tshm_lock(h, 1, 1, X) == TSHM_OK) {
+                    q[1] = q[1] + 1;
+                    for (volatile int spin = 0; spin < 20; spin++) {}
+                    q[2] = q[2] + 1;
+                    tshm_lock(h, 1, 1, uX);
+                }
+            }
+            long rep[2] = {done, torn};
+            channel_send(&ch, rep, sizeof rep);
+            tshm_close(h, NULL);
+            _exit(0);
+        }
+    gate_open(&g);
+    long done = 0, torn = 0;
+    for (int k = 0; k < PROCS; k++) {
+        long rep[2] = {0, 1};
+        CHECK(channel_recv(&ch, rep, sizeof rep));
+        done += rep[0];
+        torn += rep[1];
+    }
+    for (int k = 0; k < PROCS; k++) CHECK(child_wait(kid[k]) == 0);
+    printf("  hammer: %ld exclusive sections, counter %llu, %ld torn reads\n", done,
+           (unsigned long long)r[0], torn);
+    CHECK(done > PROCS * ITERS / 10);
+    CHECK(r[0] == (uint64_t)done);
+    CHECK(torn == 0);
+    CHECK(r[1] == r[2]);
+    close(ch.fd[0]);
+    close(ch.fd[1]);
+    tshm_close(keep, NULL);
+}
+
 /* Bad handles and read-only handles. */
 static void bad_handles(const char *db) {
     CHECK_RC(tshm_lock(NULL, 0, 1, S), TSHM_MISUSE);
@@ -198,5 +260,6 @@ int main(void) {
     many_shared_holders(test_db("many.db"));
     killed_holder(test_db("killed.db"));
     bad_handles(test_db("bad.db"));
+    hammer(test_db("hammer.db"));
     return harness_done("test_engine");
 }

@@ -229,7 +229,9 @@ pub fn lock(
         let owner = owner_of(m, s);
         loop {
             match owner.compare_exchange(0, tag, SeqCst, SeqCst) {
+                // our own tag: a claim this handle made and lost track of (an error mid-call)
                 Ok(_) => break,
+                Err(x) if x == tag => break,
                 Err(x) if x != tag && !slots::tag_alive(node, x)? => {
                     let _ = owner.compare_exchange(x, 0, AcqRel, Relaxed);
                 }

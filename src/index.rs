@@ -115,7 +115,7 @@ impl<'a> Index<'a> {
     fn node_off(&self, p: u32) -> Result<u64> {
         let off = (p as u64).wrapping_sub(1) * PAGE;
         let units = self.units();
-        if p == 0 || off + PAGE > units * UNIT {
+        if p == 0 || off + PAGE > units.saturating_mul(UNIT) {
             return Err(Error::Corrupt(format!(
                 "index node page {p} outside the {units} published units"
             )));
@@ -207,9 +207,9 @@ impl<'a> Index<'a> {
         if n == 0 || n >= end.load(Relaxed) {
             let u = self.alloc_unit()?;
             n = u * NODES_PER_UNIT + 1;
-            end.store(n + NODES_PER_UNIT, Relaxed);
+            end.store(n + NODES_PER_UNIT, Release);
         }
-        next.store(n + 1, Relaxed);
+        next.store(n + 1, Release);
         word(self.shm, H_IX_NODES).fetch_add(1, Relaxed);
         Ok(n as u32)
     }
@@ -429,8 +429,10 @@ impl<'a> Index<'a> {
         }
         word(self.shm, H_IX_DEAD).fetch_add(dropped, Relaxed);
         word(self.shm, H_IX_TAIL).store(max_frame, Relaxed);
-        word(self.shm, H_IX_FLOOR).store(count, Relaxed);
+        // the floor frame first: with a crash between the two, the old floor and the new
+        // frame still say "everything below the floor is dead or at most this frame"
         word(self.shm, H_IX_FLOOR_FRAME).store(max_frame, Relaxed);
+        word(self.shm, H_IX_FLOOR).store(count, Release);
         Ok(dropped)
     }
 
@@ -439,15 +441,11 @@ impl<'a> Index<'a> {
         let gen = word(self.shm, H_IX_GEN);
         gen.store(gen.load(Relaxed).wrapping_add(1), Relaxed);
         fence(Release);
-        for off in [
-            H_IX_COUNT,
-            H_IX_TAIL,
-            H_IX_FLOOR,
-            H_IX_FLOOR_FRAME,
-            H_IX_DEAD,
-        ] {
+        // the count last: a joiner that sees the new count sees the rest zeroed (validate)
+        for off in [H_IX_FLOOR, H_IX_FLOOR_FRAME, H_IX_DEAD, H_IX_TAIL] {
             word(self.shm, off).store(0, Relaxed);
         }
+        word(self.shm, H_IX_COUNT).store(0, Release);
     }
 
     /// Empties the index and forgets the pool and the engine regions in it (first opener,
@@ -486,7 +484,7 @@ impl<'a> Index<'a> {
             tail_frame: w(H_IX_TAIL),
             blocks: w(H_IX_BLOCKS),
             nodes: w(H_IX_NODES),
-            pool_bytes: w(H_IX_UNITS) * UNIT,
+            pool_bytes: w(H_IX_UNITS).saturating_mul(UNIT),
         }
     }
 }
@@ -496,25 +494,38 @@ impl<'a> Index<'a> {
 /// The counters are read before the file's length: growth writes pages before it announces
 /// them, so a process joining during growth sees a file at least as long as they claim.
 pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()> {
-    let w = |off| word(shm, off).load(Acquire);
-    let (units, count, blocks) = (w(H_IX_UNITS), w(H_IX_COUNT), w(H_IX_BLOCKS));
-    let (next, end, dead) = (w(H_IX_NODE_NEXT), w(H_IX_NODE_END), w(H_IX_DEAD));
-    let (tail, floor, reserved) = (w(H_IX_TAIL), w(H_IX_FLOOR), w(H_IX_RESERVED));
-    let pool_len = crate::region::file_len(fd)?.saturating_sub(geom.base_len);
-    let bad = if units > pool_len / UNIT {
-        format!(
-            "index claims {units} units but the file holds {}",
-            pool_len / UNIT
-        )
-    } else if blocks > units || count > blocks * BLOCK_ENTRIES || count > MAX_ENTRIES {
-        format!("index counts disagree: {count} entries, {blocks} blocks, {units} units")
-    } else if next > end || end > units * NODES_PER_UNIT + 1 || dead > count {
-        "index node allocator or dead count out of range".into()
-    } else if tail >= DEAD || floor > count || reserved < units {
-        "index tail or trim floor out of range".into()
-    } else {
-        return Ok(());
-    };
+    // A writer may be running: read each counter after those it is stored before (the node
+    // allocator's words, the count, the floor and dead count, the blocks, the units, the
+    // reservation, the file), so that a consistent-but-moving index never looks corrupt; and
+    // give a moving index another look before calling it corrupt.
+    let mut bad = String::new();
+    for _ in 0..3 {
+        let w = |off| word(shm, off).load(Acquire);
+        let (next, end) = (w(H_IX_NODE_NEXT), w(H_IX_NODE_END));
+        let count = w(H_IX_COUNT);
+        let (floor, dead, tail) = (w(H_IX_FLOOR), w(H_IX_DEAD), w(H_IX_TAIL));
+        let blocks = w(H_IX_BLOCKS);
+        let units = w(H_IX_UNITS);
+        let reserved = w(H_IX_RESERVED);
+        let pool_len = crate::region::file_len(fd)?.saturating_sub(geom.base_len);
+        bad = if units > pool_len / UNIT {
+            format!(
+                "index claims {units} units but the file holds {}",
+                pool_len / UNIT
+            )
+        } else if blocks > units
+            || count > blocks.saturating_mul(BLOCK_ENTRIES)
+            || count > MAX_ENTRIES
+        {
+            format!("index counts disagree: {count} entries, {blocks} blocks, {units} units")
+        } else if next > end || end > units.saturating_mul(NODES_PER_UNIT) + 1 || dead > count {
+            "index node allocator or dead count out of range".into()
+        } else if tail >= DEAD || floor > count || reserved < units {
+            "index tail or trim floor out of range".into()
+        } else {
+            return Ok(());
+        };
+    }
     Err(Error::Corrupt(bad))
 }
 

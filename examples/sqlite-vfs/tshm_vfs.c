@@ -125,6 +125,11 @@ static int shimShmMap(sqlite3_file *f, int iRegion, int szRegion, int bExtend, v
     ShimFile *p = (ShimFile *)f;
     int rc = attach(p);
     if (rc != SQLITE_OK) return rc;
+    tshm_info info;
+    if (tshm_info_get(p->h, &info) == TSHM_OK && info.readonly) {
+        /* a sidecar this user cannot write: SQLite falls back to its private wal-index */
+        return SQLITE_READONLY_CANTINIT;
+    }
     void *ptr = NULL;
     rc = tshm_region(p->h, (uint32_t)iRegion, (size_t)szRegion, bExtend, &ptr);
     if (rc == TSHM_READONLY) return SQLITE_READONLY_CANTINIT;
@@ -204,7 +209,9 @@ static int shimOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int fla
     p->guard_fd = -1;
     p->path = name;
     int rc = ORIGVFS->xOpen(ORIGVFS, name, ORIGFILE(f), flags, out);
-    p->base.pMethods = rc == SQLITE_OK ? &shim_io : NULL;
+    /* SQLite calls xClose whenever pMethods is set, even after a failed open: keep ours set
+     * exactly when the wrapped file needs closing */
+    p->base.pMethods = ORIGFILE(f)->pMethods != NULL ? &shim_io : NULL;
     return rc;
 }
 
