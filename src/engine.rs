@@ -276,3 +276,88 @@ pub fn release_all(node: &Node, id: &Ident, held: &mut [u8; ENGINE_LOCKS as usiz
 }
 
 const _: () = assert!(TSHM_ENGINE_LOCKS == ENGINE_LOCKS && TSHM_MAX_REGIONS == MAX_REGIONS);
+
+/// Exhaustive interleavings of the engine-lock protocol for one slot: two SHARED and one
+/// EXCLUSIVE requester, each performing the steps of [`lock`] in order (announce, then look;
+/// sequentially consistent memory, which the SeqCst fences give), in every interleaving. At the
+/// end, an EXCLUSIVE grant never coexists with a SHARED one.
+#[cfg(test)]
+mod interleavings {
+    #[derive(Clone, Default)]
+    struct S {
+        owner: u8,       // exclusive owner: 0 none, else actor + 1
+        bits: [bool; 3], // each actor's announced bit
+        granted: [Option<bool>; 3],
+    }
+
+    /// Actor `a`'s step `pc`; returns the next pc, or None when it has decided.
+    fn step(s: &mut S, a: usize, pc: u8, exclusive: bool) -> Option<u8> {
+        match (exclusive, pc) {
+            (false, 0) => {
+                s.bits[a] = true; // announce (store + fence)
+                Some(1)
+            }
+            (false, _) => {
+                let ok = s.owner == 0; // look at the owner word
+                if !ok {
+                    s.bits[a] = false; // give back
+                }
+                s.granted[a] = Some(ok);
+                None
+            }
+            (true, 0) => {
+                if s.owner == 0 {
+                    s.owner = a as u8 + 1; // CAS the owner word
+                    Some(1)
+                } else {
+                    s.granted[a] = Some(false);
+                    None
+                }
+            }
+            (true, 1) => {
+                s.bits[a] = true; // publish the mask (store + fence)
+                Some(2)
+            }
+            (true, _) => {
+                let others = (0..3).any(|b| b != a && s.bits[b]); // scan the instances
+                if others {
+                    s.owner = 0;
+                    s.bits[a] = false;
+                }
+                s.granted[a] = Some(!others);
+                None
+            }
+        }
+    }
+
+    fn explore(s: &S, pcs: [Option<u8>; 3], kinds: [bool; 3], outcomes: &mut u64) {
+        if pcs.iter().all(Option::is_none) {
+            let excl = (0..3).any(|a| kinds[a] && s.granted[a] == Some(true));
+            let shared = (0..3).any(|a| !kinds[a] && s.granted[a] == Some(true));
+            assert!(!(excl && shared), "EXCLUSIVE granted beside SHARED");
+            *outcomes += 1;
+            return;
+        }
+        for a in 0..3 {
+            if let Some(pc) = pcs[a] {
+                let mut s2 = s.clone();
+                let mut p2 = pcs;
+                p2[a] = step(&mut s2, a, pc, kinds[a]);
+                explore(&s2, p2, kinds, outcomes);
+            }
+        }
+    }
+
+    #[test]
+    fn exclusive_never_coexists_with_shared() {
+        let mut outcomes = 0;
+        for kinds in [
+            [false, false, true],
+            [false, true, true],
+            [true, true, true],
+        ] {
+            explore(&S::default(), [Some(0); 3], kinds, &mut outcomes);
+        }
+        assert!(outcomes > 300, "{outcomes} interleavings");
+    }
+}
