@@ -143,3 +143,29 @@ fn corrupt_missing_and_absent_sidecars_are_clear_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("no sidecar"), "{err}");
 }
+
+#[test]
+fn watch_refreshes_until_killed() {
+    use std::io::Read;
+    let p = db("watch.db");
+    let h = Coordinator::open(&p, &Options::default()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tshm"))
+        .args(["watch", "--interval", "50"])
+        .arg(&p)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    // two screens, each starting with the clear-screen sequence, then stop it
+    while seen.matches("\x1b[H\x1b[2J").count() < 2 {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "watch ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen.contains("1 handle(s) attached"), "{seen}");
+    h.close(|_| {}).unwrap();
+}
