@@ -46,10 +46,10 @@ pub fn region(node: &Node, idx: u32, size: u64, extend: bool) -> Result<Option<*
             "region {idx} out of range (a sidecar holds {MAX_REGIONS})"
         )));
     }
-    if size == 0 || size > crate::index::POOL_UNIT || size % 8 != 0 {
+    if size == 0 || size > POOL_UNIT || size % 8 != 0 {
         return Err(Error::Misuse(format!(
             "region size {size} must be a multiple of 8 in 8..={}",
-            crate::index::POOL_UNIT
+            POOL_UNIT
         )));
     }
     let fixed = m.shm.u32(H_REGION_SIZE);
@@ -85,7 +85,7 @@ pub fn region(node: &Node, idx: u32, size: u64, extend: bool) -> Result<Option<*
             Err(theirs) => theirs,
         };
     }
-    let off = (unit as u64 - 1) * crate::index::POOL_UNIT;
+    let off = (unit as u64 - 1) * POOL_UNIT;
     Ok(Some(m.pool.range(off, size, 8)?))
 }
 

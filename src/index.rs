@@ -38,10 +38,9 @@ use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::node::Mapped;
 use crate::region::{Pool, Shm};
-use std::sync::atomic::{fence, AtomicU64, Ordering::*};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 
-/// Bytes in one pool unit: an entry block or a group of node pages.
-const UNIT: u64 = 65536;
+const UNIT: u64 = POOL_UNIT;
 const NODES_PER_UNIT: u64 = UNIT / PAGE;
 const ENTRY_BYTES: u64 = 16;
 /// Entries per block.
@@ -123,17 +122,32 @@ impl<'a> Index<'a> {
         Ok(off)
     }
 
+    /// Pool offset of the node page table word `w` points to; an empty word is `None`, or,
+    /// with `create` (writer only), gets a fresh node page.
+    fn follow(&self, w: &AtomicU32, create: bool) -> Result<Option<u64>> {
+        let mut n = w.load(Acquire);
+        if n == 0 {
+            if !create {
+                return Ok(None);
+            }
+            n = self.alloc_node()?;
+            w.store(n, Release);
+        }
+        self.node_off(n).map(Some)
+    }
+
+    fn blk_top(&self, b: u64) -> &AtomicU32 {
+        self.shm.u32(self.geom.blk_top() + (b >> 10) as usize * 4)
+    }
+
     /// Pool offset of entry block `b`, if it has a unit.
     fn block_off(&self, b: u64) -> Result<Option<u64>> {
         if b >= IX_BLK_TOP * 1024 {
             return Ok(None);
         }
-        let top = self.shm.u32(self.geom.blk_top() + (b >> 10) as usize * 4);
-        let n = top.load(Acquire);
-        if n == 0 {
+        let Some(node) = self.follow(self.blk_top(b), false)? else {
             return Ok(None);
-        }
-        let node = self.node_off(n)?;
+        };
         let u = self.pool.u32(node + (b & 1023) * 4)?.load(Acquire) as u64;
         if u == 0 {
             return Ok(None);
@@ -172,31 +186,14 @@ impl<'a> Index<'a> {
         let top = self
             .shm
             .u32(self.geom.dir_top() + (page >> 19) as usize * 4);
-        let mut mid = top.load(Acquire);
-        if mid == 0 {
-            if !create {
-                return Ok(None);
-            }
-            mid = self.alloc_node()?;
-            top.store(mid, Release);
-        }
-        let mid_off = self.node_off(mid)?;
-        let leaf_word = self.pool.u32(mid_off + ((page >> 9) & 1023) as u64 * 4)?;
-        let mut leaf = leaf_word.load(Acquire);
-        if leaf == 0 {
-            if !create {
-                return Ok(None);
-            }
-            leaf = self.alloc_node()?;
-            leaf_word.store(leaf, Release);
-        }
-        let leaf_off = self.node_off(leaf)?;
-        Ok(Some(self.pool.u64(leaf_off + (page & 511) as u64 * 8)?))
-    }
-
-    /// Adds a zeroed unit to the pool: the pages are written first, then announced.
-    fn alloc_unit(&self) -> Result<u64> {
-        alloc_unit(self.shm, self.pool)
+        let Some(mid) = self.follow(top, create)? else {
+            return Ok(None);
+        };
+        let leaf_word = self.pool.u32(mid + ((page >> 9) & 1023) as u64 * 4)?;
+        let Some(leaf) = self.follow(leaf_word, create)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.pool.u64(leaf + (page & 511) as u64 * 8)?))
     }
 
     /// Takes a zeroed node page (1-based pool page number).
@@ -205,7 +202,7 @@ impl<'a> Index<'a> {
         let end = word(self.shm, H_IX_NODE_END);
         let mut n = next.load(Relaxed);
         if n == 0 || n >= end.load(Relaxed) {
-            let u = self.alloc_unit()?;
+            let u = alloc_unit(self.shm, self.pool)?;
             n = u * NODES_PER_UNIT + 1;
             end.store(n + NODES_PER_UNIT, Release);
         }
@@ -219,14 +216,8 @@ impl<'a> Index<'a> {
         if let Some(off) = self.block_off(b)? {
             return Ok(off);
         }
-        let top = self.shm.u32(self.geom.blk_top() + (b >> 10) as usize * 4);
-        let mut n = top.load(Acquire);
-        if n == 0 {
-            n = self.alloc_node()?;
-            top.store(n, Release);
-        }
-        let node = self.node_off(n)?;
-        let u = self.alloc_unit()?;
+        let node = self.follow(self.blk_top(b), true)?.expect("created above");
+        let u = alloc_unit(self.shm, self.pool)?;
         self.pool
             .u32(node + (b & 1023) * 4)?
             .store(u as u32 + 1, Release);
@@ -365,20 +356,14 @@ impl<'a> Index<'a> {
             return Ok(());
         }
         for t in 0..IX_DIR_TOP {
-            let mid = self
-                .shm
-                .u32(self.geom.dir_top() + t as usize * 4)
-                .load(Acquire);
-            if mid == 0 {
+            let top = self.shm.u32(self.geom.dir_top() + t as usize * 4);
+            let Some(mid_off) = self.follow(top, false)? else {
                 continue;
-            }
-            let mid_off = self.node_off(mid)?;
+            };
             for m in 0..1024u64 {
-                let leaf = self.pool.u32(mid_off + m * 4)?.load(Acquire);
-                if leaf == 0 {
+                let Some(leaf_off) = self.follow(self.pool.u32(mid_off + m * 4)?, false)? else {
                     continue;
-                }
-                let leaf_off = self.node_off(leaf)?;
+                };
                 for l in 0..512u64 {
                     let d = self.pool.u64(leaf_off + l * 8)?.load(Acquire);
                     let page = (t << 19 | m << 9 | l) as u32;
@@ -528,9 +513,6 @@ pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()
     }
     Err(Error::Corrupt(bad))
 }
-
-/// Bytes in one pool unit.
-pub(crate) const POOL_UNIT: u64 = UNIT;
 
 /// Adds a zeroed unit to the pool and returns its number. Lock-free, for the index writer and
 /// for engine regions alike: a unit number is reserved by `fetch_add`, its pages are written,

@@ -168,10 +168,7 @@ pub fn observe(db: &Path) -> Result<Report> {
 pub fn check(db: &Path) -> Result<Report> {
     let node = attach(db)?;
     let m = node.mapped()?;
-    let mut pages = 0u64;
-    Index::new(m).for_each((1 << 63) - 1, |_, _| {
-        pages += 1;
-        true
-    })?;
+    // walking every chain checks every pointer it meets
+    Index::new(m).for_each((1 << 63) - 1, |_, _| true)?;
     observe(db)
 }

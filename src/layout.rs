@@ -118,6 +118,8 @@ pub(crate) const H_REGION_SIZE: usize = 624;
 pub(crate) const H_INSTANCE_HWM: usize = 632;
 pub(crate) const H_REGIONS: usize = 1024;
 pub(crate) const H_ENGINE_OWNERS: usize = 3072;
+/// Bytes in one index-pool unit (an entry block, 16 node pages, or an engine region).
+pub(crate) const POOL_UNIT: u64 = 65536;
 /// Engine regions a sidecar can hold.
 pub(crate) const MAX_REGIONS: u32 = 512;
 /// Engine lock slots.

@@ -134,13 +134,12 @@ impl Pool {
     /// A pointer to `len` bytes at pool offset `off` (aligned to `align`), which must lie in one
     /// 64 KiB unit. Valid for as long as the pool lives.
     pub fn range(&self, off: u64, len: u64, align: u64) -> Result<*mut u8> {
-        let size = len;
-        if off % align != 0 || len == 0 || off / 65536 != (off + len - 1) / 65536 {
+        let end = off
+            .checked_add(len)
+            .ok_or_else(|| Error::Corrupt(format!("index offset {off} overflows")))?;
+        if off % align != 0 || len == 0 || off / POOL_UNIT != (end - 1) / POOL_UNIT {
             return Err(Error::Corrupt(format!("misaligned index offset {off}")));
         }
-        let end = off
-            .checked_add(size)
-            .ok_or_else(|| Error::Corrupt(format!("index offset {off} overflows")))?;
         if end > self.known.load(Relaxed) {
             let have = file_len(self.fd)?.saturating_sub(self.base);
             self.known.fetch_max(have, Relaxed);
