@@ -152,6 +152,17 @@ static void close_handle(tshm *h) {
     if (h != NULL) CHECK_RC(tshm_close(h, NULL), TSHM_OK);
 }
 
+/* Two handles on db (CAS readers); on failure, a recorded check failure and nothing open. */
+static int open_two(const char *db, tshm **a, tshm **b) {
+    *a = open_with(db, 0, 0, TSHM_READERS_CAS);
+    *b = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(*a != NULL && *b != NULL);
+    if (*a != NULL && *b != NULL) return 1;
+    close_handle(*a);
+    close_handle(*b);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* 1. Signatures                                                                                */
 /* ------------------------------------------------------------------------------------------ */
@@ -465,14 +476,8 @@ static void test_options(void) {
 
 static void test_info(void) {
     const char *db = test_db("info.db");
-    tshm *a = open_with(db, 0, 0, TSHM_READERS_CAS);
-    tshm *b = open_with(db, 0, 0, TSHM_READERS_CAS);
-    CHECK(a != NULL && b != NULL);
-    if (a == NULL || b == NULL) {
-        close_handle(a);
-        close_handle(b);
-        return;
-    }
+    tshm *a, *b;
+    if (!open_two(db, &a, &b)) return;
     tshm_info ia = info_of(a), ib = info_of(b);
 
     /* The first handle found the sidecar unattached and initialized it. */
@@ -570,14 +575,8 @@ static void check_role(tshm *a, tshm *b, const char *name, uint32_t role, int (*
 
 static void test_roles(void) {
     const char *db = test_db("roles.db");
-    tshm *a = open_with(db, 0, 0, TSHM_READERS_CAS);
-    tshm *b = open_with(db, 0, 0, TSHM_READERS_CAS);
-    CHECK(a != NULL && b != NULL);
-    if (a == NULL || b == NULL) {
-        close_handle(a);
-        close_handle(b);
-        return;
-    }
+    tshm *a, *b;
+    if (!open_two(db, &a, &b)) return;
     check_role(a, b, "writer", TSHM_ROLE_WRITER, tshm_writer_acquire, tshm_writer_release);
     check_role(a, b, "checkpointer", TSHM_ROLE_CHECKPOINTER, tshm_checkpointer_acquire,
                tshm_checkpointer_release);
@@ -614,14 +613,8 @@ static void test_roles(void) {
 
 static void test_publish(void) {
     const char *db = test_db("publish.db");
-    tshm *a = open_with(db, 0, 0, TSHM_READERS_CAS);
-    tshm *b = open_with(db, 0, 0, TSHM_READERS_CAS);
-    CHECK(a != NULL && b != NULL);
-    if (a == NULL || b == NULL) {
-        close_handle(a);
-        close_handle(b);
-        return;
-    }
+    tshm *a, *b;
+    if (!open_two(db, &a, &b)) return;
 
     /* A fresh sidecar: empty WAL. */
     const tshm_snapshot s0 = current(a);

@@ -91,15 +91,12 @@ static int kill_at_stop_point(struct proc *p) {
     return ok;
 }
 
-static int run(const char *prog, const char *a1, const char *a2, int quiet) {
+/* Runs argv[0] with argv; returns its exit status. */
+static int run(char *const argv[]) {
     pid_t pid = fork();
     if (pid == 0) {
-        if (quiet) {
-            int fd = open("/dev/null", O_WRONLY);
-            dup2(fd, 1);
-        }
-        execl(prog, prog, a1, a2, (char *)NULL);
-        perror(prog);
+        execv(argv[0], argv);
+        perror(argv[0]);
         _exit(127);
     }
     int st;
@@ -121,17 +118,6 @@ static struct bank_slot totals(struct bank_slot *slots) {
         t.restarts += __atomic_load_n(&slots[i].restarts, __ATOMIC_RELAXED);
     }
     return t;
-}
-
-static uint32_t readers_pinned(tshm *h) {
-    tshm_info info;
-    uint32_t n = 0;
-    if (tshm_info_get(h, &info) != TSHM_OK) return 0;
-    for (uint32_t i = 0; i < info.reader_slots; i++) {
-        tshm_owner_info ow;
-        if (tshm_owner(h, TSHM_ROLE_READER0 + i, &ow) == TSHM_OK && ow.alive) n++;
-    }
-    return n;
 }
 
 int demo_main(int argc, char **argv) {
@@ -216,7 +202,7 @@ int demo_main(int argc, char **argv) {
             printf("%s  %5.1fs  commits/s %6.0f  reads/s %6.0f  waits %6" PRIu64 "  checkpoints %5" PRIu64
                    "  restarts %4" PRIu64 "  WAL frames %6" PRIu64 "  readers pinned %u%s",
                    tty ? "\r" : "", t - start, (cur.commits - prev.commits) / dt, (cur.reads - prev.reads) / dt,
-                   cur.waits, cur.ckpts, cur.restarts, s.max_frame + 1 - s.engine[0], readers_pinned(h),
+                   cur.waits, cur.ckpts, cur.restarts, s.max_frame + 1 - s.engine[0], kv_readers_pinned(mine),
                    tty ? "  " : "\n");
             last_print = t;
         }
@@ -245,17 +231,9 @@ int demo_main(int argc, char **argv) {
     for (int i = 0; i < WRITERS; i++) logs[i] = procs[i].log;
     struct bank_verdict v;
     int bad = bank_verify(db, WRITERS, logs, &v);
-    int clean = run(tshm_bin, "check", db, 0) == 0;
-    snprintf(path, sizeof path, "%s-tshm", db);
-    /* `tshm check --idle`: no process attached, no role or slot held, the index empty */
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(tshm_bin, tshm_bin, "check", "--idle", db, (char *)NULL);
-        _exit(127);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    clean = clean && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    /* `tshm check --idle`: sound, no process attached, no role or slot held, nothing pending */
+    char *check[] = {tshm_bin, "check", "--idle", db, NULL};
+    int clean = run(check) == 0;
 
     printf("\n  %-34s %s\n", "check", "result");
     printf("  %-34s %" PRIu64 " snapshots, %" PRIu64 " wrong\n", "readers saw the constant total", tot.reads, tot.bad);
@@ -275,7 +253,8 @@ int demo_main(int argc, char **argv) {
                     : !children_ok ? "a process failed" : !kill_ok ? "a victim never reached its stop point"
                     : tot.reads == 0 || tot.commits == 0 ? "no progress" : NULL;
     printf("\n");
-    run(tshm_bin, "inspect", db, 0);
+    char *inspect[] = {tshm_bin, "inspect", db, NULL};
+    run(inspect);
     if (why != NULL) {
         printf("\nFAIL: %s\n", why);
         return 1;

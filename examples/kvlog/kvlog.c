@@ -828,12 +828,18 @@ int kv_stats_get(kvlog *db, kv_stats *out) {
     out->page_size = db->page_size;
     out->buckets = db->buckets;
     out->db_pages = db->snap.db_size;
-    tshm_info info;
-    tshm_info_get(db->h, &info);
-    for (uint32_t i = 0; i < info.reader_slots; i++) {
-        tshm_owner_info ow;
-        if (tshm_owner(db->h, TSHM_ROLE_READER0 + i, &ow) == TSHM_OK && ow.alive) out->readers_pinned++;
-    }
+    out->readers_pinned = kv_readers_pinned(db);
     if (own) kv_end_read(db);
     return rc;
+}
+
+uint32_t kv_readers_pinned(kvlog *db) {
+    tshm_info info;
+    uint32_t n = 0;
+    if (tshm_info_get(db->h, &info) != TSHM_OK) return 0;
+    for (uint32_t i = 0; i < info.reader_slots; i++) {
+        tshm_owner_info ow;
+        if (tshm_owner(db->h, TSHM_ROLE_READER0 + i, &ow) == TSHM_OK && ow.alive) n++;
+    }
+    return n;
 }

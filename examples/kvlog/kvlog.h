@@ -83,6 +83,8 @@ int kv_checkpoint(kvlog *db, uint32_t timeout_ms, int restart, kv_ckpt *out);
 /* Integrity: every bucket page parses, every key lives in its bucket. why gets the reason. */
 int kv_check(kvlog *db, char *why, size_t n);
 int kv_stats_get(kvlog *db, kv_stats *out);
+/* Reader slots held by live readers (any process). */
+uint32_t kv_readers_pinned(kvlog *db);
 tshm *kv_tshm(kvlog *db);
 
 #endif

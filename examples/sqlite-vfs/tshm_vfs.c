@@ -47,6 +47,7 @@ SQLITE_EXTENSION_INIT1
 typedef struct ShimFile {
     sqlite3_file base;
     tshm *h;         /* this connection's libtshm handle, opened at the first xShmMap */
+    int readonly;    /* the handle could not open the sidecar for writing */
     int guard_fd;    /* <db>-shm, holding the read locks of the stock-SQLite guard */
     const char *path; /* SQLite keeps the name valid until xClose */
 } ShimFile;
@@ -104,7 +105,11 @@ static int attach(ShimFile *p) {
     int rc = guard_take(p);
     if (rc != SQLITE_OK) return rc;
     rc = tshm_open(p->path, NULL, &p->h);
-    if (rc == TSHM_OK) return SQLITE_OK;
+    if (rc == TSHM_OK) {
+        tshm_info info;
+        p->readonly = tshm_info_get(p->h, &info) == TSHM_OK && info.readonly;
+        return SQLITE_OK;
+    }
     close(p->guard_fd);
     p->guard_fd = -1;
     p->h = NULL;
@@ -125,11 +130,8 @@ static int shimShmMap(sqlite3_file *f, int iRegion, int szRegion, int bExtend, v
     ShimFile *p = (ShimFile *)f;
     int rc = attach(p);
     if (rc != SQLITE_OK) return rc;
-    tshm_info info;
-    if (tshm_info_get(p->h, &info) == TSHM_OK && info.readonly) {
-        /* a sidecar this user cannot write: SQLite falls back to its private wal-index */
-        return SQLITE_READONLY_CANTINIT;
-    }
+    /* a sidecar this user cannot write: SQLite falls back to its private wal-index */
+    if (p->readonly) return SQLITE_READONLY_CANTINIT;
     void *ptr = NULL;
     rc = tshm_region(p->h, (uint32_t)iRegion, (size_t)szRegion, bExtend, &ptr);
     if (rc == TSHM_READONLY) return SQLITE_READONLY_CANTINIT;
