@@ -119,11 +119,6 @@ fn mask(held: &[u8; ENGINE_LOCKS as usize]) -> u64 {
         })
 }
 
-/// Whether instance `i`, found holding a conflicting bit, is alive (a probe, only on conflict).
-fn live(node: &Node, i: u32) -> Result<bool> {
-    slots::instance_alive(node, i)
-}
-
 /// Takes or releases slots `slot..slot+n` for the handle `id` (whose held modes are `held`).
 /// Taking returns `Ok(false)` when another handle holds a conflicting lock; nothing is taken
 /// then.
@@ -254,7 +249,7 @@ pub fn lock(
         .load(Acquire)
         .min(m.geom.instances);
     for i in (0..hwm).filter(|i| *i != id.instance) {
-        if mask_of(m, i).load(SeqCst) & bits != 0 && live(node, i)? {
+        if mask_of(m, i).load(SeqCst) & bits != 0 && slots::instance_alive(node, i)? {
             give_back(held, true);
             return Ok(false);
         }
