@@ -178,11 +178,11 @@ static void killed_mid_publish(const char *db) {
 
     pid_t kid = fork();
     if (kid == 0) {
+        setenv("TSHM_TEST_CRASH_AT", "publish", 1); /* test points are armed before the first call */
         tshm *c = open_with(db, 0, 0, 0);
         tshm_snapshot t;
         memset(&t, 0xff, sizeof t);
         if (tshm_writer_acquire(c, 0) != TSHM_OK) _exit(10);
-        setenv("TSHM_TEST_CRASH_AT", "publish", 1);
         tshm_publish(c, &t, TSHM_SNAP_ALL); /* dies halfway through the new copy */
         _exit(11);
     }

@@ -138,6 +138,36 @@ pub struct Coordinator {
     closing: std::sync::atomic::AtomicBool,
 }
 
+thread_local! {
+    /// The node whose last-close hook this thread is running, if any.
+    static LAST_CLOSE_HOOK: std::cell::Cell<Option<(u64, u64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Refuses database paths that cannot name a database file: empty, ending in a slash or in
+/// `.`/`..`, or naming a directory. Nothing is created for them.
+fn check_db_path(db_path: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = db_path.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(Error::Misuse("the database path is empty".into()));
+    }
+    let last = bytes.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    if last.is_empty() || last == b"." || last == b".." {
+        return Err(Error::Misuse(format!(
+            "{} names a directory, not a database file",
+            db_path.display()
+        )));
+    }
+    if std::fs::metadata(db_path).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::CantOpen {
+            what: format!("{} is a directory, not a database file", db_path.display()),
+            source: std::io::Error::from_raw_os_error(libc::EISDIR),
+        });
+    }
+    Ok(())
+}
+
 fn next_hid() -> HandleId {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Relaxed)
@@ -156,6 +186,7 @@ fn map_and_validate(node: &Node, writable: bool) -> std::result::Result<region::
 impl Coordinator {
     /// Opens (creating when needed) the sidecar `<db_path>-tshm` and attaches this handle.
     pub fn open(db_path: &Path, opts: &Options) -> Result<Coordinator> {
+        check_db_path(db_path)?;
         if opts.readonly && opts.exclusive {
             return Err(Error::Misuse(
                 "a read-only handle cannot hold the sidecar exclusively".into(),
@@ -177,6 +208,13 @@ impl Coordinator {
                 "reader_slots {readers} outside {MIN_READERS}..={MAX_READERS}"
             )));
         }
+        if opts.index_limit > crate::index::MAX_ENTRIES {
+            return Err(Error::Misuse(format!(
+                "index_limit {} is above the most entries the index can hold ({})",
+                opts.index_limit,
+                crate::index::MAX_ENTRIES
+            )));
+        }
         if !opts.allow_netfs {
             let dir = match db_path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
@@ -186,6 +224,13 @@ impl Coordinator {
         }
         let forced = opts.posix_locks.then_some(Backend::Posix);
         let node = Node::get(db_path, opts.readonly, !opts.readonly, forced)?;
+        if LAST_CLOSE_HOOK.with(|k| k.get()) == Some(node.key) {
+            return Err(Error::Misuse(
+                "the database cannot be opened from its own last-close hook: the closing handle \
+                 still holds it exclusively (use that handle inside the hook)"
+                    .into(),
+            ));
+        }
         let hid = next_hid();
         let readonly = opts.readonly || !node.writable;
         if readonly && opts.exclusive {
@@ -193,19 +238,36 @@ impl Coordinator {
                 "the sidecar is read-only; EXCLUSIVE mode needs to write it".into(),
             ));
         }
-        let (ident, initialized) = {
+        let (r, unlocked) = {
             let _serial = node.open_close.lock().unwrap_or_else(|e| e.into_inner());
-            let init_kind = if node.writable {
-                Kind::Exclusive
-            } else {
-                Kind::Shared
-            };
-            node.lock_wait(hid, LOCK_INIT, init_kind)?;
+            // Only the process's first handle runs the open protocol and needs the init byte;
+            // a later one joins under `open_close` alone, so a process stopped in the middle of
+            // its own open never holds up this process's other handles.
+            let first = node
+                .attached
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .handles
+                == 0;
+            if first {
+                let init_kind = if node.writable {
+                    Kind::Exclusive
+                } else {
+                    Kind::Shared
+                };
+                node.lock_wait(hid, LOCK_INIT, init_kind)?;
+                crate::testpoint::hit("open_holding_init");
+            }
             let r = Self::attach(&node, hid, opts, readers, readonly);
-            node.unlock(hid, LOCK_INIT)?;
-            r?
+            let unlocked = if first {
+                node.unlock(hid, LOCK_INIT).map(|_| ())
+            } else {
+                Ok(())
+            };
+            (r, unlocked)
         };
-        Ok(Coordinator {
+        let (ident, initialized) = r?;
+        let c = Coordinator {
             node,
             hid,
             ident,
@@ -217,7 +279,9 @@ impl Coordinator {
             engine_locks: Mutex::new([0; ENGINE_LOCKS as usize]),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        // Attached but unable to let go of the init byte: detach again rather than leak.
+        unlocked.map(|_| c)
     }
 
     /// The open protocol proper, run under the init byte.
@@ -242,7 +306,7 @@ impl Coordinator {
             let r = if alone {
                 Self::first_open(node, opts, readers).map(|_| initialized = true)
             } else {
-                Self::join(node, opts, readonly)
+                Self::join(node, opts)
             };
             if let Err(e) = r {
                 node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
@@ -316,9 +380,11 @@ impl Coordinator {
     }
 
     /// Others are attached: join them, or report the mode conflict.
-    fn join(node: &Node, opts: &Options, readonly: bool) -> Result<()> {
+    /// The mapping is the node's, shared by every handle of the process: its protection follows
+    /// the node's descriptor, never the mode of the handle that happens to open first.
+    fn join(node: &Node, opts: &Options) -> Result<()> {
         let shared = !opts.exclusive && node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)?;
-        let shm = map_and_validate(node, !readonly)?;
+        let shm = map_and_validate(node, node.writable)?;
         let geom = region::read_header(&shm);
         if !shared {
             let msg = Self::conflict_message(node, &shm, geom.as_ref().ok(), opts.exclusive);
@@ -512,6 +578,7 @@ impl Coordinator {
     /// mutator); the held-roles lock keeps the handle's other threads out meanwhile.
     fn with_writer_index<T>(&self, what: &str, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
         self.check()?;
+        self.ident()?;
         let h = self.held();
         if !h.writer {
             return Err(Error::Misuse(format!("{what} needs the writer role")));
@@ -570,9 +637,17 @@ impl Coordinator {
 
     /// Engine region `idx` of `size` bytes; `None` if it does not exist and `extend` is false.
     /// The pointer stays valid until this process's last handle on the sidecar closes.
+    /// A read-only handle only finds regions that exist (`TSHM_READONLY` where it would have to
+    /// create one); it must not write through the pointer.
     pub fn region(&self, idx: u32, size: u64, extend: bool) -> Result<Option<*mut u8>> {
         self.check()?;
-        crate::engine::region(&self.node, idx, size, extend)
+        let readonly = self.ident.is_none();
+        match crate::engine::region(&self.node, idx, size, extend && !readonly)? {
+            None if extend && readonly => Err(Error::ReadOnly(format!(
+                "engine region {idx} does not exist and a read-only handle cannot create it"
+            ))),
+            r => Ok(r),
+        }
     }
 
     /// Takes or releases engine lock slots `slot..slot+n` (`TSHM_LOCK_*` flags); never waits.
@@ -681,6 +756,8 @@ impl Coordinator {
         if self.fork_gen != fork_gen() {
             return Ok(false); // inherited: the parent's locks and records are not ours to touch
         }
+        // Every step runs whatever failed before it: a failure is reported (the first one), but
+        // the handle still lets go of everything and the node's count goes down.
         let node = self.node.clone();
         let _serial = node.open_close.lock().unwrap_or_else(|e| e.into_inner());
         let mut result = self.release_everything();
@@ -692,19 +769,27 @@ impl Coordinator {
             == 1;
         let mut was_last = false;
         if last_here && self.ident.is_some() {
-            node.lock_wait(self.hid, LOCK_INIT, Kind::Exclusive)?;
-            if node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive)? {
-                was_last = true;
-                self.closed.store(false, Release);
-                on_last(self);
-                self.closed.store(true, Release);
-                result = result.and(self.release_everything());
-                // Alone: records of processes that died attached are stale; leave none behind.
-                result = result.and(slots::reset_all(&node));
-                if let Ok(m) = node.mapped() {
-                    m.shm.u64(H_EXCL_ID).store(0, Relaxed);
-                    m.shm.u32(H_MODE).store(0, Release);
+            let alone = node
+                .lock_wait(self.hid, LOCK_INIT, Kind::Exclusive)
+                .and_then(|_| node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive));
+            match alone {
+                Ok(true) => {
+                    was_last = true;
+                    self.closed.store(false, Release);
+                    LAST_CLOSE_HOOK.with(|k| k.set(Some(node.key)));
+                    on_last(self);
+                    LAST_CLOSE_HOOK.with(|k| k.set(None));
+                    self.closed.store(true, Release);
+                    result = result.and(self.release_everything());
+                    // Alone: records of processes that died attached are stale; leave none.
+                    result = result.and(slots::reset_all(&node));
+                    if let Ok(m) = node.mapped() {
+                        m.shm.u64(H_EXCL_ID).store(0, Relaxed);
+                        m.shm.u32(H_MODE).store(0, Release);
+                    }
                 }
+                Ok(false) => {}
+                Err(e) => result = result.and(Err(e)),
             }
         }
         if let Some(id) = &self.ident {

@@ -35,6 +35,14 @@ pub enum Error {
     /// A table in the sidecar is full.
     #[error("full: {0}")]
     Full(String),
+    /// The sidecar (or the database path) could not be opened or created; `source` is the
+    /// operating system's reason, reported by `tshm_errno()`.
+    #[error("cannot open: {what}: {source}")]
+    CantOpen {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     /// An operating-system call failed.
     #[error("I/O error: {what}: {source}")]
     Io {
@@ -51,7 +59,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Success.
 pub const TSHM_OK: i32 = 0;
-/// Generic error.
+/// Reserved: no function of this version returns it.
 pub const TSHM_ERROR: i32 = 1;
 /// A bug in libtshm, e.g. a panic caught at the C boundary. The handle should be closed.
 pub const TSHM_INTERNAL: i32 = 2;
@@ -72,13 +80,15 @@ pub const TSHM_CORRUPT: i32 = 11;
 pub const TSHM_NOTFOUND: i32 = 12;
 /// A fixed-size table in the sidecar is full.
 pub const TSHM_FULL: i32 = 13;
-/// The sidecar could not be opened or created.
+/// The sidecar could not be opened or created (e.g. its directory is not writable, or the
+/// database path names a directory); `tshm_errno()` has the reason.
 pub const TSHM_CANTOPEN: i32 = 14;
-/// A locking protocol was violated by another party.
+/// Reserved: no function of this version returns it.
 pub const TSHM_PROTOCOL: i32 = 15;
 /// API misuse: NULL argument, closed handle, releasing what is not held, wrong role.
 pub const TSHM_MISUSE: i32 = 21;
-/// An argument is out of range.
+/// Reserved: no function of this version returns it (an argument out of range is
+/// `TSHM_MISUSE`).
 pub const TSHM_RANGE: i32 = 25;
 /// Not supported here (e.g. the sidecar is on a network filesystem).
 pub const TSHM_NOTSUPPORTED: i32 = 40;
@@ -103,6 +113,7 @@ impl Error {
                 Some(libc::EROFS) => TSHM_READONLY,
                 _ => TSHM_IOERR,
             },
+            Error::CantOpen { .. } => TSHM_CANTOPEN,
             Error::Internal(_) => TSHM_INTERNAL,
         }
     }
@@ -110,7 +121,9 @@ impl Error {
     /// The OS errno behind this error, or 0.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::Io { source, .. } => source.raw_os_error().unwrap_or(0),
+            Error::Io { source, .. } | Error::CantOpen { source, .. } => {
+                source.raw_os_error().unwrap_or(0)
+            }
             _ => 0,
         }
     }

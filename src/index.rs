@@ -48,7 +48,7 @@ pub const BLOCK_ENTRIES: u64 = UNIT / ENTRY_BYTES;
 /// Set in the frame word of an entry dropped by a rollback.
 const DEAD: u64 = 1 << 63;
 /// Slots per generation (slot + 1 must fit the 32-bit `prev` and directory fields).
-const MAX_ENTRIES: u64 = u32::MAX as u64 - 1;
+pub const MAX_ENTRIES: u64 = u32::MAX as u64 - 1;
 /// A lookup that sees the generation move this many times in a row gives up with BUSY.
 const RETRIES: u32 = 16;
 

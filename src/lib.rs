@@ -4,6 +4,7 @@
 //! lock slots, owner records, a latched snapshot header and a shared frame index.
 //! The layers, lowest first — each module's doc says what it owns and which invariant it keeps:
 //!
+//! * [`testpoint`] — named points where a test kills or pauses the process;
 //! * [`lock`] — kernel byte-range locks (OFD, POSIX fallback); the only `fcntl` caller;
 //! * [`layout`] — the byte map of the sidecar;
 //! * [`region`] — the sidecar file and its mapping, typed atomic views;
@@ -28,6 +29,7 @@ pub mod node;
 pub mod region;
 pub mod slots;
 pub mod snapshot;
+pub mod testpoint;
 
 pub use coordinator::{tshm_info, Coordinator, Options, ReadTxn, RoleGuard};
 pub use error::{Error, Result};

@@ -15,10 +15,15 @@
 //!   the drop or by a post-fork purge).
 //! * `shared` — set once by the first successful open protocol (`OnceLock`), immutable after.
 //! * `table` — `Mutex`; held across the kernel call that changes the process's lock on a byte, so
-//!   the kernel state always equals "some handle in the table holds it".
+//!   the kernel state always equals "some handle in the table holds it". The one exception is the
+//!   blocking wait for the init byte ([`Node::lock_wait`]), made without it.
 //! * `open_close` — `Mutex`; serializes this process's open/close protocols on the node (the
 //!   kernel init byte serializes them across processes).
 //! * `attached` — `Mutex`; how many handles use the node, and in which mode.
+//! * the registry — `Mutex`; one entry per inode. A node's drop removes its entry and closes its
+//!   descriptor under it, and [`Node::get`] waits for such a drop to finish before it opens the
+//!   inode again: a descriptor is never closed while another node of the process holds locks
+//!   through a descriptor on the same inode.
 
 use crate::error::{Error, Result};
 use crate::layout::Geometry;
@@ -100,6 +105,7 @@ static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn after_fork_in_child() {
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
+    crate::testpoint::forget_after_fork();
 }
 
 pub fn fork_gen() -> u64 {
@@ -114,20 +120,43 @@ fn install_fork_hook() {
     });
 }
 
-type Registry = HashMap<(u64, u64), Weak<Node>>;
+/// A registry entry: the node, and the fork generation it was created under. An entry whose
+/// node can no longer be upgraded belongs to a node being dropped right now: its drop removes the
+/// entry and closes the descriptor in one step under the registry lock, and until then nobody
+/// may open a second descriptor on that inode (closing the old one would drop the new one's
+/// POSIX locks).
+struct Entry {
+    node: Weak<Node>,
+    fork_gen: u64,
+}
+
+type Registry = HashMap<(u64, u64), Entry>;
 
 static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
 
+/// The registry. Never drop an `Arc<Node>` while holding it: the drop takes it too.
 fn registry() -> MutexGuard<'static, Registry> {
     REG.get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .unwrap_or_else(|e| e.into_inner())
 }
 
-fn try_registry() -> Option<MutexGuard<'static, Registry>> {
-    REG.get_or_init(|| Mutex::new(HashMap::new()))
-        .try_lock()
-        .ok()
+/// What the registry knows of an inode.
+enum Found {
+    Live(Arc<Node>),
+    /// Its node is being dropped by another thread of this process.
+    Dying,
+    Absent,
+}
+
+fn lookup(reg: &Registry, key: &(u64, u64)) -> Found {
+    match reg.get(key) {
+        None => Found::Absent,
+        Some(e) => match e.node.upgrade() {
+            Some(n) => Found::Live(n),
+            None => Found::Dying,
+        },
+    }
 }
 
 impl Node {
@@ -140,31 +169,69 @@ impl Node {
         forced: Option<Backend>,
     ) -> Result<Arc<Node>> {
         install_fork_hook();
-        let mut reg = registry();
-        let now = fork_gen();
-        // Nodes inherited across fork() belong to the parent: close their descriptors before
-        // this process takes any lock of its own (a POSIX close would drop those).
-        reg.retain(|_, w| match w.upgrade() {
-            Some(n) if n.fork_gen != now => {
-                n.purge();
-                false
-            }
-            Some(_) => true,
-            None => false,
-        });
         let path = crate::region::sidecar_path(db_path);
-        if let Ok(meta) = std::fs::metadata(&path) {
-            use std::os::unix::fs::MetadataExt;
-            if let Some(n) = reg.get(&(meta.dev(), meta.ino())).and_then(Weak::upgrade) {
-                if !readonly && !n.writable {
-                    return Err(Error::ReadOnly(format!(
-                        "{} is already open read-only in this process",
-                        path.display()
-                    )));
+        let mut waited = false;
+        loop {
+            let mut reg = registry();
+            let now = fork_gen();
+            // Nodes inherited across fork() belong to the parent: close their descriptors before
+            // this process takes any lock of its own (a POSIX close would drop those). Entries of
+            // the parent's dying nodes have no drop to finish them here.
+            let mut inherited = Vec::new();
+            reg.retain(|_, e| {
+                if e.fork_gen == now {
+                    return true;
                 }
-                return Ok(n);
+                if let Some(n) = e.node.upgrade() {
+                    n.purge();
+                    inherited.push(n);
+                }
+                false
+            });
+            let found = match std::fs::metadata(&path) {
+                Ok(meta) => {
+                    use std::os::unix::fs::MetadataExt;
+                    lookup(&reg, &(meta.dev(), meta.ino()))
+                }
+                Err(_) => Found::Absent,
+            };
+            let step = match found {
+                Found::Live(n) => Ok(Some(n)),
+                Found::Dying => Ok(None),
+                Found::Absent => Self::create(&mut reg, db_path, readonly, create, forced, now),
+            };
+            drop(reg);
+            drop(inherited);
+            match step? {
+                Some(n) if !readonly && !n.writable => {
+                    return Err(Error::ReadOnly(format!(
+                        "{} is open in this process through a read-only descriptor (the \
+                         sidecar was not writable when it was first opened here)",
+                        path.display()
+                    )))
+                }
+                Some(n) => return Ok(n),
+                None => {
+                    if !waited {
+                        crate::testpoint::note("node_get_waits");
+                        waited = true;
+                    }
+                    std::thread::yield_now();
+                }
             }
         }
+    }
+
+    /// Opens the sidecar and registers a new node for it. `Ok(None)`: the file turned out to be
+    /// an inode whose node is being dropped; the caller retries once that drop is done.
+    fn create(
+        reg: &mut Registry,
+        db_path: &std::path::Path,
+        readonly: bool,
+        create: bool,
+        forced: Option<Backend>,
+        now: u64,
+    ) -> Result<Option<Arc<Node>>> {
         let opened = crate::region::open_sidecar(db_path, readonly, create)?;
         let key = match crate::region::file_key(opened.fd) {
             Ok(k) => k,
@@ -173,11 +240,17 @@ impl Node {
                 return Err(e);
             }
         };
-        if let Some(n) = reg.get(&key).and_then(Weak::upgrade) {
+        match lookup(reg, &key) {
             // The path was replaced between stat and open and now names a file a node already
             // holds. Closing the new descriptor would drop that node's POSIX locks, so it is
             // left open (rare: one descriptor per such race).
-            return Ok(n);
+            Found::Live(n) => return Ok(Some(n)),
+            // A dying node holds no lock any more: closing this descriptor drops nothing.
+            Found::Dying => {
+                unsafe { libc::close(opened.fd) };
+                return Ok(None);
+            }
+            Found::Absent => {}
         }
         let backend = lock::choose(opened.fd, forced);
         let node = Arc::new(Node {
@@ -191,8 +264,14 @@ impl Node {
             open_close: Mutex::new(()),
             attached: Mutex::new(Attached::default()),
         });
-        reg.insert(key, Arc::downgrade(&node));
-        Ok(node)
+        reg.insert(
+            key,
+            Entry {
+                node: Arc::downgrade(&node),
+                fork_gen: now,
+            },
+        );
+        Ok(Some(node))
     }
 
     pub fn fd(&self) -> RawFd {
@@ -277,10 +356,12 @@ impl Node {
     }
 
     /// Takes `byte` for `h`, waiting for other processes. Only for the init byte, whose
-    /// in-process holders are already serialized by `open_close` (so no handle here holds it).
+    /// in-process holders are already serialized by `open_close` (so no handle here holds it or
+    /// changes it meanwhile). The table is not held across the wait: a process stopped while it
+    /// holds the byte must not stall this process's other lock operations.
     pub fn lock_wait(&self, h: HandleId, byte: u64, kind: Kind) -> Result<()> {
-        let mut t = self.table();
         lock::lock_wait(self.fd(), self.backend, byte, 1, kind)?;
+        let mut t = self.table();
         let st = t.entry(byte).or_default();
         match kind {
             Kind::Exclusive => st.exclusive = Some(h),
@@ -340,19 +421,25 @@ impl Node {
 }
 
 impl Drop for Node {
+    /// Forgetting the node and closing its descriptor are one step under the registry lock, so
+    /// no new node of this process can take locks on the inode in between (the close would drop
+    /// them under POSIX locks).
     fn drop(&mut self) {
-        if self.is_ours() || self.backend == Backend::Ofd {
-            self.purge();
-        } else {
-            // An inherited POSIX node in a child: closing it is harmless unless the child has a
-            // node of its own on the same inode, whose locks the close would drop.
-            // If the registry is busy (this drop runs inside a registry purge), keep it open.
-            if let Some(reg) = try_registry() {
-                if reg.get(&self.key).and_then(Weak::upgrade).is_none() {
-                    drop(reg);
-                    self.purge();
-                }
-            }
+        crate::testpoint::hit("node_drop");
+        let mut reg = registry();
+        let me: *const Node = self;
+        if reg
+            .get(&self.key)
+            .is_some_and(|e| std::ptr::eq(e.node.as_ptr(), me))
+        {
+            reg.remove(&self.key);
         }
+        // An inherited POSIX node in a child: closing it would drop the locks of a node the
+        // child has of its own on the same inode; then the descriptor is left open.
+        let own_node_here = matches!(lookup(&reg, &self.key), Found::Live(_));
+        if self.is_ours() || self.backend == Backend::Ofd || !own_node_here {
+            self.purge();
+        }
+        drop(reg);
     }
 }

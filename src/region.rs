@@ -347,9 +347,10 @@ pub struct Opened {
     pub writable: bool,
 }
 
-/// Opens (creating when `create`) the sidecar. Read-write first; a sidecar the caller may not
-/// write is opened read-only, as is every sidecar when `readonly` is asked for. A missing sidecar
-/// with `create == false` is [`Error::NotFound`].
+/// Opens (creating when `create` and not `readonly`) the sidecar. Read-write whenever the file
+/// allows it, even for `readonly`; a sidecar the caller may not write is opened read-only. A
+/// missing sidecar that is not to be created is [`Error::NotFound`]; one that cannot be created
+/// (or opened at all) is [`Error::CantOpen`] with the system's reason.
 pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Opened> {
     let path = sidecar_path(db_path);
     let c = cpath(&path)?;
@@ -363,42 +364,62 @@ pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Open
             Ok(fd)
         }
     };
-    if !readonly {
-        let db_meta = std::fs::metadata(db_path).ok();
-        let mode = db_meta.as_ref().map(|m| {
-            use std::os::unix::fs::PermissionsExt;
-            m.permissions().mode() & 0o666
-        });
-        let flags = base | libc::O_RDWR | if create { libc::O_CREAT } else { 0 };
-        match open(flags, mode.unwrap_or(0o644) as libc::mode_t) {
-            Ok(fd) => {
-                if let Some(m) = db_meta {
-                    match_owner(fd, &m, mode.unwrap_or(0o644));
-                }
-                return Ok(Opened { fd, writable: true });
+    let cant_open = |what: &str, e: std::io::Error| Error::CantOpen {
+        what: format!("{what} {}", path.display()),
+        source: e,
+    };
+    // Read-write whenever the file allows it, also for a read-only handle: the process keeps
+    // one descriptor per sidecar, and a later writable handle must be able to share it.
+    let db_meta = std::fs::metadata(db_path).ok();
+    let mode = db_meta.as_ref().map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o666
+    });
+    let create = create && !readonly;
+    let flags = base | libc::O_RDWR | if create { libc::O_CREAT } else { 0 };
+    let denied = match open(flags, mode.unwrap_or(0o644) as libc::mode_t) {
+        Ok(fd) => {
+            if let (Some(m), true) = (db_meta, create) {
+                match_owner(fd, &m, mode.unwrap_or(0o644));
             }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EACCES) | Some(libc::EROFS) | Some(libc::EPERM)
-                ) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !create => {
-                return Err(Error::NotFound(format!("no sidecar at {}", path.display())))
-            }
-            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+            return Ok(Opened { fd, writable: true });
         }
-    }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES) | Some(libc::EROFS) | Some(libc::EPERM)
+            ) =>
+        {
+            e
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !create => {
+            return Err(Error::NotFound(if readonly {
+                format!(
+                    "no sidecar at {}; a read-only opener cannot create one (use the engine's \
+                     legacy read-only path)",
+                    path.display()
+                )
+            } else {
+                format!("no sidecar at {}", path.display())
+            }))
+        }
+        Err(e) => return Err(cant_open("open", e)),
+    };
     match open(base | libc::O_RDONLY, 0) {
         Ok(fd) => Ok(Opened {
             fd,
             writable: false,
         }),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Error::NotFound(format!(
-            "no sidecar at {}; a read-only opener cannot create one (use the engine's legacy \
-             read-only path)",
-            path.display()
-        ))),
-        Err(e) => Err(Error::io(format!("open {}", path.display()), e)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && readonly => {
+            Err(Error::NotFound(format!(
+                "no sidecar at {}; a read-only opener cannot create one (use the engine's \
+                 legacy read-only path)",
+                path.display()
+            )))
+        }
+        // Missing and not creatable: the reason is the one creating it met.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(cant_open("create", denied)),
+        Err(e) => Err(cant_open("open", e)),
     }
 }
 

@@ -302,14 +302,6 @@ pub fn role_release(node: &Node, id: &Ident, role: Role) -> Result<()> {
     Ok(())
 }
 
-/// Test hook: `TSHM_TEST_CRASH_AT=<name>` makes the process SIGKILL itself at that point.
-pub fn crash_point(name: &str) {
-    if std::env::var("TSHM_TEST_CRASH_AT").is_ok_and(|v| v == name) {
-        // SAFETY: raising a signal on ourselves.
-        unsafe { libc::raise(libc::SIGKILL) };
-    }
-}
-
 /// Whether reader slot `i` is held by a live reader.
 fn reader_alive(node: &Node, i: u32, owner: u64) -> Result<bool> {
     let m = node.mapped()?;
@@ -380,7 +372,7 @@ pub fn reader_end(node: &Node, id: &Ident, i: u32) -> Result<()> {
     let m = node.mapped()?;
     let slot = m.geom.reader_slot(i);
     m.shm.u64(slot + 8).store(NO_FRAME, Release);
-    crash_point("reader_end");
+    crate::testpoint::hit("reader_end");
     let taken = m
         .shm
         .u64(slot)
@@ -388,9 +380,12 @@ pub fn reader_end(node: &Node, id: &Ident, i: u32) -> Result<()> {
     if m.geom.reader_strategy == READERS_BYTELOCK {
         node.unlock(id.hid, LOCK_READER_BASE + i as u64)?;
     }
+    // Only a dead instance's slot is ever taken over; finding another tag here while this
+    // reader is alive means its owner word or its instance record was overwritten from outside.
     taken.map(|_| ()).map_err(|cur| {
-        Error::Internal(format!(
-            "reader slot {i} was taken over by tag {cur:#x} while its reader was alive"
+        Error::Corrupt(format!(
+            "reader slot {i} holds tag {cur:#x} instead of its live reader's {:#x}",
+            id.tag()
         ))
     })
 }
@@ -559,6 +554,10 @@ pub fn reset_all(node: &Node) -> Result<()> {
         m.shm.u64(g.instance(i) + 24).store(0, Relaxed);
     }
     m.shm.u32(H_INSTANCE_HWM).store(0, Relaxed);
+    // A waiter killed while waiting never took itself off the count; alone, nobody waits.
+    for off in [H_WRITER_WAITERS, H_CKPT_WAITERS] {
+        m.shm.u32(off).store(0, Relaxed);
+    }
     for s in 0..ENGINE_LOCKS as usize {
         m.shm.u64(H_ENGINE_OWNERS + s * 8).store(0, Relaxed);
     }

@@ -150,15 +150,6 @@ fn merge(cur: &mut tshm_snapshot, new: &tshm_snapshot, mask: u32) {
     }
 }
 
-/// Test hook: a process that finds `TSHM_TEST_CRASH_AT=publish` in its environment raises
-/// SIGKILL on itself after writing half of the new copy, the window a crash can hit.
-fn crash_point(name: &str) {
-    if std::env::var("TSHM_TEST_CRASH_AT").is_ok_and(|v| v == name) {
-        // SAFETY: raising a signal on ourselves.
-        unsafe { libc::raise(libc::SIGKILL) };
-    }
-}
-
 /// The latch over one mapping.
 pub struct Latch<'a> {
     pub shm: &'a Shm,
@@ -231,7 +222,8 @@ impl Latch<'_> {
         for (k, w) in words.iter().enumerate() {
             self.shm.u64(base + 8 * k).store(*w, Relaxed);
             if k == SNAP_WORDS / 2 {
-                crash_point("publish");
+                // after half of the new copy: the window a crash can hit
+                crate::testpoint::hit("publish");
             }
         }
         seq.store(s.wrapping_add(1), Release);

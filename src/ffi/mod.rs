@@ -119,6 +119,44 @@ fn get_into<T>(
     }
 }
 
+/// The largest `tshm_options.size` accepted: room for later versions' fields, and a bound that
+/// catches an uninitialized or corrupted size before anything reads past the caller's struct.
+const MAX_OPTIONS_SIZE: usize = 4096;
+
+/// Checks `opts.size`: at least this version's struct, at most [`MAX_OPTIONS_SIZE`], and any
+/// bytes beyond the fields this version knows zero (a caller built against a later header that
+/// set a later field asks for something this library cannot do).
+///
+/// # Safety
+/// `opts` points to `opts.size` readable bytes, as the `tshm_options` contract says.
+unsafe fn check_options_size(opts: &tshm_options) -> crate::Result<()> {
+    let ours = std::mem::size_of::<tshm_options>();
+    let size = opts.size as usize;
+    if size < ours {
+        return Err(Error::Misuse(format!(
+            "tshm_open: opts.size is {size}, smaller than tshm_options ({ours} bytes): opts was \
+             not initialized with tshm_options_init"
+        )));
+    }
+    if size > MAX_OPTIONS_SIZE {
+        return Err(Error::Misuse(format!(
+            "tshm_open: opts.size {size} is not the size of any tshm_options (at most \
+             {MAX_OPTIONS_SIZE}): opts was not initialized with tshm_options_init"
+        )));
+    }
+    let base = (opts as *const tshm_options).cast::<u8>();
+    // SAFETY: the caller promises `size` readable bytes at `opts`.
+    let tail = unsafe { std::slice::from_raw_parts(base.add(ours), size - ours) };
+    if tail.iter().any(|b| *b != 0) {
+        return Err(Error::NotSupported(format!(
+            "tshm_open: opts sets fields beyond the {ours} bytes this libtshm ({}) knows; it \
+             is older than the header the caller was built with",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    Ok(())
+}
+
 /// The library's version number, `TSHM_VERSION_NUMBER` of the headers it was built with.
 #[no_mangle]
 pub extern "C" fn tshm_libversion_number() -> c_int {
@@ -217,8 +255,8 @@ pub unsafe extern "C" fn tshm_open(
         let (mut o, mut hook, mut ctx) = (Options::default(), None, std::ptr::null_mut());
         if !opts.is_null() {
             let opts = unsafe { &*opts };
-            if (opts.size as usize) < std::mem::size_of::<tshm_options>() {
-                return misuse("tshm_open: opts was not initialized with tshm_options_init");
+            if let Err(e) = unsafe { check_options_size(opts) } {
+                return fail(e);
             }
             let known = TSHM_OPEN_EXCLUSIVE
                 | TSHM_OPEN_READONLY

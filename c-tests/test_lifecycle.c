@@ -1,0 +1,668 @@
+/*
+ * test_lifecycle.c — opening and closing under pressure: handles of one process racing each
+ * other, a process stopped in the middle of its open, a waiter killed while it waits, hooks
+ * that re-enter, bytes changed from outside, and paths, options and permissions that are wrong.
+ *
+ * Several tests hold one thread at a named test point (TSHM_TEST_PAUSE_AT, see
+ * src/testpoint.rs): the library writes the point's name to a socket and waits for a byte back,
+ * so the test decides what happens in between. Points are armed in a fresh child, before its
+ * first libtshm call. A watchdog turns a hang into a failure.
+ */
+#include "harness.h"
+
+#include <dirent.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+static void watchdog_fired(int sig) {
+    (void)sig;
+    static const char msg[] = "FAIL watchdog: the test hung\n";
+    if (write(2, msg, sizeof msg - 1) < 0) {}
+    _exit(99);
+}
+
+/* Fails the whole run if the current test does not finish within `seconds`. */
+static void watchdog(unsigned seconds) {
+    signal(SIGALRM, watchdog_fired);
+    alarm(seconds);
+}
+
+static const char *sidecar_of(const char *db) {
+    static char buf[4][600];
+    static int next;
+    char *p = buf[next++ % 4];
+    snprintf(p, 600, "%s-tshm", db);
+    return p;
+}
+
+static int exists(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static off_t file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+static tshm_info info_of(const tshm *h) {
+    tshm_info i;
+    memset(&i, 0, sizeof i);
+    CHECK_RC(tshm_info_get(h, &i), TSHM_OK);
+    return i;
+}
+
+static void close_ok(tshm *h) {
+    if (h != NULL) CHECK_RC(tshm_close(h, NULL), TSHM_OK);
+}
+
+/* Runs fn in a child and returns its exit status (128 + signal if it died). */
+static int in_child(void (*fn)(void *), void *arg) {
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        harness_failed = 0; /* the child's verdict is its own */
+        alarm(60);
+        fn(arg);
+        _exit(harness_failed == 0 ? 0 : 1);
+    }
+    return child_wait(kid);
+}
+
+/* Reads `n` bytes at `off` of `path` in a child process: this process must not open and close
+ * a descriptor of its own on a sidecar it uses (under POSIX locks that would drop its locks). */
+static void read_in_child(const char *path, off_t off, void *out, size_t n) {
+    int p[2];
+    if (pipe(p) != 0) exit(2);
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        char buf[64] = {0};
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || pread(fd, buf, n, off) != (ssize_t)n) _exit(3);
+        if (write(p[1], buf, n) != (ssize_t)n) _exit(3);
+        _exit(0);
+    }
+    close(p[1]);
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(p[0], (char *)out + got, n - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(p[0]);
+    CHECK(got == n);
+    CHECK(child_wait(kid) == 0);
+}
+
+/* Writes `n` bytes at `off` of `path` in a child process (see read_in_child). */
+static void write_in_child(const char *path, off_t off, const void *buf, size_t n) {
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0 || pwrite(fd, buf, n, off) != (ssize_t)n) _exit(3);
+        _exit(0);
+    }
+    CHECK(child_wait(kid) == 0);
+}
+
+/* ---- test points ------------------------------------------------------------------------- */
+
+/* Arms test point `name` in this (freshly forked) process; returns the test's end. */
+static int arm_pause(const char *name) {
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) exit(2);
+    char fd[16];
+    snprintf(fd, sizeof fd, "%d", sp[1]);
+    setenv("TSHM_TEST_PAUSE_AT", name, 1);
+    setenv("TSHM_TEST_PAUSE_FD", fd, 1);
+    return sp[0];
+}
+
+/* Reads one line (a test point's name) from fd into buf. */
+static int read_line(int fd, char *buf, size_t cap) {
+    size_t n = 0;
+    while (n + 1 < cap) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return 0;
+        if (c == '\n') break;
+        buf[n++] = c;
+    }
+    buf[n] = 0;
+    return 1;
+}
+
+/* Lets the thread paused at a test point go on (or lets the next one pass without waiting). */
+static void resume(int fd) {
+    char c = 1;
+    if (write(fd, &c, 1) != 1) exit(2);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A read-only and a writable handle opening at once in one process                             */
+/* ------------------------------------------------------------------------------------------ */
+
+struct pair_race {
+    const char *db;
+    pthread_barrier_t go;
+    tshm *h[2];
+    int rc[2];
+};
+
+struct pair_arg {
+    struct pair_race *race;
+    int k;
+};
+
+static void *open_one(void *p) {
+    struct pair_arg *a = p;
+    tshm_options o;
+    tshm_options_init(&o);
+    o.flags = a->k == 0 ? TSHM_OPEN_READONLY : 0;
+    pthread_barrier_wait(&a->race->go);
+    a->race->rc[a->k] = tshm_open(a->race->db, &o, &a->race->h[a->k]);
+    return NULL;
+}
+
+static void readonly_and_writable_open_race(void *arg) {
+    const char *db = arg;
+    for (int trial = 0; trial < 400; trial++) {
+        struct pair_race race;
+        memset(&race, 0, sizeof race);
+        race.db = db;
+        pthread_barrier_init(&race.go, NULL, 2);
+        pthread_t t[2];
+        struct pair_arg args[2] = {{&race, 0}, {&race, 1}};
+        for (int k = 0; k < 2; k++) pthread_create(&t[k], NULL, open_one, &args[k]);
+        for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+        pthread_barrier_destroy(&race.go);
+        CHECK_RC(race.rc[0], TSHM_OK);
+        CHECK_RC(race.rc[1], TSHM_OK);
+        if (race.rc[1] == TSHM_OK) {
+            /* the writable handle writes shared memory: it must be mapped writable */
+            CHECK(info_of(race.h[1]).readonly == 0);
+            CHECK_RC(tshm_writer_acquire(race.h[1], 1000), TSHM_OK);
+            CHECK_RC(tshm_writer_release(race.h[1]), TSHM_OK);
+        }
+        if (race.rc[0] == TSHM_OK) close_ok(race.h[0]);
+        if (race.rc[1] == TSHM_OK) close_ok(race.h[1]);
+        if (harness_failed) return;
+    }
+}
+
+static void test_readonly_and_writable_handles_opening_at_once(void) {
+    const char *db = test_db("lc-pair.db");
+    tshm *other = open_with(db, 0, 0, TSHM_READERS_CAS); /* "another process attached" */
+    CHECK(other != NULL);
+    /* The racing opens run in a child: a SIGSEGV there is a result, not the end of the run. */
+    CHECK(in_child(readonly_and_writable_open_race, (void *)db) == 0);
+    close_ok(other);
+}
+
+static void test_readwrite_open_after_readonly_open_in_one_process(void) {
+    const char *db = test_db("lc-ro-then-rw.db");
+    tshm *maker = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(maker != NULL);
+    close_ok(maker);
+
+    tshm *r = open_with(db, TSHM_OPEN_READONLY, 0, 0);
+    CHECK(r != NULL);
+    if (r == NULL) return;
+    CHECK(info_of(r).readonly == 1);
+    tshm *w = NULL;
+    CHECK_RC(tshm_open(db, NULL, &w), TSHM_OK);
+    if (w != NULL) {
+        CHECK(info_of(w).readonly == 0);
+        CHECK_RC(tshm_writer_acquire(w, 0), TSHM_OK);
+        publish_max_frame(w, 9);
+        CHECK_RC(tshm_writer_release(w), TSHM_OK);
+        tshm_snapshot s;
+        memset(&s, 0, sizeof s);
+        CHECK_RC(tshm_snapshot_get(r, &s), TSHM_OK);
+        CHECK(s.max_frame == 9);
+        /* the read-only handle stays read-only */
+        CHECK_RC(tshm_writer_acquire(r, 0), TSHM_READONLY);
+        close_ok(w);
+    }
+    close_ok(r);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A closing node and a new node of the same sidecar in one process                              */
+/* ------------------------------------------------------------------------------------------ */
+
+struct node_race {
+    const char *db;
+    tshm *h;
+    int rc;
+    int done_fd; /* a byte is written here when the open returned */
+};
+
+static void *open_close(void *p) {
+    struct node_race *n = p;
+    tshm *h = NULL;
+    n->rc = tshm_open(n->db, NULL, &h);
+    if (n->rc == TSHM_OK) n->rc = tshm_close(h, NULL); /* the node's drop pauses */
+    return NULL;
+}
+
+static void *open_and_tell(void *p) {
+    struct node_race *n = p;
+    n->rc = tshm_open(n->db, NULL, &n->h);
+    char c = 1;
+    if (write(n->done_fd, &c, 1) != 1) {}
+    return NULL;
+}
+
+/* A process that answers "can you open this EXCLUSIVE now?" with the result code. */
+static pid_t start_prober(const char *db, int *cmd_fd, int *res_fd) {
+    int cmd[2], res[2];
+    if (pipe(cmd) != 0 || pipe(res) != 0) exit(2);
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        close(cmd[1]);
+        close(res[0]);
+        char c;
+        while (read(cmd[0], &c, 1) == 1) {
+            tshm_options o;
+            tshm_options_init(&o);
+            o.flags = TSHM_OPEN_EXCLUSIVE;
+            tshm *h = NULL;
+            int rc = tshm_open(db, &o, &h);
+            if (rc == TSHM_OK) tshm_close(h, NULL);
+            if (write(res[1], &rc, sizeof rc) != sizeof rc) _exit(3);
+        }
+        _exit(0);
+    }
+    close(cmd[0]);
+    close(res[1]);
+    *cmd_fd = cmd[1];
+    *res_fd = res[0];
+    return kid;
+}
+
+static void closing_node_race(void *arg) {
+    const char *db = arg;
+    int cmd, res;
+    pid_t prober = start_prober(db, &cmd, &res);
+    int ctl = arm_pause("node_drop");
+
+    /* T1 opens and closes the only handle; the node's drop stops at its test point. */
+    struct node_race n1 = {db, NULL, -1, -1};
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, open_close, &n1);
+    char line[64];
+    CHECK(read_line(ctl, line, sizeof line) && strcmp(line, "node_drop") == 0);
+
+    /* T2 opens the same sidecar while that drop is pending: it either has to wait for the drop
+     * (and says so) or it opened a second descriptor on the inode. */
+    int done[2];
+    if (pipe(done) != 0) exit(2);
+    struct node_race n2 = {db, NULL, -1, done[1]};
+    pthread_create(&t2, NULL, open_and_tell, &n2);
+    struct pollfd pf[2] = {{ctl, POLLIN, 0}, {done[0], POLLIN, 0}};
+    while (poll(pf, 2, -1) < 0 && errno == EINTR) {}
+    if (pf[0].revents & POLLIN) {
+        CHECK(read_line(ctl, line, sizeof line) && strcmp(line, "node_get_waits") == 0);
+    }
+    resume(ctl); /* the old node's drop finishes: forget it, close its descriptor */
+    pthread_join(t1, NULL);
+    CHECK_RC(n1.rc, TSHM_OK);
+    pthread_join(t2, NULL);
+    CHECK_RC(n2.rc, TSHM_OK);
+
+    /* T2's handle is attached: another process cannot open EXCLUSIVE, and T2 can write. */
+    char c = 1;
+    int rc = -1;
+    if (write(cmd, &c, 1) != 1 || read(res, &rc, sizeof rc) != sizeof rc) rc = -1;
+    CHECK_RC(rc, TSHM_CONFLICT);
+    if (n2.rc == TSHM_OK) {
+        CHECK_RC(tshm_writer_acquire(n2.h, 0), TSHM_OK);
+        CHECK_RC(tshm_writer_release(n2.h), TSHM_OK);
+        resume(ctl); /* let this handle's node drop pass its test point */
+        close_ok(n2.h);
+    }
+    close(cmd);
+    close(res);
+    CHECK(child_wait(prober) == 0);
+}
+
+static void test_closing_last_handle_keeps_a_new_nodes_locks(void) {
+    const char *db = test_db("lc-node.db");
+    CHECK(in_child(closing_node_race, (void *)db) == 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A process stopped in the middle of its open                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+struct opener {
+    const char *db;
+    tshm *h;
+    int rc;
+};
+
+static void *open_in_thread(void *p) {
+    struct opener *o = p;
+    o->rc = tshm_open(o->db, NULL, &o->h);
+    return NULL;
+}
+
+static void test_process_stopped_in_its_open_stalls_nothing_here(void) {
+    const char *db = test_db("lc-stopped.db");
+    tshm *h1 = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(h1 != NULL);
+    if (h1 == NULL) return;
+    CHECK_RC(tshm_writer_acquire(h1, 0), TSHM_OK);
+
+    /* B stops while it holds the init byte in the middle of its open. */
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) exit(2);
+    fflush(NULL);
+    pid_t b = fork();
+    if (b == 0) {
+        close(sp[0]);
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", sp[1]);
+        setenv("TSHM_TEST_PAUSE_AT", "open_holding_init", 1);
+        setenv("TSHM_TEST_PAUSE_FD", fd, 1);
+        tshm *h = open_with(db, 0, 0, 0);
+        _exit(h != NULL && tshm_close(h, NULL) == TSHM_OK ? 0 : 1);
+    }
+    close(sp[1]);
+    char line[64];
+    CHECK(read_line(sp[0], line, sizeof line) && strcmp(line, "open_holding_init") == 0);
+    kill(b, SIGSTOP);
+    int st;
+    CHECK(waitpid(b, &st, WUNTRACED) == b && WIFSTOPPED(st));
+
+    /* Here, another handle opens and the first one releases the writer role: neither waits. */
+    watchdog(30);
+    struct opener o = {db, NULL, -1};
+    pthread_t t;
+    pthread_create(&t, NULL, open_in_thread, &o);
+    CHECK_RC(tshm_writer_release(h1), TSHM_OK);
+    pthread_join(t, NULL);
+    CHECK_RC(o.rc, TSHM_OK);
+    if (o.rc == TSHM_OK) {
+        CHECK_RC(tshm_writer_acquire(o.h, 0), TSHM_OK);
+        CHECK_RC(tshm_writer_release(o.h), TSHM_OK);
+        close_ok(o.h); /* not the process's last handle: no init byte needed either */
+    }
+    alarm(0);
+
+    kill(b, SIGCONT);
+    resume(sp[0]);
+    CHECK(child_wait(b) == 0);
+    close(sp[0]);
+    close_ok(h1);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A waiter killed while it waits                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+enum { WRITER_WAITERS_OFFSET = 200 }; /* header byte map: u32 writer waiter count */
+
+static uint32_t writer_waiters(const char *db) {
+    uint32_t v = 0xffffffffu;
+    read_in_child(sidecar_of(db), WRITER_WAITERS_OFFSET, &v, sizeof v);
+    return v;
+}
+
+static void test_waiter_killed_while_waiting_is_forgotten_when_alone(void) {
+    const char *db = test_db("lc-waiter.db");
+    tshm *h = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    fflush(NULL);
+    pid_t w = fork();
+    if (w == 0) {
+        tshm *x = open_with(db, 0, 0, 0);
+        if (x == NULL) _exit(1);
+        tshm_writer_acquire(x, 600000); /* waits until killed */
+        _exit(2);
+    }
+    /* The waiter announces itself in the sidecar before it sleeps. */
+    watchdog(30);
+    while (writer_waiters(db) != 1) sched_yield();
+    alarm(0);
+    child_kill(w);
+    CHECK(writer_waiters(db) == 1); /* it could not take itself off the count */
+    CHECK_RC(tshm_writer_release(h), TSHM_OK);
+    int last = -1;
+    CHECK_RC(tshm_close(h, &last), TSHM_OK);
+    CHECK(last == 1);
+    /* The last closer was provably alone: no waiter is left to wake on every release. */
+    CHECK(writer_waiters(db) == 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The last-close hook opening its own database                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+struct reentry {
+    const char *db;
+    int calls, rc;
+    int msg_ok;
+};
+
+static void reopen_from_hook(tshm *h, void *ctx) {
+    (void)h;
+    struct reentry *r = ctx;
+    r->calls++;
+    tshm *again = NULL;
+    r->rc = tshm_open(r->db, NULL, &again);
+    const char *m = tshm_errmsg();
+    r->msg_ok = m != NULL && strstr(m, "last-close hook") != NULL;
+    if (r->rc == TSHM_OK) tshm_close(again, NULL);
+}
+
+static void test_last_close_hook_opening_its_database_is_misuse(void) {
+    const char *db = test_db("lc-hook.db");
+    struct reentry r = {db, 0, -1, 0};
+    tshm_options o;
+    tshm_options_init(&o);
+    o.on_last_close = reopen_from_hook;
+    o.ctx = &r;
+    tshm *h = NULL;
+    CHECK_RC(tshm_open(db, &o, &h), TSHM_OK);
+    if (h == NULL) return;
+    watchdog(30);
+    int last = -1;
+    CHECK_RC(tshm_close(h, &last), TSHM_OK);
+    alarm(0);
+    CHECK(last == 1);
+    CHECK(r.calls == 1);
+    CHECK_RC(r.rc, TSHM_MISUSE);
+    CHECK(r.msg_ok);
+    /* and the database opens normally afterwards */
+    tshm *again = open_with(db, 0, 0, 0);
+    CHECK(again != NULL);
+    if (again != NULL) {
+        CHECK(info_of(again).initialized == 1);
+        close_ok(again);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Bytes changed from outside; read-only handles                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+static void test_reader_slot_overwritten_from_outside_is_corrupt(void) {
+    const char *db = test_db("lc-slot.db");
+    tshm *h = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    uint32_t slot = 0;
+    tshm_snapshot s;
+    CHECK_RC(tshm_reader_begin(h, &slot, &s), TSHM_OK);
+    uint64_t readers_off = 0, zero = 0;
+    read_in_child(sidecar_of(db), 32, &readers_off, sizeof readers_off); /* header: readers offset */
+    write_in_child(sidecar_of(db), (off_t)(readers_off + 16u * slot), &zero, sizeof zero);
+    CHECK_RC(tshm_reader_end(h, slot), TSHM_CORRUPT);
+    close_ok(h);
+}
+
+static void test_readonly_handle_never_creates_regions(void) {
+    const char *db = test_db("lc-region.db");
+    tshm *w = open_with(db, 0, 0, TSHM_READERS_CAS);
+    tshm *r = open_with(db, TSHM_OPEN_READONLY, 0, 0);
+    CHECK(w != NULL && r != NULL);
+    if (w == NULL || r == NULL) {
+        close_ok(r);
+        close_ok(w);
+        return;
+    }
+    const off_t before = file_size(sidecar_of(db));
+    void *p = (void *)&before;
+    CHECK_RC(tshm_region(r, 3, 32768, 1, &p), TSHM_READONLY);
+    CHECK(p == (void *)&before);
+    CHECK(file_size(sidecar_of(db)) == before);
+    CHECK_RC(tshm_region(w, 3, 32768, 0, &p), TSHM_OK);
+    CHECK(p == NULL); /* nothing was made */
+
+    void *pw = NULL, *pr = NULL;
+    CHECK_RC(tshm_region(w, 3, 32768, 1, &pw), TSHM_OK);
+    CHECK(pw != NULL);
+    CHECK_RC(tshm_region(r, 3, 32768, 1, &pr), TSHM_OK); /* an existing one is found */
+    CHECK(pr == pw);
+    close_ok(r);
+    close_ok(w);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Paths, options and permissions that are wrong                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+static int dir_is_empty(const char *path) {
+    DIR *d = opendir(path);
+    if (d == NULL) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+    closedir(d);
+    return n == 0;
+}
+
+static void test_paths_naming_no_database_file_create_nothing(void) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s.d", test_db("lc-paths"));
+    mkdir(dir, 0755);
+    char cwd[1024];
+    if (getcwd(cwd, sizeof cwd) == NULL || chdir(dir) != 0) exit(2);
+    mkdir("sub", 0755);
+
+    tshm *out = NULL;
+    CHECK_RC(tshm_open("", NULL, &out), TSHM_MISUSE);
+    CHECK(out == NULL && !exists("-tshm"));
+    CHECK_RC(tshm_open("sub", NULL, &out), TSHM_CANTOPEN);
+    CHECK(tshm_errno() == EISDIR);
+    CHECK(out == NULL && !exists("sub-tshm"));
+    CHECK_RC(tshm_open("sub/", NULL, &out), TSHM_MISUSE);
+    CHECK_RC(tshm_open("sub/.", NULL, &out), TSHM_MISUSE);
+    CHECK_RC(tshm_open("sub/..", NULL, &out), TSHM_MISUSE);
+    CHECK(out == NULL && dir_is_empty("sub"));
+    rmdir("sub");
+    CHECK(dir_is_empty("."));
+    if (chdir(cwd) != 0) exit(2);
+}
+
+static void test_option_sizes_out_of_any_range_are_refused(void) {
+    const char *db = test_db("lc-opts.db");
+    struct {
+        tshm_options o;
+        unsigned char later[32];
+    } big;
+    memset(&big, 0, sizeof big);
+    tshm_options_init(&big.o);
+    tshm *h = NULL;
+
+    big.o.size = UINT32_MAX;
+    CHECK_RC(tshm_open(db, &big.o, &h), TSHM_MISUSE);
+    big.o.size = sizeof big.o - 1;
+    CHECK_RC(tshm_open(db, &big.o, &h), TSHM_MISUSE);
+    CHECK(h == NULL && !exists(sidecar_of(db)));
+
+    /* A later header's larger struct with its new fields left zero is fine... */
+    big.o.size = sizeof big;
+    CHECK_RC(tshm_open(db, &big.o, &h), TSHM_OK);
+    close_ok(h);
+    h = NULL;
+    /* ...one that asks for a field this library does not know is not. */
+    big.later[5] = 1;
+    CHECK_RC(tshm_open(db, &big.o, &h), TSHM_NOTSUPPORTED);
+    CHECK(h == NULL);
+    big.later[5] = 0;
+
+    big.o.index_limit = UINT64_MAX;
+    CHECK_RC(tshm_open(db, &big.o, &h), TSHM_MISUSE);
+    big.o.index_limit = 4294967294u; /* the format's limit itself */
+    CHECK_RC(tshm_open(db, &big.o, &h), TSHM_OK);
+    close_ok(h);
+}
+
+static void open_in_unwritable_directory(void *arg) {
+    const char *dir = arg;
+    if (geteuid() == 0) {
+        /* root passes permission checks: become nobody for this */
+        if (setgid(65534) != 0 || setuid(65534) != 0) {
+            fprintf(stderr, "FAIL cannot become uid 65534: %s\n", strerror(errno));
+            harness_failed++;
+            return;
+        }
+    }
+    char db[700];
+    snprintf(db, sizeof db, "%s/app.db", dir);
+    tshm *h = NULL;
+    CHECK_RC(tshm_open(db, NULL, &h), TSHM_CANTOPEN);
+    CHECK(tshm_errno() == EACCES);
+    const char *m = tshm_errmsg();
+    CHECK(m != NULL && strstr(m, "create") != NULL);
+    CHECK(h == NULL && !exists(sidecar_of(db)));
+    tshm_options o;
+    tshm_options_init(&o);
+    o.flags = TSHM_OPEN_READONLY;
+    CHECK_RC(tshm_open(db, &o, &h), TSHM_NOTFOUND); /* the documented legacy-path answer */
+}
+
+static void test_readwrite_open_in_unwritable_directory_says_why(void) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s.d", test_db("lc-noperm"));
+    mkdir(dir, 0755);
+    chmod(dir, 0555);
+    CHECK(in_child(open_in_unwritable_directory, dir) == 0);
+    rmdir(dir);
+}
+
+/* `test_lifecycle [part-of-a-name]` runs the tests whose names contain the argument. */
+int main(int argc, char **argv) {
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } tests[] = {
+#define T(f) {#f, f}
+        T(test_readonly_and_writable_handles_opening_at_once),
+        T(test_readwrite_open_after_readonly_open_in_one_process),
+        T(test_closing_last_handle_keeps_a_new_nodes_locks),
+        T(test_process_stopped_in_its_open_stalls_nothing_here),
+        T(test_waiter_killed_while_waiting_is_forgotten_when_alone),
+        T(test_last_close_hook_opening_its_database_is_misuse),
+        T(test_reader_slot_overwritten_from_outside_is_corrupt),
+        T(test_readonly_handle_never_creates_regions),
+        T(test_paths_naming_no_database_file_create_nothing),
+        T(test_option_sizes_out_of_any_range_are_refused),
+        T(test_readwrite_open_in_unwritable_directory_says_why),
+#undef T
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
+        if (argc < 2 || strstr(tests[i].name, argv[1]) != NULL) tests[i].fn();
+    return harness_done("test_lifecycle");
+}

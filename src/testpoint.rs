@@ -1,0 +1,99 @@
+//! Named points in the code where a test can kill or pause the process.
+//!
+//! Owns: the process's test-point arming, read from the environment once per process (and once
+//! more in a child after `fork()`, whose environment a test may have changed). A disarmed point
+//! costs one relaxed atomic load: no environment lookup, allocation or lock on any path.
+//!
+//! * `TSHM_TEST_CRASH_AT=<name>`: the process SIGKILLs itself at point `<name>`.
+//! * `TSHM_TEST_PAUSE_AT=<name>` with `TSHM_TEST_PAUSE_FD=<fd>`: the thread reaching `<name>`
+//!   writes `<name>\n` to the descriptor, then blocks until it can read one byte from it (a
+//!   socket the test holds the other end of). Another thread of the process carries on, so a test
+//!   can hold one thread inside a protocol step and drive the rest deterministically.
+//! * [`note`] writes `<name>\n` to the pause descriptor without blocking the thread (so a test
+//!   learns that a thread reached a wait it cannot announce otherwise).
+
+use std::sync::atomic::{AtomicU8, Ordering::*};
+use std::sync::Mutex;
+
+const UNKNOWN: u8 = 0;
+const DISARMED: u8 = 1;
+const ARMED: u8 = 2;
+
+static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+struct Arming {
+    crash_at: Option<String>,
+    pause_at: Option<String>,
+    pause_fd: i32,
+}
+
+static ARMING: Mutex<Arming> = Mutex::new(Arming {
+    crash_at: None,
+    pause_at: None,
+    pause_fd: -1,
+});
+
+/// Forgets the arming, so the next point re-reads the environment. Async-signal-safe: called by
+/// the `fork()` child handler.
+pub fn forget_after_fork() {
+    STATE.store(UNKNOWN, Relaxed);
+}
+
+fn arming() -> Option<std::sync::MutexGuard<'static, Arming>> {
+    match STATE.load(Relaxed) {
+        DISARMED => return None,
+        ARMED => return Some(ARMING.lock().unwrap_or_else(|e| e.into_inner())),
+        _ => {}
+    }
+    let mut a = ARMING.lock().unwrap_or_else(|e| e.into_inner());
+    a.crash_at = std::env::var("TSHM_TEST_CRASH_AT").ok();
+    a.pause_at = std::env::var("TSHM_TEST_PAUSE_AT").ok();
+    a.pause_fd = std::env::var("TSHM_TEST_PAUSE_FD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1);
+    let armed = a.crash_at.is_some() || (a.pause_at.is_some() && a.pause_fd >= 0);
+    STATE.store(if armed { ARMED } else { DISARMED }, Relaxed);
+    armed.then_some(a)
+}
+
+fn send(fd: i32, name: &str) {
+    let line = format!("{name}\n");
+    // SAFETY: writes from a live buffer to a descriptor the test handed over.
+    unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+}
+
+/// Test point `name`: kills or pauses the process there when a test armed it.
+#[inline]
+pub fn hit(name: &str) {
+    if STATE.load(Relaxed) == DISARMED {
+        return;
+    }
+    let Some(a) = arming() else { return };
+    if a.crash_at.as_deref() == Some(name) {
+        // SAFETY: raising a signal on ourselves.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    if a.pause_at.as_deref() == Some(name) {
+        let fd = a.pause_fd;
+        drop(a);
+        send(fd, name);
+        let mut b = 0u8;
+        // SAFETY: reads one byte into a local.
+        while unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) } < 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+    }
+}
+
+/// Tells an armed pause descriptor that a thread reached `name`, without stopping it.
+#[inline]
+pub fn note(name: &str) {
+    if STATE.load(Relaxed) == DISARMED {
+        return;
+    }
+    let Some(a) = arming() else { return };
+    if a.pause_at.is_some() && a.pause_fd >= 0 {
+        send(a.pause_fd, name);
+    }
+}
