@@ -642,6 +642,41 @@ static void test_readwrite_open_in_unwritable_directory_says_why(void) {
     rmdir(dir);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* A close whose protocol step fails                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+static void failing_close(void *arg) {
+    const char *db = arg;
+    setenv("TSHM_TEST_FAIL_AT", "close_init", 1);
+    tshm *h = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    const uint32_t inst = info_of(h).instance;
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    int last = -1;
+    CHECK_RC(tshm_close(h, &last), TSHM_IOERR); /* reported... */
+    /* ...but the handle let go of everything: its instance record is cleared, and a new
+     * handle opens, writes and finds itself alone. */
+    uint64_t instances_off = 0, id = 1;
+    read_in_child(sidecar_of(db), 40, &instances_off, sizeof instances_off);
+    read_in_child(sidecar_of(db), (off_t)(instances_off + 64u * inst), &id, sizeof id);
+    CHECK(id == 0);
+    tshm *again = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(again != NULL);
+    if (again != NULL) {
+        CHECK(info_of(again).initialized == 1);
+        CHECK_RC(tshm_writer_acquire(again, 0), TSHM_OK);
+        CHECK_RC(tshm_writer_release(again), TSHM_OK);
+        tshm_close(again, NULL); /* fails at the same point again */
+    }
+}
+
+static void test_close_that_fails_still_lets_go_of_everything(void) {
+    const char *db = test_db("lc-failclose.db");
+    CHECK(in_child(failing_close, (void *)db) == 0);
+}
+
 /* `test_lifecycle [part-of-a-name]` runs the tests whose names contain the argument. */
 int main(int argc, char **argv) {
     static const struct {
@@ -660,6 +695,7 @@ int main(int argc, char **argv) {
         T(test_paths_naming_no_database_file_create_nothing),
         T(test_option_sizes_out_of_any_range_are_refused),
         T(test_readwrite_open_in_unwritable_directory_says_why),
+        T(test_close_that_fails_still_lets_go_of_everything),
 #undef T
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)

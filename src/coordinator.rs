@@ -769,9 +769,12 @@ impl Coordinator {
             == 1;
         let mut was_last = false;
         if last_here && self.ident.is_some() {
-            let alone = node
-                .lock_wait(self.hid, LOCK_INIT, Kind::Exclusive)
-                .and_then(|_| node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive));
+            let alone = if crate::testpoint::fail("close_init") {
+                Err(crate::testpoint::injected("close_init"))
+            } else {
+                node.lock_wait(self.hid, LOCK_INIT, Kind::Exclusive)
+            }
+            .and_then(|_| node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive));
             match alone {
                 Ok(true) => {
                     was_last = true;

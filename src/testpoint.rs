@@ -9,6 +9,8 @@
 //!   writes `<name>\n` to the descriptor, then blocks until it can read one byte from it (a
 //!   socket the test holds the other end of). Another thread of the process carries on, so a test
 //!   can hold one thread inside a protocol step and drive the rest deterministically.
+//! * `TSHM_TEST_FAIL_AT=<name>`: [`fail`] answers true at point `<name>`, where the caller then
+//!   fails as if the system call there had failed (EIO).
 //! * [`note`] writes `<name>\n` to the pause descriptor without blocking the thread (so a test
 //!   learns that a thread reached a wait it cannot announce otherwise).
 
@@ -23,12 +25,14 @@ static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
 
 struct Arming {
     crash_at: Option<String>,
+    fail_at: Option<String>,
     pause_at: Option<String>,
     pause_fd: i32,
 }
 
 static ARMING: Mutex<Arming> = Mutex::new(Arming {
     crash_at: None,
+    fail_at: None,
     pause_at: None,
     pause_fd: -1,
 });
@@ -47,12 +51,14 @@ fn arming() -> Option<std::sync::MutexGuard<'static, Arming>> {
     }
     let mut a = ARMING.lock().unwrap_or_else(|e| e.into_inner());
     a.crash_at = std::env::var("TSHM_TEST_CRASH_AT").ok();
+    a.fail_at = std::env::var("TSHM_TEST_FAIL_AT").ok();
     a.pause_at = std::env::var("TSHM_TEST_PAUSE_AT").ok();
     a.pause_fd = std::env::var("TSHM_TEST_PAUSE_FD")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(-1);
-    let armed = a.crash_at.is_some() || (a.pause_at.is_some() && a.pause_fd >= 0);
+    let armed =
+        a.crash_at.is_some() || a.fail_at.is_some() || (a.pause_at.is_some() && a.pause_fd >= 0);
     STATE.store(if armed { ARMED } else { DISARMED }, Relaxed);
     armed.then_some(a)
 }
@@ -96,4 +102,21 @@ pub fn note(name: &str) {
     if a.pause_at.is_some() && a.pause_fd >= 0 {
         send(a.pause_fd, name);
     }
+}
+
+/// Whether a test asked the step at `name` to fail.
+#[inline]
+pub fn fail(name: &str) -> bool {
+    if STATE.load(Relaxed) == DISARMED {
+        return false;
+    }
+    arming().is_some_and(|a| a.fail_at.as_deref() == Some(name))
+}
+
+/// The error a failing test point stands for.
+pub fn injected(name: &str) -> crate::error::Error {
+    crate::error::Error::io(
+        format!("test point {name}"),
+        std::io::Error::from_raw_os_error(libc::EIO),
+    )
 }
