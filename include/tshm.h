@@ -68,7 +68,7 @@
 #define TSHM_OK 0
 
 /**
- * Generic error.
+ * Reserved: no function of this version returns it.
  */
 #define TSHM_ERROR 1
 
@@ -119,12 +119,13 @@
 #define TSHM_FULL 13
 
 /**
- * The sidecar could not be opened or created.
+ * The sidecar could not be opened or created (e.g. its directory is not writable, or the
+ * database path names a directory); `tshm_errno()` has the reason.
  */
 #define TSHM_CANTOPEN 14
 
 /**
- * A locking protocol was violated by another party.
+ * Reserved: no function of this version returns it.
  */
 #define TSHM_PROTOCOL 15
 
@@ -134,7 +135,8 @@
 #define TSHM_MISUSE 21
 
 /**
- * An argument is out of range.
+ * Reserved: no function of this version returns it (an argument out of range is
+ * `TSHM_MISUSE`).
  */
 #define TSHM_RANGE 25
 
@@ -174,8 +176,9 @@
 #define TSHM_OPEN_EXCLUSIVE 1
 
 /**
- * Open flag: never write or create the sidecar. A missing sidecar gives `TSHM_NOTFOUND`: the
- * engine should use its legacy read-only path.
+ * Open flag: never write or create the sidecar (no role, reader slot, engine lock or new region;
+ * regions that exist may be read). A missing sidecar gives `TSHM_NOTFOUND`: the engine should use
+ * its legacy read-only path.
  */
 #define TSHM_OPEN_READONLY 2
 
@@ -230,6 +233,11 @@
  * Entries per block.
  */
 #define BLOCK_ENTRIES (UNIT / ENTRY_BYTES)
+
+/**
+ * Slots per generation (slot + 1 must fit the 32-bit `prev` and directory fields).
+ */
+#define MAX_ENTRIES ((uint64_t)UINT32_MAX - 1)
 
 /**
  * `tshm_publish` field mask: `max_frame`.
@@ -296,7 +304,9 @@ typedef void (*tshm_last_close_fn)(struct tshm *h, void *ctx);
  */
 typedef struct tshm_options {
   /**
-   * `sizeof(tshm_options)`, set by `tshm_options_init`; lets later versions add fields.
+   * `sizeof(tshm_options)`, set by `tshm_options_init`; lets later versions add fields. A
+   * library older than the caller's header accepts a larger struct (at most 4096 bytes)
+   * whose fields it does not know are all zero.
    */
   uint32_t size;
   /**
@@ -324,7 +334,7 @@ typedef struct tshm_options {
   /**
    * Most entries this handle lets the frame index hold (one generation) before
    * `tshm_index_append` fails with `TSHM_FULL`; 0 (default) for no limit but the format's
-   * (2^32 - 2) and the disk.
+   * (2^32 - 2, also the largest value accepted) and the disk.
    */
   uint64_t index_limit;
 } tshm_options;
@@ -534,7 +544,8 @@ int tshm_errno(void);
 
 /**
  * Fills `*opts` with the defaults: SHARED mode, OFD locks, 128 CAS reader slots, no hook.
- * `TSHM_MISUSE` if `opts` is NULL.
+ *
+ * Returns `TSHM_OK`, or `TSHM_MISUSE` if `opts` is NULL.
  *
  * # Safety
  * `opts` is NULL or points to writable memory for a `tshm_options`.
@@ -546,10 +557,35 @@ int tshm_options_init(struct tshm_options *opts);
  * new handle to it. `opts` may be NULL for the defaults. On success `*out` is the handle; on
  * failure `*out` is left unchanged and nothing needs closing.
  *
- * Results: `TSHM_CONFLICT` (other processes use the other mode; `tshm_errmsg()` names a pid),
- * `TSHM_CORRUPT` (others are attached and the sidecar is invalid; a process that is alone
- * re-initializes instead), `TSHM_NOTFOUND` (read-only open, no sidecar), `TSHM_NOTSUPPORTED`
- * (network filesystem), `TSHM_FULL` (every instance slot is in use), `TSHM_IOERR`/`TSHM_PERM`.
+ * A process keeps one descriptor per sidecar, opened read-write whenever the file allows it
+ * (also for a `TSHM_OPEN_READONLY` handle, which still writes nothing). A read-write open of a
+ * sidecar this process may only read gives a read-only handle (`tshm_info.readonly`).
+ *
+ * Returns:
+ * * `TSHM_OK`;
+ * * `TSHM_MISUSE`: `db_path` or `out` NULL; `db_path` empty or ending in `/`, `.` or `..`;
+ *   `opts` not initialized by `tshm_options_init` (`opts->size` smaller than this version's
+ *   struct, or above 4096); unknown flag bits; `TSHM_OPEN_EXCLUSIVE` with
+ *   `TSHM_OPEN_READONLY`; `reader_slots` outside 64..1024; an unknown reader strategy;
+ *   `index_limit` above 2^32 - 2; or an open of the database from inside its own
+ *   `on_last_close` hook;
+ * * `TSHM_CANTOPEN`: the sidecar cannot be opened or created (e.g. its directory is not
+ *   writable: `tshm_errno()` is `EACCES`), or `db_path` names a directory (`EISDIR`); nothing is
+ *   created;
+ * * `TSHM_NOTFOUND`: `TSHM_OPEN_READONLY` and there is no sidecar: use the engine's legacy
+ *   read-only path;
+ * * `TSHM_READONLY`: `TSHM_OPEN_EXCLUSIVE` on a sidecar this process cannot write; a read-write
+ *   open while this process holds the sidecar through a read-only descriptor (it was not
+ *   writable when first opened here: close every handle on it first); a read-only filesystem;
+ * * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid);
+ * * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
+ *   re-initializes instead);
+ * * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` sets
+ *   fields of a later version of this struct than the library knows;
+ * * `TSHM_FULL`: every instance slot is in use, or the disk or file-size limit stops the
+ *   sidecar from being created;
+ * * `TSHM_IOERR`, `TSHM_PERM`, `TSHM_NOMEM`: a system call failed (`tshm_errno()`);
+ * * `TSHM_INTERNAL`.
  *
  * # Safety
  * `db_path` is NULL or a NUL-terminated string; `opts` is NULL or a `tshm_options` initialized
@@ -564,6 +600,11 @@ int tshm_open(const char *db_path, const struct tshm_options *opts, struct tshm 
  * calls on the same handle. In a child process after `fork()`, closing an inherited handle only
  * frees its memory. The sidecar file is never deleted.
  *
+ * Returns `TSHM_OK`; `TSHM_MISUSE` for a closed handle or a close from inside the handle's own
+ * `on_last_close` hook (the handle stays open then); `TSHM_IOERR` when a step of the close
+ * failed in the system (the handle is freed all the same, having released all it could);
+ * `TSHM_INTERNAL`.
+ *
  * # Safety
  * `h` is NULL or a handle from `tshm_open`; `was_last` is NULL or writable.
  */
@@ -572,6 +613,8 @@ int tshm_close(struct tshm *h, int *was_last);
 /**
  * Writes the handle's facts (mode, lock backend, reader strategy, slot counts, instance, whether
  * this open initialized the sidecar) to `*out`.
+ *
+ * Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle; `out` is NULL or writable.
@@ -582,6 +625,8 @@ int tshm_info_get(const struct tshm *h, struct tshm_info *out);
  * Reads the current published snapshot into `*out`. Lock-free; never waits for a publisher,
  * not even one that died mid-publish. Safe to call from many threads on one handle.
  *
+ * Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+ *
  * # Safety
  * `h` is NULL or a handle; `out` is NULL or writable.
  */
@@ -590,8 +635,11 @@ int tshm_snapshot_get(const struct tshm *h, struct tshm_snapshot *out);
 /**
  * Publishes the fields of `*snap` selected by `mask` (`TSHM_SNAP_*` bits) as the new snapshot;
  * the other fields keep their published values and `sequence` is advanced. The handle must hold
- * the writer or checkpointer role (`TSHM_MISUSE` otherwise); `TSHM_READONLY` on a read-only
- * handle.
+ * the writer or checkpointer role.
+ *
+ * Returns `TSHM_OK`; `TSHM_MISUSE` (`snap` NULL, unknown `mask` bits, neither role held, bad
+ * handle); `TSHM_READONLY` on a read-only handle; `TSHM_BUSY` when the other role's holder,
+ * alive, kept the publish token for over two seconds; `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle; `snap` is NULL or readable.
@@ -601,7 +649,13 @@ int tshm_publish(struct tshm *h, const struct tshm_snapshot *snap, uint32_t mask
 /**
  * Takes the writer role. `timeout_ms == 0`: try once, `TSHM_BUSY` if it is held. Otherwise wait
  * up to `timeout_ms` milliseconds, woken as soon as the holder releases it (or, if the holder
- * died, within 10 ms). `TSHM_MISUSE` if this handle already holds it.
+ * died, within 10 ms). On success the frame index is trimmed to the published `max_frame` (a
+ * previous writer may have died with uncommitted entries).
+ *
+ * Returns `TSHM_OK`; `TSHM_BUSY` (held elsewhere past the timeout); `TSHM_MISUSE` (this handle
+ * holds it or is acquiring it on another thread, bad handle); `TSHM_READONLY` on a read-only
+ * handle; `TSHM_CORRUPT` (the trim found the index corrupt; the role is not taken);
+ * `TSHM_IOERR` (the lock call failed); `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -609,7 +663,10 @@ int tshm_publish(struct tshm *h, const struct tshm_snapshot *snap, uint32_t mask
 int tshm_writer_acquire(struct tshm *h, uint32_t timeout_ms);
 
 /**
- * Releases the writer role; `TSHM_MISUSE` if this handle does not hold it.
+ * Releases the writer role.
+ *
+ * Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold it (or is bad); `TSHM_READONLY`
+ * on a read-only handle; `TSHM_IOERR` (the unlock call failed); `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -617,7 +674,8 @@ int tshm_writer_acquire(struct tshm *h, uint32_t timeout_ms);
 int tshm_writer_release(struct tshm *h);
 
 /**
- * Takes the checkpointer role; the same rules as `tshm_writer_acquire`.
+ * Takes the checkpointer role; the same rules and results as `tshm_writer_acquire` (no index
+ * trim, so never `TSHM_CORRUPT`).
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -625,7 +683,7 @@ int tshm_writer_release(struct tshm *h);
 int tshm_checkpointer_acquire(struct tshm *h, uint32_t timeout_ms);
 
 /**
- * Releases the checkpointer role; `TSHM_MISUSE` if this handle does not hold it.
+ * Releases the checkpointer role; the same results as `tshm_writer_release`.
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -635,8 +693,11 @@ int tshm_checkpointer_release(struct tshm *h);
 /**
  * Begins a read transaction: claims a reader slot, pins the current snapshot's `max_frame` in
  * it (so no checkpoint backfills past it) and returns the slot in `*slot_out` and the pinned
- * snapshot in `*snap_out`. Stale slots of dead processes are reclaimed; `TSHM_BUSY` when every
- * slot is held by a live reader; `TSHM_READONLY` on a read-only handle.
+ * snapshot in `*snap_out`. Stale slots of dead processes are reclaimed.
+ *
+ * Returns `TSHM_OK`; `TSHM_BUSY` when every slot is held by a live reader; `TSHM_MISUSE`
+ * (`slot_out` or `snap_out` NULL, bad handle); `TSHM_READONLY` on a read-only handle;
+ * `TSHM_IOERR` (a lock or liveness probe failed); `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle; `slot_out` and `snap_out` are NULL or writable.
@@ -644,7 +705,11 @@ int tshm_checkpointer_release(struct tshm *h);
 int tshm_reader_begin(struct tshm *h, uint32_t *slot_out, struct tshm_snapshot *snap_out);
 
 /**
- * Ends the read transaction holding `slot`; `TSHM_MISUSE` if this handle does not hold it.
+ * Ends the read transaction holding `slot`.
+ *
+ * Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold `slot` (or is bad);
+ * `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT` when the slot was overwritten from
+ * outside while held (the slot is released all the same); `TSHM_IOERR`; `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -656,6 +721,9 @@ int tshm_reader_end(struct tshm *h, uint32_t slot);
  * reads the snapshot first, then calls this, and backfills no frame above the smaller of the
  * two.
  *
+ * Returns `TSHM_OK`, `TSHM_MISUSE` (`frame_out` NULL, bad handle), `TSHM_IOERR` (a liveness
+ * probe failed) or `TSHM_INTERNAL`.
+ *
  * # Safety
  * `h` is NULL or a handle; `frame_out` is NULL or writable.
  */
@@ -663,7 +731,10 @@ int tshm_min_reader_frame(const struct tshm *h, uint64_t *frame_out);
 
 /**
  * Who holds `role`: `TSHM_ROLE_LIFETIME`, `TSHM_ROLE_WRITER`, `TSHM_ROLE_CHECKPOINTER`, or
- * `TSHM_ROLE_READER0 + i` for reader slot `i`. `TSHM_MISUSE` for a role that does not exist.
+ * `TSHM_ROLE_READER0 + i` for reader slot `i`.
+ *
+ * Returns `TSHM_OK`, `TSHM_MISUSE` (a role that does not exist, `out` NULL, bad handle),
+ * `TSHM_IOERR` (a liveness probe failed) or `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle; `out` is NULL or writable.
@@ -675,8 +746,12 @@ int tshm_owner(const struct tshm *h, uint32_t role, struct tshm_owner_info *out)
  * copy of `page`. Writer only (`TSHM_MISUSE` otherwise); frames must strictly increase
  * (`TSHM_MISUSE` otherwise). Entries above the published snapshot's `max_frame` are
  * uncommitted: a rollback drops them (`tshm_index_truncate`), and so does the next writer if
- * this one dies first. `TSHM_FULL` when the `index_limit` option, the disk or the file-size
- * limit stops the index from growing; the index stays consistent and usable.
+ * this one dies first.
+ *
+ * Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, `frame` not above the last one or
+ * out of range, bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_FULL` when the
+ * `index_limit` option, the disk or the file-size limit stops the index from growing (the index
+ * stays consistent and usable); `TSHM_CORRUPT`; `TSHM_IOERR`; `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -690,6 +765,10 @@ int tshm_index_append(struct tshm *h, uint32_t page, uint64_t frame);
  * changed). Lock-free; safe while the writer appends, rolls back or grows the index. Its cost
  * does not grow with the number of frames indexed.
  *
+ * Returns `TSHM_OK`; `TSHM_NOTFOUND`; `TSHM_BUSY` (the index was reset again and again during
+ * the lookup); `TSHM_CORRUPT`; `TSHM_MISUSE` (`frame_out` NULL, bad handle); `TSHM_IOERR`
+ * (mapping a grown index failed); `TSHM_INTERNAL`.
+ *
  * # Safety
  * `h` is NULL or a handle; `frame_out` is NULL or writable.
  */
@@ -701,6 +780,9 @@ int tshm_index_find(const struct tshm *h, uint32_t page, uint64_t max_frame, uin
  * only by `tshm_index_reset` after the WAL restarts. Concurrent lookups never miss a
  * committed entry.
  *
+ * Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, `max_frame` below the committed one,
+ * bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT`; `TSHM_INTERNAL`.
+ *
  * # Safety
  * `h` is NULL or a handle.
  */
@@ -711,6 +793,9 @@ int tshm_index_truncate(struct tshm *h, uint64_t max_frame);
  * backfilled, no reader pinning one). Writer only. Also the first step of a rebuild: a handle
  * whose `tshm_info.initialized` is 1 found no live sidecar and re-appends its WAL's frames.
  *
+ * Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, bad handle); `TSHM_READONLY` on a
+ * read-only handle; `TSHM_INTERNAL`.
+ *
  * # Safety
  * `h` is NULL or a handle.
  */
@@ -720,7 +805,9 @@ int tshm_index_reset(struct tshm *h);
  * Calls `cb(ctx, page, frame)` for every page with a frame at or below `max_frame`, in
  * ascending page order, with that page's newest such frame (what a checkpointer copies back).
  * Allocates nothing. Stops early, still returning `TSHM_OK`, when `cb` returns non-zero.
- * `TSHM_BUSY` if the index was reset meanwhile.
+ *
+ * Returns `TSHM_OK`; `TSHM_BUSY` if the index was reset meanwhile; `TSHM_CORRUPT`;
+ * `TSHM_MISUSE` (`cb` NULL, bad handle); `TSHM_IOERR`; `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle; `cb` is NULL or a function safe to call with `ctx`.
@@ -730,6 +817,8 @@ int tshm_index_foreach(const struct tshm *h, uint64_t max_frame, tshm_index_fn c
 /**
  * Writes the index's counters (generation, entries, dead entries, tail frame, blocks, node
  * pages, pool bytes) to `*out`.
+ *
+ * Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle; `out` is NULL or writable.
@@ -742,8 +831,13 @@ int tshm_index_stats_get(const struct tshm *h, struct tshm_index_stats *out);
  * address, shared with every process attached. With `extend == 0` a region that does not exist
  * yet gives `TSHM_OK` and `*ptr = NULL`; otherwise it is created, zeroed. Pointers stay valid
  * until this process's last handle on the sidecar closes. The first process to open a sidecar
- * that nobody has open finds every region gone (zeroed), like SQLite's dead-man switch.
- * `TSHM_READONLY` when a read-only handle would have to create one.
+ * that nobody has open finds every region gone (zeroed), like SQLite's dead-man switch. A
+ * read-only handle finds existing regions (and must only read them) but never creates one.
+ *
+ * Returns `TSHM_OK`; `TSHM_MISUSE` (`ptr` NULL, `idx` or `size` out of range, `size` unlike the
+ * sidecar's regions, bad handle); `TSHM_READONLY` when a read-only handle would have to create
+ * the region; `TSHM_FULL` (the disk or the file-size limit stops the sidecar from growing);
+ * `TSHM_CORRUPT` (the region table points outside the file); `TSHM_IOERR`; `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle; `ptr` is NULL or writable.
@@ -758,8 +852,12 @@ int tshm_region(struct tshm *h, uint32_t idx, size_t size, int extend, void **pt
  * all-or-nothing). Re-taking a SHARED slot is a no-op; converting between SHARED and EXCLUSIVE
  * and releasing what the handle does not hold are `TSHM_MISUSE`. Released at close, or when
  * the holding process dies. The locks live in shared memory: no system call unless a conflict
- * has to be checked against a holder that may have died. `TSHM_READONLY` on a read-only
- * handle.
+ * has to be checked against a holder that may have died.
+ *
+ * Returns `TSHM_OK`; `TSHM_BUSY` (a conflicting lock is held; `tshm_errmsg()` is not changed);
+ * `TSHM_MISUSE` (slots out of range, bad flags, a mode conversion, releasing what is not held,
+ * bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_IOERR` (a liveness probe failed);
+ * `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle.

@@ -19,6 +19,10 @@
 //!
 //! The pool is owned by [`crate::index`], which documents its structure.
 //!
+//! The file only grows while anyone has it mapped. Shrinking it from outside under live mappings
+//! is outside the contract (an access to a lost page is SIGBUS, as with SQLite's `-shm`); every
+//! other change to its bytes is detected and reported as corruption.
+//!
 //! Header page (byte offsets):
 //!
 //! ```text

@@ -4,7 +4,9 @@
 //! Conventions (also in README.md): every fallible function returns an `int` result code
 //! (`TSHM_OK` is 0); outputs are written only on success; a NULL pointer argument is
 //! `TSHM_MISUSE`; `tshm_errmsg()` explains the most recent failure on the calling thread; a panic
-//! never crosses the boundary (it becomes `TSHM_INTERNAL`).
+//! never crosses the boundary (it becomes `TSHM_INTERNAL`). Each function's comment lists every
+//! code it returns. On every function taking a handle, `TSHM_MISUSE` also covers a NULL or closed
+//! handle and one inherited across `fork()`, and `TSHM_INTERNAL` (a bug in libtshm) is possible.
 
 pub(crate) mod guard;
 pub mod handle;
@@ -29,8 +31,9 @@ pub const TSHM_VERSION_NUMBER: c_int =
 
 /// Open flag: single-process mode; other processes' opens fail with `TSHM_CONFLICT`.
 pub const TSHM_OPEN_EXCLUSIVE: u32 = 1;
-/// Open flag: never write or create the sidecar. A missing sidecar gives `TSHM_NOTFOUND`: the
-/// engine should use its legacy read-only path.
+/// Open flag: never write or create the sidecar (no role, reader slot, engine lock or new region;
+/// regions that exist may be read). A missing sidecar gives `TSHM_NOTFOUND`: the engine should use
+/// its legacy read-only path.
 pub const TSHM_OPEN_READONLY: u32 = 2;
 /// Open flag: allow a sidecar on a network filesystem (refused with `TSHM_NOTSUPPORTED`
 /// otherwise).
@@ -60,7 +63,9 @@ pub const TSHM_NO_FRAME: u64 = u64::MAX;
 #[allow(non_camel_case_types)]
 #[repr(C)]
 pub struct tshm_options {
-    /// `sizeof(tshm_options)`, set by `tshm_options_init`; lets later versions add fields.
+    /// `sizeof(tshm_options)`, set by `tshm_options_init`; lets later versions add fields. A
+    /// library older than the caller's header accepts a larger struct (at most 4096 bytes)
+    /// whose fields it does not know are all zero.
     pub size: u32,
     /// `TSHM_OPEN_*` flags.
     pub flags: u32,
@@ -76,7 +81,7 @@ pub struct tshm_options {
     pub ctx: *mut c_void,
     /// Most entries this handle lets the frame index hold (one generation) before
     /// `tshm_index_append` fails with `TSHM_FULL`; 0 (default) for no limit but the format's
-    /// (2^32 - 2) and the disk.
+    /// (2^32 - 2, also the largest value accepted) and the disk.
     pub index_limit: u64,
 }
 
@@ -202,7 +207,8 @@ pub extern "C" fn tshm_errno() -> c_int {
 }
 
 /// Fills `*opts` with the defaults: SHARED mode, OFD locks, 128 CAS reader slots, no hook.
-/// `TSHM_MISUSE` if `opts` is NULL.
+///
+/// Returns `TSHM_OK`, or `TSHM_MISUSE` if `opts` is NULL.
 ///
 /// # Safety
 /// `opts` is NULL or points to writable memory for a `tshm_options`.
@@ -231,10 +237,35 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 /// new handle to it. `opts` may be NULL for the defaults. On success `*out` is the handle; on
 /// failure `*out` is left unchanged and nothing needs closing.
 ///
-/// Results: `TSHM_CONFLICT` (other processes use the other mode; `tshm_errmsg()` names a pid),
-/// `TSHM_CORRUPT` (others are attached and the sidecar is invalid; a process that is alone
-/// re-initializes instead), `TSHM_NOTFOUND` (read-only open, no sidecar), `TSHM_NOTSUPPORTED`
-/// (network filesystem), `TSHM_FULL` (every instance slot is in use), `TSHM_IOERR`/`TSHM_PERM`.
+/// A process keeps one descriptor per sidecar, opened read-write whenever the file allows it
+/// (also for a `TSHM_OPEN_READONLY` handle, which still writes nothing). A read-write open of a
+/// sidecar this process may only read gives a read-only handle (`tshm_info.readonly`).
+///
+/// Returns:
+/// * `TSHM_OK`;
+/// * `TSHM_MISUSE`: `db_path` or `out` NULL; `db_path` empty or ending in `/`, `.` or `..`;
+///   `opts` not initialized by `tshm_options_init` (`opts->size` smaller than this version's
+///   struct, or above 4096); unknown flag bits; `TSHM_OPEN_EXCLUSIVE` with
+///   `TSHM_OPEN_READONLY`; `reader_slots` outside 64..1024; an unknown reader strategy;
+///   `index_limit` above 2^32 - 2; or an open of the database from inside its own
+///   `on_last_close` hook;
+/// * `TSHM_CANTOPEN`: the sidecar cannot be opened or created (e.g. its directory is not
+///   writable: `tshm_errno()` is `EACCES`), or `db_path` names a directory (`EISDIR`); nothing is
+///   created;
+/// * `TSHM_NOTFOUND`: `TSHM_OPEN_READONLY` and there is no sidecar: use the engine's legacy
+///   read-only path;
+/// * `TSHM_READONLY`: `TSHM_OPEN_EXCLUSIVE` on a sidecar this process cannot write; a read-write
+///   open while this process holds the sidecar through a read-only descriptor (it was not
+///   writable when first opened here: close every handle on it first); a read-only filesystem;
+/// * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid);
+/// * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
+///   re-initializes instead);
+/// * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` sets
+///   fields of a later version of this struct than the library knows;
+/// * `TSHM_FULL`: every instance slot is in use, or the disk or file-size limit stops the
+///   sidecar from being created;
+/// * `TSHM_IOERR`, `TSHM_PERM`, `TSHM_NOMEM`: a system call failed (`tshm_errno()`);
+/// * `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `db_path` is NULL or a NUL-terminated string; `opts` is NULL or a `tshm_options` initialized
@@ -291,6 +322,11 @@ pub unsafe extern "C" fn tshm_open(
 /// calls on the same handle. In a child process after `fork()`, closing an inherited handle only
 /// frees its memory. The sidecar file is never deleted.
 ///
+/// Returns `TSHM_OK`; `TSHM_MISUSE` for a closed handle or a close from inside the handle's own
+/// `on_last_close` hook (the handle stays open then); `TSHM_IOERR` when a step of the close
+/// failed in the system (the handle is freed all the same, having released all it could);
+/// `TSHM_INTERNAL`.
+///
 /// # Safety
 /// `h` is NULL or a handle from `tshm_open`; `was_last` is NULL or writable.
 #[no_mangle]
@@ -333,6 +369,8 @@ pub unsafe extern "C" fn tshm_close(h: *mut tshm, was_last: *mut c_int) -> c_int
 /// Writes the handle's facts (mode, lock backend, reader strategy, slot counts, instance, whether
 /// this open initialized the sidecar) to `*out`.
 ///
+/// Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+///
 /// # Safety
 /// `h` is NULL or a handle; `out` is NULL or writable.
 #[no_mangle]
@@ -343,6 +381,8 @@ pub unsafe extern "C" fn tshm_info_get(h: *const tshm, out: *mut tshm_info) -> c
 /// Reads the current published snapshot into `*out`. Lock-free; never waits for a publisher,
 /// not even one that died mid-publish. Safe to call from many threads on one handle.
 ///
+/// Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+///
 /// # Safety
 /// `h` is NULL or a handle; `out` is NULL or writable.
 #[no_mangle]
@@ -352,8 +392,11 @@ pub unsafe extern "C" fn tshm_snapshot_get(h: *const tshm, out: *mut tshm_snapsh
 
 /// Publishes the fields of `*snap` selected by `mask` (`TSHM_SNAP_*` bits) as the new snapshot;
 /// the other fields keep their published values and `sequence` is advanced. The handle must hold
-/// the writer or checkpointer role (`TSHM_MISUSE` otherwise); `TSHM_READONLY` on a read-only
-/// handle.
+/// the writer or checkpointer role.
+///
+/// Returns `TSHM_OK`; `TSHM_MISUSE` (`snap` NULL, unknown `mask` bits, neither role held, bad
+/// handle); `TSHM_READONLY` on a read-only handle; `TSHM_BUSY` when the other role's holder,
+/// alive, kept the publish token for over two seconds; `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle; `snap` is NULL or readable.
@@ -382,7 +425,13 @@ fn release(h: *mut tshm, writer: bool) -> c_int {
 
 /// Takes the writer role. `timeout_ms == 0`: try once, `TSHM_BUSY` if it is held. Otherwise wait
 /// up to `timeout_ms` milliseconds, woken as soon as the holder releases it (or, if the holder
-/// died, within 10 ms). `TSHM_MISUSE` if this handle already holds it.
+/// died, within 10 ms). On success the frame index is trimmed to the published `max_frame` (a
+/// previous writer may have died with uncommitted entries).
+///
+/// Returns `TSHM_OK`; `TSHM_BUSY` (held elsewhere past the timeout); `TSHM_MISUSE` (this handle
+/// holds it or is acquiring it on another thread, bad handle); `TSHM_READONLY` on a read-only
+/// handle; `TSHM_CORRUPT` (the trim found the index corrupt; the role is not taken);
+/// `TSHM_IOERR` (the lock call failed); `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -391,7 +440,10 @@ pub unsafe extern "C" fn tshm_writer_acquire(h: *mut tshm, timeout_ms: u32) -> c
     ffi_guard!({ acquire(h, true, timeout_ms) })
 }
 
-/// Releases the writer role; `TSHM_MISUSE` if this handle does not hold it.
+/// Releases the writer role.
+///
+/// Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold it (or is bad); `TSHM_READONLY`
+/// on a read-only handle; `TSHM_IOERR` (the unlock call failed); `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -400,7 +452,8 @@ pub unsafe extern "C" fn tshm_writer_release(h: *mut tshm) -> c_int {
     ffi_guard!({ release(h, true) })
 }
 
-/// Takes the checkpointer role; the same rules as `tshm_writer_acquire`.
+/// Takes the checkpointer role; the same rules and results as `tshm_writer_acquire` (no index
+/// trim, so never `TSHM_CORRUPT`).
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -409,7 +462,7 @@ pub unsafe extern "C" fn tshm_checkpointer_acquire(h: *mut tshm, timeout_ms: u32
     ffi_guard!({ acquire(h, false, timeout_ms) })
 }
 
-/// Releases the checkpointer role; `TSHM_MISUSE` if this handle does not hold it.
+/// Releases the checkpointer role; the same results as `tshm_writer_release`.
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -420,8 +473,11 @@ pub unsafe extern "C" fn tshm_checkpointer_release(h: *mut tshm) -> c_int {
 
 /// Begins a read transaction: claims a reader slot, pins the current snapshot's `max_frame` in
 /// it (so no checkpoint backfills past it) and returns the slot in `*slot_out` and the pinned
-/// snapshot in `*snap_out`. Stale slots of dead processes are reclaimed; `TSHM_BUSY` when every
-/// slot is held by a live reader; `TSHM_READONLY` on a read-only handle.
+/// snapshot in `*snap_out`. Stale slots of dead processes are reclaimed.
+///
+/// Returns `TSHM_OK`; `TSHM_BUSY` when every slot is held by a live reader; `TSHM_MISUSE`
+/// (`slot_out` or `snap_out` NULL, bad handle); `TSHM_READONLY` on a read-only handle;
+/// `TSHM_IOERR` (a lock or liveness probe failed); `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle; `slot_out` and `snap_out` are NULL or writable.
@@ -448,7 +504,11 @@ pub unsafe extern "C" fn tshm_reader_begin(
     })
 }
 
-/// Ends the read transaction holding `slot`; `TSHM_MISUSE` if this handle does not hold it.
+/// Ends the read transaction holding `slot`.
+///
+/// Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold `slot` (or is bad);
+/// `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT` when the slot was overwritten from
+/// outside while held (the slot is released all the same); `TSHM_IOERR`; `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -460,6 +520,9 @@ pub unsafe extern "C" fn tshm_reader_end(h: *mut tshm, slot: u32) -> c_int {
 /// The oldest frame pinned by a live reader, or `TSHM_NO_FRAME` when none is. A checkpointer
 /// reads the snapshot first, then calls this, and backfills no frame above the smaller of the
 /// two.
+///
+/// Returns `TSHM_OK`, `TSHM_MISUSE` (`frame_out` NULL, bad handle), `TSHM_IOERR` (a liveness
+/// probe failed) or `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle; `frame_out` is NULL or writable.
@@ -473,7 +536,10 @@ pub unsafe extern "C" fn tshm_min_reader_frame(h: *const tshm, frame_out: *mut u
 }
 
 /// Who holds `role`: `TSHM_ROLE_LIFETIME`, `TSHM_ROLE_WRITER`, `TSHM_ROLE_CHECKPOINTER`, or
-/// `TSHM_ROLE_READER0 + i` for reader slot `i`. `TSHM_MISUSE` for a role that does not exist.
+/// `TSHM_ROLE_READER0 + i` for reader slot `i`.
+///
+/// Returns `TSHM_OK`, `TSHM_MISUSE` (a role that does not exist, `out` NULL, bad handle),
+/// `TSHM_IOERR` (a liveness probe failed) or `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle; `out` is NULL or writable.
@@ -486,8 +552,12 @@ pub unsafe extern "C" fn tshm_owner(h: *const tshm, role: u32, out: *mut tshm_ow
 /// copy of `page`. Writer only (`TSHM_MISUSE` otherwise); frames must strictly increase
 /// (`TSHM_MISUSE` otherwise). Entries above the published snapshot's `max_frame` are
 /// uncommitted: a rollback drops them (`tshm_index_truncate`), and so does the next writer if
-/// this one dies first. `TSHM_FULL` when the `index_limit` option, the disk or the file-size
-/// limit stops the index from growing; the index stays consistent and usable.
+/// this one dies first.
+///
+/// Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, `frame` not above the last one or
+/// out of range, bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_FULL` when the
+/// `index_limit` option, the disk or the file-size limit stops the index from growing (the index
+/// stays consistent and usable); `TSHM_CORRUPT`; `TSHM_IOERR`; `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -501,6 +571,10 @@ pub unsafe extern "C" fn tshm_index_append(h: *mut tshm, page: u32, frame: u64) 
 /// not in the WAL at that snapshot: read it from the database file; `tshm_errmsg()` is not
 /// changed). Lock-free; safe while the writer appends, rolls back or grows the index. Its cost
 /// does not grow with the number of frames indexed.
+///
+/// Returns `TSHM_OK`; `TSHM_NOTFOUND`; `TSHM_BUSY` (the index was reset again and again during
+/// the lookup); `TSHM_CORRUPT`; `TSHM_MISUSE` (`frame_out` NULL, bad handle); `TSHM_IOERR`
+/// (mapping a grown index failed); `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle; `frame_out` is NULL or writable.
@@ -531,6 +605,9 @@ pub unsafe extern "C" fn tshm_index_find(
 /// only by `tshm_index_reset` after the WAL restarts. Concurrent lookups never miss a
 /// committed entry.
 ///
+/// Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, `max_frame` below the committed one,
+/// bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT`; `TSHM_INTERNAL`.
+///
 /// # Safety
 /// `h` is NULL or a handle.
 #[no_mangle]
@@ -548,6 +625,9 @@ pub unsafe extern "C" fn tshm_index_truncate(h: *mut tshm, max_frame: u64) -> c_
 /// backfilled, no reader pinning one). Writer only. Also the first step of a rebuild: a handle
 /// whose `tshm_info.initialized` is 1 found no live sidecar and re-appends its WAL's frames.
 ///
+/// Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, bad handle); `TSHM_READONLY` on a
+/// read-only handle; `TSHM_INTERNAL`.
+///
 /// # Safety
 /// `h` is NULL or a handle.
 #[no_mangle]
@@ -558,7 +638,9 @@ pub unsafe extern "C" fn tshm_index_reset(h: *mut tshm) -> c_int {
 /// Calls `cb(ctx, page, frame)` for every page with a frame at or below `max_frame`, in
 /// ascending page order, with that page's newest such frame (what a checkpointer copies back).
 /// Allocates nothing. Stops early, still returning `TSHM_OK`, when `cb` returns non-zero.
-/// `TSHM_BUSY` if the index was reset meanwhile.
+///
+/// Returns `TSHM_OK`; `TSHM_BUSY` if the index was reset meanwhile; `TSHM_CORRUPT`;
+/// `TSHM_MISUSE` (`cb` NULL, bad handle); `TSHM_IOERR`; `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle; `cb` is NULL or a function safe to call with `ctx`.
@@ -585,6 +667,8 @@ pub unsafe extern "C" fn tshm_index_foreach(
 /// Writes the index's counters (generation, entries, dead entries, tail frame, blocks, node
 /// pages, pool bytes) to `*out`.
 ///
+/// Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+///
 /// # Safety
 /// `h` is NULL or a handle; `out` is NULL or writable.
 #[no_mangle]
@@ -600,8 +684,13 @@ pub unsafe extern "C" fn tshm_index_stats_get(
 /// address, shared with every process attached. With `extend == 0` a region that does not exist
 /// yet gives `TSHM_OK` and `*ptr = NULL`; otherwise it is created, zeroed. Pointers stay valid
 /// until this process's last handle on the sidecar closes. The first process to open a sidecar
-/// that nobody has open finds every region gone (zeroed), like SQLite's dead-man switch.
-/// `TSHM_READONLY` when a read-only handle would have to create one.
+/// that nobody has open finds every region gone (zeroed), like SQLite's dead-man switch. A
+/// read-only handle finds existing regions (and must only read them) but never creates one.
+///
+/// Returns `TSHM_OK`; `TSHM_MISUSE` (`ptr` NULL, `idx` or `size` out of range, `size` unlike the
+/// sidecar's regions, bad handle); `TSHM_READONLY` when a read-only handle would have to create
+/// the region; `TSHM_FULL` (the disk or the file-size limit stops the sidecar from growing);
+/// `TSHM_CORRUPT` (the region table points outside the file); `TSHM_IOERR`; `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle; `ptr` is NULL or writable.
@@ -634,8 +723,12 @@ pub unsafe extern "C" fn tshm_region(
 /// all-or-nothing). Re-taking a SHARED slot is a no-op; converting between SHARED and EXCLUSIVE
 /// and releasing what the handle does not hold are `TSHM_MISUSE`. Released at close, or when
 /// the holding process dies. The locks live in shared memory: no system call unless a conflict
-/// has to be checked against a holder that may have died. `TSHM_READONLY` on a read-only
-/// handle.
+/// has to be checked against a holder that may have died.
+///
+/// Returns `TSHM_OK`; `TSHM_BUSY` (a conflicting lock is held; `tshm_errmsg()` is not changed);
+/// `TSHM_MISUSE` (slots out of range, bad flags, a mode conversion, releasing what is not held,
+/// bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_IOERR` (a liveness probe failed);
+/// `TSHM_INTERNAL`.
 ///
 /// # Safety
 /// `h` is NULL or a handle.
