@@ -59,6 +59,11 @@ struct kvlog {
     uint64_t next_frame;
     uint32_t last_page; /* page modified most recently (spill policy) */
     uint8_t *buf, *fbuf;
+    /* test hooks, read from the environment once at open (see kvlog.h) */
+    char stop_at[32];    /* "": no stop point is live */
+    int stop_fd, arm_fd;
+    long stop_skip, stop_passed;
+    int fail_publish;    /* KVLOG_FAIL_AT=publish */
     char err[512];
 };
 
@@ -113,24 +118,30 @@ static int pwrite_full(int fd, const void *buf, size_t n, off_t off) {
     return 0;
 }
 
+/* Reads the test hooks' environment (see kvlog.h), once, at open. */
+static void hooks_init(kvlog *db) {
+    const char *at = getenv("KVLOG_STOP_AT"), *fd = getenv("KVLOG_STOP_FD");
+    const char *skip = getenv("KVLOG_STOP_SKIP"), *arm = getenv("KVLOG_ARM_FD");
+    const char *fail_at = getenv("KVLOG_FAIL_AT");
+    if (at != NULL && fd != NULL) snprintf(db->stop_at, sizeof db->stop_at, "%s", at);
+    db->stop_fd = fd != NULL ? atoi(fd) : -1;
+    db->arm_fd = arm != NULL ? atoi(arm) : -1;
+    db->stop_skip = skip != NULL ? atol(skip) : 0;
+    db->fail_publish = fail_at != NULL && strcmp(fail_at, "publish") == 0;
+}
+
 /* A named stop point (see kvlog.h): tell the controller, then wait to be killed. */
-static void stop_point(const char *name) {
-    const char *at = getenv("KVLOG_STOP_AT");
-    const char *fd = getenv("KVLOG_STOP_FD");
-    if (at == NULL || fd == NULL || strcmp(at, name) != 0) return;
+static void stop_point(kvlog *db, const char *name) {
+    if (db->stop_at[0] == 0 || strcmp(db->stop_at, name) != 0) return;
     /* KVLOG_STOP_SKIP=n: pass the point n times first */
-    static long passed;
-    const char *skip = getenv("KVLOG_STOP_SKIP");
-    if (skip != NULL && passed++ < atol(skip)) return;
-    int f = atoi(fd);
+    if (db->stop_passed++ < db->stop_skip) return;
     /* the controller arms the point by writing a byte to KVLOG_ARM_FD (if given) */
-    const char *arm = getenv("KVLOG_ARM_FD");
-    if (arm != NULL) {
-        struct pollfd p = {.fd = atoi(arm), .events = POLLIN};
+    if (db->arm_fd >= 0) {
+        struct pollfd p = {.fd = db->arm_fd, .events = POLLIN};
         if (poll(&p, 1, 0) <= 0) return;
     }
     char c = 's';
-    if (write(f, &c, 1) != 1) _exit(9);
+    if (write(db->stop_fd, &c, 1) != 1) _exit(9);
     for (;;) pause();
 }
 
@@ -268,7 +279,7 @@ int kv_begin_read(kvlog *db) {
     int rc = tshm_reader_begin(db->h, &db->slot, &db->snap);
     if (rc != TSHM_OK) return fail_tshm(db, rc, "reader begin");
     db->in_read = 1;
-    stop_point(KV_STOP_IN_READ);
+    stop_point(db, KV_STOP_IN_READ);
     return KV_OK;
 }
 
@@ -323,7 +334,7 @@ static int spill_except(kvlog *db, uint32_t keep) {
         if (rc != KV_OK) return rc;
         db->next_frame++;
         d->spilled = 1;
-        stop_point(KV_STOP_MID_WRITE);
+        stop_point(db, KV_STOP_MID_WRITE);
     }
     return KV_OK;
 }
@@ -350,15 +361,17 @@ int kv_commit(kvlog *db) {
         kv_rollback(db);
         return rc;
     }
+    stop_point(db, KV_STOP_UNPUBLISHED);
     uint32_t pages = db->snap.db_size;
     for (int i = 0; i < db->ndirty; i++)
         if (db->dirty[i].page > pages) pages = db->dirty[i].page;
     tshm_snapshot s = db->snap;
     s.max_frame = db->next_frame - 1;
     s.db_size = pages;
-    int rc = tshm_publish(db->h, &s, TSHM_SNAP_MAX_FRAME | TSHM_SNAP_DB_SIZE);
+    int rc = db->fail_publish ? fail(db, KV_BUSY, "publish: failed by KVLOG_FAIL_AT=publish")
+                              : tshm_publish(db->h, &s, TSHM_SNAP_MAX_FRAME | TSHM_SNAP_DB_SIZE);
     if (rc != TSHM_OK) {
-        rc = fail_tshm(db, rc, "publish");
+        if (!db->fail_publish) rc = fail_tshm(db, rc, "publish");
         kv_rollback(db);
         return rc;
     }
@@ -549,7 +562,7 @@ static int backfill(kvlog *db, kv_ckpt *out) {
         if (b.rc != KV_OK) return b.rc;
         if (db->durable && fdatasync(db->dbfd) != 0)
             return fail(db, KV_ERROR, "fdatasync database: %s", strerror(errno));
-        stop_point(KV_STOP_MID_CKPT);
+        stop_point(db, KV_STOP_MID_CKPT);
         tshm_snapshot p = s;
         p.nbackfills = mx;
         if ((rc = tshm_publish(db->h, &p, TSHM_SNAP_NBACKFILLS)) != TSHM_OK)
@@ -740,6 +753,7 @@ int kv_open(const char *path, const kv_config *cfg, kvlog **out) {
     kvlog *db = calloc(1, sizeof *db);
     if (db == NULL) return KV_ERROR;
     db->dbfd = db->walfd = -1;
+    hooks_init(db);
     int rc = KV_OK;
     char wal[4096];
     snprintf(wal, sizeof wal, "%s-wal", path);
