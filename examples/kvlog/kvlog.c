@@ -16,7 +16,8 @@
  * Snapshot words: max_frame (newest committed frame), nbackfills (frames copied into the
  * database file), salt (of the current WAL), checksum (the WAL's running checksum at max_frame,
  * low word first), engine[0] (frame number of the WAL's first frame), engine[1] (the libtshm
- * init epoch whose recovery is done), db_size (database pages).
+ * init epoch whose recovery is done), db_size (database pages), checkpoint_seq (bumped when
+ * a WAL restart begins and again when it is published: odd while one is under way).
  *
  * The WAL's checksums form a chain: the header's checksum seeds it, and each frame's checksum
  * continues the one of the frame before it (which the frame also records, so a frame read on
@@ -322,6 +323,8 @@ int kv_end_read(kvlog *db) {
     return rc == TSHM_OK ? KV_OK : fail_tshm(db, rc, "reader end");
 }
 
+static int restart_wal(kvlog *db, tshm_snapshot *s);
+
 int kv_begin_write(kvlog *db, uint32_t timeout_ms) {
     if (db->in_read || db->in_write) return fail(db, KV_MISUSE, "a transaction is open");
     int rc = tshm_writer_acquire(db->h, timeout_ms);
@@ -329,6 +332,13 @@ int kv_begin_write(kvlog *db, uint32_t timeout_ms) {
     /* the writer role keeps max_frame, its checksum, the salts and the base still until we
      * release it: every commit and WAL restart publishes them together, with the role held */
     tshm_snapshot_get(db->h, &db->snap);
+    if (db->snap.checkpoint_seq & 1) { /* a WAL restart whose holder died midway */
+        if ((rc = restart_wal(db, &db->snap)) != KV_OK) {
+            tshm_writer_release(db->h);
+            return rc;
+        }
+        tshm_snapshot_get(db->h, &db->snap);
+    }
     db->next_frame = db->snap.max_frame + 1;
     db->chain = snap_sum(&db->snap);
     db->commit_written = 0;
@@ -625,34 +635,52 @@ static int backfill(kvlog *db, kv_ckpt *out) {
     return KV_OK;
 }
 
+/* Starts a new WAL after max_frame, with the writer role, once every frame is copied into the
+ * database file and no reader reads from the WAL (a reader pinned at max_frame reads only
+ * copied frames). checkpoint_seq is odd from the announcement until the new salts and base are
+ * published: a writer that finds it odd knows the restarter died midway (the restart holds the
+ * writer role) and finishes the restart before it writes a frame, for the WAL header on disk
+ * may already be the new one. Updates *s. */
+static int restart_wal(kvlog *db, tshm_snapshot *s) {
+    int rc;
+    /* First announce the restart: a reader whose snapshot predates it and whose frame is gone
+     * from now on reads the database file, which holds every frame. */
+    if ((s->checkpoint_seq & 1) == 0) {
+        s->checkpoint_seq++;
+        if ((rc = tshm_publish(db->h, s, TSHM_SNAP_CHECKPOINT_SEQ)) != TSHM_OK)
+            return fail_tshm(db, rc, "publish restart");
+    }
+    uint32_t salt[2];
+    uint64_t seed;
+    new_salts(salt);
+    if ((rc = write_wal_header(db, salt, s->max_frame + 1, &seed)) != KV_OK) return rc;
+    stop_point(db, KV_STOP_MID_RESTART);
+    if (ftruncate(db->walfd, WAL_HDR) != 0) return fail(db, KV_ERROR, "truncate WAL: %s", strerror(errno));
+    if ((rc = tshm_index_reset(db->h)) != TSHM_OK) return fail_tshm(db, rc, "index reset");
+    s->salt[0] = salt[0];
+    s->salt[1] = salt[1];
+    s->engine[0] = s->max_frame + 1;
+    set_snap_sum(s, seed); /* the next writer's first frame continues the new header */
+    s->checkpoint_seq++;
+    if ((rc = tshm_publish(db->h, s, TSHM_SNAP_SALT | TSHM_SNAP_ENGINE0 | TSHM_SNAP_CHECKSUM |
+                                         TSHM_SNAP_CHECKPOINT_SEQ)) != TSHM_OK)
+        return fail_tshm(db, rc, "publish restart");
+    return KV_OK;
+}
+
 /* With the checkpointer and writer roles: restarts the WAL if every frame is copied and no
- * reader still reads from it (a reader pinned at max_frame reads only copied frames). Sets
- * *done when the WAL is empty afterwards. */
+ * reader still reads from it, or if a restart was cut short. Sets *done when the WAL is empty
+ * afterwards. */
 static int try_restart(kvlog *db, kv_ckpt *out, int *done) {
     tshm_snapshot s;
     uint64_t pinned;
     tshm_snapshot_get(db->h, &s);
     int rc = tshm_min_reader_frame(db->h, &pinned);
     if (rc != TSHM_OK) return fail_tshm(db, rc, "min reader frame");
-    *done = s.max_frame < s.engine[0];
-    if (*done || s.nbackfills != s.max_frame || pinned < s.max_frame) return KV_OK;
-    /* First announce the restart (checkpoint_seq): a reader whose snapshot predates it and
-     * whose frame is gone from now on reads the database file, which holds every frame. */
-    s.checkpoint_seq++;
-    if ((rc = tshm_publish(db->h, &s, TSHM_SNAP_CHECKPOINT_SEQ)) != TSHM_OK)
-        return fail_tshm(db, rc, "publish restart");
-    uint32_t salt[2];
-    uint64_t seed;
-    new_salts(salt);
-    if ((rc = write_wal_header(db, salt, s.max_frame + 1, &seed)) != KV_OK) return rc;
-    if (ftruncate(db->walfd, WAL_HDR) != 0) return fail(db, KV_ERROR, "truncate WAL: %s", strerror(errno));
-    if ((rc = tshm_index_reset(db->h)) != TSHM_OK) return fail_tshm(db, rc, "index reset");
-    s.salt[0] = salt[0];
-    s.salt[1] = salt[1];
-    s.engine[0] = s.max_frame + 1;
-    set_snap_sum(&s, seed); /* the next writer's first frame continues the new header */
-    if ((rc = tshm_publish(db->h, &s, TSHM_SNAP_SALT | TSHM_SNAP_ENGINE0 | TSHM_SNAP_CHECKSUM)) != TSHM_OK)
-        return fail_tshm(db, rc, "publish restart");
+    int unfinished = s.checkpoint_seq & 1;
+    *done = s.max_frame < s.engine[0] && !unfinished;
+    if (!unfinished && (*done || s.nbackfills != s.max_frame || pinned < s.max_frame)) return KV_OK;
+    if ((rc = restart_wal(db, &s)) != KV_OK) return rc;
     if (out) out->restarted = 1;
     *done = 1;
     return KV_OK;

@@ -63,6 +63,8 @@ typedef struct kv_ckpt {
 #define KV_STOP_UNPUBLISHED "commit-unpublished" /* every frame of the transaction, its commit
                                                     frame included, written (and synced when
                                                     durable); the commit not published */
+#define KV_STOP_MID_RESTART "mid-restart" /* WAL restart: the new header written, the new salts
+                                             and base not published */
 /* KVLOG_FAIL_AT=publish: every commit fails as if tshm_publish had returned TSHM_BUSY (after
  * its frames were written), and rolls back. */
 

@@ -1,8 +1,9 @@
 /*
  * test_kvlog.c — the example engine: single-process correctness against a model, the bank
  * workload across processes, SIGKILL of a writer, a reader and a checkpointer at named points,
- * reopening after every process died (the index rebuilt from the WAL), and recovery that must
- * not bring back a transaction whose writer died or failed before publishing its commit.
+ * reopening after every process died (the index rebuilt from the WAL), recovery that must
+ * not bring back a transaction whose writer died or failed before publishing its commit, and
+ * commits that follow a checkpointer's death in the middle of a WAL restart.
  *
  * Processes are the kvlog binary (KVLOG_BIN) exec'd with `bank` roles; victims stop at their
  * named point (KVLOG_STOP_AT), report through a pipe, and are killed there.
@@ -341,6 +342,49 @@ static void unpublished_tail(const char *db, enum tail_case tc) {
     CHECK_RC(kv_close(h), KV_OK);
 }
 
+/* 6. A checkpointer dies in the middle of a WAL restart (new header written, not published):
+ * the commits that follow must survive every process dying. */
+static void restart_interrupted(const char *db) {
+    remove_db(db);
+    char *init[] = {"kvlog", "put", (char *)db, "k0", "zero", "k1", "zero", "k2", "zero", NULL};
+    CHECK(finish(start_kvlog(NULL, NULL, init)) == 0);
+    char *get[] = {"kvlog", "get", (char *)db, "k0", NULL};
+    struct kid h1 = start_kvlog(KV_STOP_IN_READ, NULL, get); /* keeps the next close from being last */
+    CHECK(at_stop(h1));
+    char *t1[] = {"kvlog", "put", (char *)db, "k0", "one", NULL};
+    CHECK(finish(start_kvlog(NULL, NULL, t1)) == 0);
+    struct kid h2 = start_kvlog(KV_STOP_IN_READ, NULL, get); /* pins the newest frame */
+    CHECK(at_stop(h2));
+    child_kill(h1.pid);
+    close(h1.status_fd);
+    char *ckpt[] = {"kvlog", "checkpoint", (char *)db, NULL};
+    CHECK(kill_at_stop(start_kvlog(KV_STOP_MID_RESTART, NULL, ckpt)));
+    char *t2[] = {"kvlog", "put", (char *)db, "k1", "two", NULL};
+    CHECK(finish(start_kvlog(NULL, NULL, t2)) == 0); /* acknowledged */
+    char *t3[] = {"kvlog", "put", (char *)db, "k2", "three", NULL};
+    CHECK(finish(start_kvlog(NULL, NULL, t3)) == 0);
+    child_kill(h2.pid); /* the last process attached dies */
+    close(h2.status_fd);
+
+    kvlog *h;
+    CHECK_RC(kv_open(db, NULL, &h), KV_OK);
+    char val[3][16];
+    const char *key[3] = {"k0", "k1", "k2"};
+    CHECK_RC(kv_begin_read(h), KV_OK);
+    for (int i = 0; i < 3; i++) {
+        size_t n = 0;
+        int rc = kv_get(h, key[i], val[i], sizeof val[i] - 1, &n);
+        val[i][rc == KV_OK && n < sizeof val[i] ? n : 0] = 0;
+    }
+    kv_end_read(h);
+    int ok = strcmp(val[0], "one") == 0 && strcmp(val[1], "two") == 0 && strcmp(val[2], "three") == 0;
+    CHECK(ok);
+    printf("  restart interrupted: recovered k0=%s k1=%s k2=%s%s\n", val[0], val[1], val[2], ok ? "" : " (WRONG)");
+    char why[256];
+    CHECK_RC(kv_check(h, why, sizeof why), KV_OK);
+    CHECK_RC(kv_close(h), KV_OK);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     kvlog_bin = getenv("KVLOG_BIN");
@@ -358,5 +402,6 @@ int main(void) {
     unpublished_tail(test_db("tail-killed.db"), WRITER_KILLED);
     unpublished_tail(test_db("tail-failed.db"), PUBLISH_FAILED);
     unpublished_tail(test_db("tail-alone.db"), PUBLISH_FAILED_ALONE);
+    restart_interrupted(test_db("restart.db"));
     return harness_done("test_kvlog");
 }
