@@ -1,10 +1,15 @@
 /*
  * demo.c — `kvlog demo [SECONDS] [DIR]`: the bank workload on one database with several writer
  * processes, several readers and a checkpointer at once, a live progress line, a SIGKILL of
- * one writer in the middle of a transaction and of one reader holding a slot halfway through,
- * then verification: every snapshot summed to the constant total, no acknowledged transfer was
- * lost, the database passes its integrity check after the final checkpoint, and the sidecar
- * was left clean (`tshm check --idle`). Exits non-zero with the reason when anything fails.
+ * one writer in the middle of a transaction and of one reader holding a slot halfway through.
+ * At the end a writer is SIGKILLed with its commit frame written but not published, a one-page
+ * transaction (`kvlog put`) commits over the first of its frames, and the last process
+ * attached is SIGKILLed too, so a fresh opener has to recover from the WAL: it must end at that
+ * last published commit, not at the dead writer's commit frame further on. Then
+ * verification: every snapshot summed to the constant total, the database holds exactly the
+ * acknowledged transfers, it passes its integrity check after the final checkpoint, and the
+ * sidecar was left clean (`tshm check --idle`). Exits non-zero with the reason when anything
+ * fails.
  *
  * The processes are this program exec'd again (`kvlog bank writer ...`). A victim is stopped at
  * its named point (KVLOG_STOP_AT, armed through a pipe) and reports there before it is killed,
@@ -91,6 +96,17 @@ static int kill_at_stop_point(struct proc *p) {
     return ok;
 }
 
+/* SIGTERMs the process and waits for it to exit; 1 when it exited with 0. */
+static int stop(struct proc *p) {
+    int st;
+    kill(p->pid, SIGTERM);
+    waitpid(p->pid, &st, 0);
+    p->exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    p->killed = 1; /* gone */
+    if (p->exit_code != 0) printf("  process %d (role %d) exited with %d\n", p->pid, p->role, p->exit_code);
+    return p->exit_code == 0;
+}
+
 /* Runs argv[0] with argv; returns its exit status. */
 static int run(char *const argv[]) {
     pid_t pid = fork();
@@ -167,12 +183,15 @@ int demo_main(int argc, char **argv) {
         procs[np].id = i + 1;
         snprintf(procs[np].log, sizeof procs[np].log, "%s/writer-%d.log", dir, i + 1);
         unlink(procs[np].log);
-        spawn(&procs[np], db, stats, np, KV_STOP_MID_WRITE);
+        /* writer 1 is killed mid-transaction halfway through, writer 2 before publishing a
+         * commit at the end */
+        spawn(&procs[np], db, stats, np, i == 1 ? KV_STOP_UNPUBLISHED : KV_STOP_MID_WRITE);
     }
     for (int i = 0; i < READERS; i++, np++) {
         procs[np].role = ROLE_READER;
         spawn(&procs[np], db, stats, np, KV_STOP_IN_READ);
     }
+    int ckpt = np;
     procs[np].role = ROLE_CHECKPOINTER;
     spawn(&procs[np], db, stats, np, "none");
     np++;
@@ -210,21 +229,44 @@ int demo_main(int argc, char **argv) {
         last = t;
     }
     if (tty) printf("\n");
-    for (int i = 0; i < np; i++)
-        if (!procs[i].killed) kill(procs[i].pid, SIGTERM);
-    int children_ok = 1;
-    for (int i = 0; i < np; i++) {
-        if (procs[i].killed) continue;
-        int st;
-        waitpid(procs[i].pid, &st, 0);
-        procs[i].exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (procs[i].exit_code != 0) {
-            children_ok = 0;
-            printf("  process %d (role %d) exited with %d\n", procs[i].pid, procs[i].role, procs[i].exit_code);
-        }
+
+    /* Final phase. The checkpointer and writer 3 stop (so the WAL is not restarted under what
+     * follows); writer 2 is killed with its commit frame written but not published (a transfer
+     * writes two or three frames); `kvlog put` commits one frame over the first of them; one
+     * reader stops, the demo lets go, the last reader is killed holding its slot: nobody closed
+     * last, so the next opener recovers from the WAL, past which lie writer 2's other frames. */
+    int children_ok = stop(&procs[ckpt]);
+    children_ok &= stop(&procs[2]);
+    int unpub = kill_at_stop_point(&procs[1]);
+    printf("  stop the checkpointer and writer %d; SIGKILL writer %d (pid %d) %s\n", procs[2].id, procs[1].id,
+           procs[1].pid, unpub ? "with its commit frame written, not published" : "(stop point not reached!)");
+    char *put[] = {exe, "put", db, "epilogue", "one frame", NULL};
+    int put_ok = run(put) == 0;
+    children_ok &= put_ok;
+    tshm_snapshot published;
+    tshm_snapshot_get(h, &published);
+    children_ok &= stop(&procs[WRITERS + 1]);
+    kv_close(mine); /* not the last: the last reader is still attached */
+    int last_reader = kill_at_stop_point(&procs[WRITERS + 2]);
+    printf("  kvlog put %s one frame over its first (max_frame %" PRIu64 "); SIGKILL the last reader (pid %d) %s\n",
+           put_ok ? "commits" : "FAILED to commit", published.max_frame, procs[WRITERS + 2].pid,
+           last_reader ? "in a read: no process left" : "(stop point not reached!)");
+
+    /* the first opener now: recovery must end at the last published commit, not at writer 2's */
+    kvlog *rec;
+    kv_stats rs;
+    tshm_info ri;
+    memset(&rs, 0, sizeof rs);
+    memset(&ri, 0, sizeof ri);
+    int recovered = kv_open(db, NULL, &rec) == KV_OK;
+    if (recovered) {
+        recovered = tshm_info_get(kv_tshm(rec), &ri) == TSHM_OK && ri.initialized == 1 &&
+                    kv_stats_get(rec, &rs) == KV_OK && rs.max_frame == published.max_frame;
+        kv_close(rec); /* the last one attached: final checkpoint, WAL restart */
     }
+    printf("  reopen: recovery rebuilt the index from %" PRIu64 " WAL frames, max_frame %" PRIu64 "%s\n",
+           rs.wal_frames, rs.max_frame, recovered ? "" : " (WRONG)");
     struct bank_slot tot = totals(slots);
-    kv_close(mine); /* the last one attached: final checkpoint, WAL restart */
 
     printf("verifying...\n");
     char *logs[WRITERS];
@@ -239,6 +281,8 @@ int demo_main(int argc, char **argv) {
     printf("  %-34s %" PRIu64 " snapshots, %" PRIu64 " wrong\n", "readers saw the constant total", tot.reads, tot.bad);
     printf("  %-34s %" PRIu64 " acknowledged, %" PRIu64 " in flight at the kill, %" PRIu64 " lost\n",
            "committed transfers", v.acked, v.in_flight, v.lost);
+    printf("  %-34s %s (max_frame %" PRIu64 " of %" PRIu64 " published)\n", "recovery after every process died",
+           recovered ? "the last published commit" : "WRONG", rs.max_frame, published.max_frame);
     printf("  %-34s %s (total %" PRIu64 " of %" PRIu64 ")\n", "balances match the writers' logs",
            v.balances_match ? "yes" : "NO", v.total, v.expected_total);
     printf("  %-34s %s\n", "integrity after final checkpoint", v.integrity_ok ? "ok" : "FAILED");
@@ -248,9 +292,14 @@ int demo_main(int argc, char **argv) {
     printf("  %-34s %" PRIu64 " checkpoints, %" PRIu64 " pages copied, %" PRIu64 " WAL restarts\n",
            "checkpointer", tot.ckpts, tot.copied, tot.restarts);
     printf("  %-34s %s\n", "kills mid-transaction / in a read", kill_ok ? "both at their stop points" : "MISSED");
+    printf("  %-34s %s\n", "kills before publish / last reader", unpub && last_reader ? "both at their stop points" : "MISSED");
 
+    /* every writer still running at the end stopped cleanly or died before publishing: none
+     * has a transfer committed but not acknowledged */
     const char *why = bad ? v.why : tot.bad ? "a reader saw a wrong total" : !clean ? "the sidecar was not left clean"
-                    : !children_ok ? "a process failed" : !kill_ok ? "a victim never reached its stop point"
+                    : !recovered ? "recovery did not end at the last published commit"
+                    : v.in_flight != 0 ? "a transfer that was never acknowledged is in the database"
+                    : !children_ok ? "a process failed" : !kill_ok || !unpub || !last_reader ? "a victim never reached its stop point"
                     : tot.reads == 0 || tot.commits == 0 ? "no progress" : NULL;
     printf("\n");
     char *inspect[] = {tshm_bin, "inspect", db, NULL};

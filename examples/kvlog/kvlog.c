@@ -14,8 +14,18 @@
  *   last closer        final checkpoint and WAL restart, from the on_last_close hook
  *
  * Snapshot words: max_frame (newest committed frame), nbackfills (frames copied into the
- * database file), salt (of the current WAL), engine[0] (frame number of the WAL's first frame),
- * engine[1] (the libtshm init epoch whose recovery is done), db_size (database pages).
+ * database file), salt (of the current WAL), checksum (the WAL's running checksum at max_frame,
+ * low word first), engine[0] (frame number of the WAL's first frame), engine[1] (the libtshm
+ * init epoch whose recovery is done), db_size (database pages), checkpoint_seq (bumped when
+ * a WAL restart begins and again when it is published: odd while one is under way).
+ *
+ * The WAL's checksums form a chain: the header's checksum seeds it, and each frame's checksum
+ * continues the one of the frame before it (which the frame also records, so a frame read on
+ * its own can still be verified). A writer continues the chain from the published checksum at
+ * max_frame; recovery accepts a frame only as the continuation of the chain it has verified so
+ * far. Frames left past max_frame by a writer that died or failed before publishing were
+ * chained after a predecessor that a later writer has since overwritten, so they can never
+ * pass for the continuation of the newer frames.
  */
 #define _GNU_SOURCE
 #include "kvlog.h"
@@ -33,9 +43,10 @@
 #include <unistd.h>
 
 #define DB_MAGIC "KVLOGDB1"
-#define WAL_MAGIC 0x57564c4bu /* 'KLVW' */
+#define WAL_MAGIC 0x32574c4bu   /* 'KLW2': format 2, chained frame checksums */
+#define WAL_MAGIC_1 0x57564c4bu /* 'KLVW': format 1, each frame checksummed on its own */
 #define WAL_HDR 32
-#define FRAME_HDR 24
+#define FRAME_HDR 32
 #define MAX_DIRTY 512
 #define MAX_KEY 255
 
@@ -57,8 +68,15 @@ struct kvlog {
     struct dirty dirty[MAX_DIRTY];
     int ndirty;
     uint64_t next_frame;
+    uint64_t chain;     /* running WAL checksum at next_frame - 1 */
+    int commit_written; /* this transaction wrote (or started writing) its commit frame */
     uint32_t last_page; /* page modified most recently (spill policy) */
     uint8_t *buf, *fbuf;
+    /* test hooks, read from the environment once at open (see kvlog.h) */
+    char stop_at[32];    /* "": no stop point is live */
+    int stop_fd, arm_fd;
+    long stop_skip, stop_passed;
+    int fail_publish;    /* KVLOG_FAIL_AT=publish */
     char err[512];
 };
 
@@ -113,24 +131,30 @@ static int pwrite_full(int fd, const void *buf, size_t n, off_t off) {
     return 0;
 }
 
+/* Reads the test hooks' environment (see kvlog.h), once, at open. */
+static void hooks_init(kvlog *db) {
+    const char *at = getenv("KVLOG_STOP_AT"), *fd = getenv("KVLOG_STOP_FD");
+    const char *skip = getenv("KVLOG_STOP_SKIP"), *arm = getenv("KVLOG_ARM_FD");
+    const char *fail_at = getenv("KVLOG_FAIL_AT");
+    if (at != NULL && fd != NULL) snprintf(db->stop_at, sizeof db->stop_at, "%s", at);
+    db->stop_fd = fd != NULL ? atoi(fd) : -1;
+    db->arm_fd = arm != NULL ? atoi(arm) : -1;
+    db->stop_skip = skip != NULL ? atol(skip) : 0;
+    db->fail_publish = fail_at != NULL && strcmp(fail_at, "publish") == 0;
+}
+
 /* A named stop point (see kvlog.h): tell the controller, then wait to be killed. */
-static void stop_point(const char *name) {
-    const char *at = getenv("KVLOG_STOP_AT");
-    const char *fd = getenv("KVLOG_STOP_FD");
-    if (at == NULL || fd == NULL || strcmp(at, name) != 0) return;
+static void stop_point(kvlog *db, const char *name) {
+    if (db->stop_at[0] == 0 || strcmp(db->stop_at, name) != 0) return;
     /* KVLOG_STOP_SKIP=n: pass the point n times first */
-    static long passed;
-    const char *skip = getenv("KVLOG_STOP_SKIP");
-    if (skip != NULL && passed++ < atol(skip)) return;
-    int f = atoi(fd);
+    if (db->stop_passed++ < db->stop_skip) return;
     /* the controller arms the point by writing a byte to KVLOG_ARM_FD (if given) */
-    const char *arm = getenv("KVLOG_ARM_FD");
-    if (arm != NULL) {
-        struct pollfd p = {.fd = atoi(arm), .events = POLLIN};
+    if (db->arm_fd >= 0) {
+        struct pollfd p = {.fd = db->arm_fd, .events = POLLIN};
         if (poll(&p, 1, 0) <= 0) return;
     }
     char c = 's';
-    if (write(f, &c, 1) != 1) _exit(9);
+    if (write(db->stop_fd, &c, 1) != 1) _exit(9);
     for (;;) pause();
 }
 
@@ -138,17 +162,34 @@ static off_t frame_off(const kvlog *db, uint64_t frame, uint64_t base) {
     return WAL_HDR + (off_t)(frame - base) * (off_t)(FRAME_HDR + db->page_size);
 }
 
+/* A frame: this header, then the page. `prev` is the running checksum of the frame before it
+ * (of the WAL header for the first frame), `cksum` the running checksum through this frame. */
 struct frame_hdr {
     uint32_t page, commit, salt[2];
-    uint64_t cksum;
+    uint64_t prev, cksum;
 };
+_Static_assert(sizeof(struct frame_hdr) == FRAME_HDR, "frame header layout");
 
-static uint64_t frame_sum(const struct frame_hdr *h, const uint8_t *data, uint32_t page_size) {
-    return fnv(fnv(FNV0, h, 16), data, page_size);
+/* The running checksum through a frame: the previous one continued over the frame's page
+ * number, commit flag, salts and page. */
+static uint64_t frame_sum(uint64_t prev, const struct frame_hdr *h, const uint8_t *data,
+                          uint32_t page_size) {
+    return fnv(fnv(prev, h, 16), data, page_size);
 }
 
-/* Reads frame `frame` of the WAL whose base and salts are in `s`; 1 valid, 0 not (restarted,
- * never written, torn), -1 I/O error. */
+static uint64_t snap_sum(const tshm_snapshot *s) {
+    return (uint64_t)s->checksum[0] | (uint64_t)s->checksum[1] << 32;
+}
+
+static void set_snap_sum(tshm_snapshot *s, uint64_t sum) {
+    s->checksum[0] = (uint32_t)sum;
+    s->checksum[1] = (uint32_t)(sum >> 32);
+}
+
+/* Reads frame `frame` of the WAL whose base and salts are in `s`; 1 valid on its own (its
+ * salts, and its checksum as the continuation of the `prev` it records; whether `prev` is
+ * really its predecessor's is for the caller to check), 0 not (restarted, never written, torn),
+ * -1 I/O error. */
 static int read_frame(kvlog *db, const tshm_snapshot *s, uint64_t frame, struct frame_hdr *fh,
                       uint8_t *data) {
     off_t off = frame_off(db, frame, s->engine[0]);
@@ -157,20 +198,23 @@ static int read_frame(kvlog *db, const tshm_snapshot *s, uint64_t frame, struct 
     memcpy(fh, db->fbuf, sizeof *fh);
     memcpy(data, db->fbuf + FRAME_HDR, db->page_size);
     if (r == 0 || fh->salt[0] != s->salt[0] || fh->salt[1] != s->salt[1]) return 0;
-    return frame_sum(fh, data, db->page_size) == fh->cksum;
+    return frame_sum(fh->prev, fh, data, db->page_size) == fh->cksum;
 }
 
+/* Writes frame `frame` (the transaction's next one) as the continuation of the chain. */
 static int write_frame(kvlog *db, uint64_t frame, uint32_t page, const uint8_t *data,
                        int commit) {
     struct frame_hdr fh = {.page = page, .commit = (uint32_t)commit,
-                           .salt = {db->snap.salt[0], db->snap.salt[1]}};
-    fh.cksum = frame_sum(&fh, data, db->page_size);
+                           .salt = {db->snap.salt[0], db->snap.salt[1]}, .prev = db->chain};
+    fh.cksum = frame_sum(fh.prev, &fh, data, db->page_size);
     memcpy(db->fbuf, &fh, FRAME_HDR);
     memcpy(db->fbuf + FRAME_HDR, data, db->page_size);
+    if (commit) db->commit_written = 1; /* even a partial write may leave it whole on disk */
     if (pwrite_full(db->walfd, db->fbuf, FRAME_HDR + db->page_size,
                     frame_off(db, frame, db->snap.engine[0])) != 0)
         return fail(db, KV_ERROR, "write WAL frame %llu: %s", (unsigned long long)frame,
                     strerror(errno));
+    db->chain = fh.cksum;
     int rc = tshm_index_append(db->h, page, frame);
     if (rc != TSHM_OK) return fail_tshm(db, rc, "index append");
     return KV_OK;
@@ -268,7 +312,7 @@ int kv_begin_read(kvlog *db) {
     int rc = tshm_reader_begin(db->h, &db->slot, &db->snap);
     if (rc != TSHM_OK) return fail_tshm(db, rc, "reader begin");
     db->in_read = 1;
-    stop_point(KV_STOP_IN_READ);
+    stop_point(db, KV_STOP_IN_READ);
     return KV_OK;
 }
 
@@ -279,12 +323,25 @@ int kv_end_read(kvlog *db) {
     return rc == TSHM_OK ? KV_OK : fail_tshm(db, rc, "reader end");
 }
 
+static int restart_wal(kvlog *db, tshm_snapshot *s);
+
 int kv_begin_write(kvlog *db, uint32_t timeout_ms) {
     if (db->in_read || db->in_write) return fail(db, KV_MISUSE, "a transaction is open");
     int rc = tshm_writer_acquire(db->h, timeout_ms);
     if (rc != TSHM_OK) return fail_tshm(db, rc, "writer acquire");
+    /* the writer role keeps max_frame, its checksum, the salts and the base still until we
+     * release it: every commit and WAL restart publishes them together, with the role held */
     tshm_snapshot_get(db->h, &db->snap);
+    if (db->snap.checkpoint_seq & 1) { /* a WAL restart whose holder died midway */
+        if ((rc = restart_wal(db, &db->snap)) != KV_OK) {
+            tshm_writer_release(db->h);
+            return rc;
+        }
+        tshm_snapshot_get(db->h, &db->snap);
+    }
     db->next_frame = db->snap.max_frame + 1;
+    db->chain = snap_sum(&db->snap);
+    db->commit_written = 0;
     db->ndirty = 0;
     db->last_page = 0;
     db->in_write = 1;
@@ -304,12 +361,23 @@ static int end_write(kvlog *db, int rc) {
     return rc;
 }
 
+/* Frames past max_frame without a commit frame after them are never recovered, and the next
+ * writer's frames break their chain. A commit frame already written is different: nobody may
+ * overwrite it before every process dies, and recovery would then find a whole, validly
+ * chained transaction whose commit its writer reported as failed. So a rollback after the
+ * commit frame was written cuts the WAL back to max_frame. */
 int kv_rollback(kvlog *db) {
     if (!db->in_write) return fail(db, KV_MISUSE, "no write transaction");
     int rc = KV_OK;
     if (db->next_frame > db->snap.max_frame + 1) {
         int r = tshm_index_truncate(db->h, db->snap.max_frame);
         if (r != TSHM_OK) rc = fail_tshm(db, r, "index truncate");
+    }
+    if (db->commit_written) {
+        off_t end = frame_off(db, db->snap.max_frame + 1, db->snap.engine[0]);
+        if (ftruncate(db->walfd, end) != 0 || (db->durable && fdatasync(db->walfd) != 0))
+            rc = fail(db, KV_ERROR, "cut the rolled-back commit from the WAL: %s", strerror(errno));
+        db->commit_written = 0;
     }
     return end_write(db, rc);
 }
@@ -323,7 +391,7 @@ static int spill_except(kvlog *db, uint32_t keep) {
         if (rc != KV_OK) return rc;
         db->next_frame++;
         d->spilled = 1;
-        stop_point(KV_STOP_MID_WRITE);
+        stop_point(db, KV_STOP_MID_WRITE);
     }
     return KV_OK;
 }
@@ -350,15 +418,19 @@ int kv_commit(kvlog *db) {
         kv_rollback(db);
         return rc;
     }
+    stop_point(db, KV_STOP_UNPUBLISHED);
     uint32_t pages = db->snap.db_size;
     for (int i = 0; i < db->ndirty; i++)
         if (db->dirty[i].page > pages) pages = db->dirty[i].page;
     tshm_snapshot s = db->snap;
     s.max_frame = db->next_frame - 1;
     s.db_size = pages;
-    int rc = tshm_publish(db->h, &s, TSHM_SNAP_MAX_FRAME | TSHM_SNAP_DB_SIZE);
+    set_snap_sum(&s, db->chain); /* with max_frame, in one publish */
+    int rc = db->fail_publish ? fail(db, KV_BUSY, "publish: failed by KVLOG_FAIL_AT=publish")
+                              : tshm_publish(db->h, &s, TSHM_SNAP_MAX_FRAME | TSHM_SNAP_DB_SIZE |
+                                                            TSHM_SNAP_CHECKSUM);
     if (rc != TSHM_OK) {
-        rc = fail_tshm(db, rc, "publish");
+        if (!db->fail_publish) rc = fail_tshm(db, rc, "publish");
         kv_rollback(db);
         return rc;
     }
@@ -519,7 +591,8 @@ static void new_salts(uint32_t salt[2]) {
     }
 }
 
-static int write_wal_header(kvlog *db, const uint32_t salt[2], uint64_t base) {
+/* Writes the WAL header; *seed gets its checksum, which starts the frames' chain. */
+static int write_wal_header(kvlog *db, const uint32_t salt[2], uint64_t base, uint64_t *seed) {
     uint8_t h[WAL_HDR] = {0};
     uint32_t magic = WAL_MAGIC;
     memcpy(h, &magic, 4);
@@ -530,6 +603,7 @@ static int write_wal_header(kvlog *db, const uint32_t salt[2], uint64_t base) {
     memcpy(h + 24, &sum, 8);
     if (pwrite_full(db->walfd, h, WAL_HDR, 0) != 0)
         return fail(db, KV_ERROR, "write WAL header: %s", strerror(errno));
+    *seed = sum;
     return KV_OK;
 }
 
@@ -549,7 +623,7 @@ static int backfill(kvlog *db, kv_ckpt *out) {
         if (b.rc != KV_OK) return b.rc;
         if (db->durable && fdatasync(db->dbfd) != 0)
             return fail(db, KV_ERROR, "fdatasync database: %s", strerror(errno));
-        stop_point(KV_STOP_MID_CKPT);
+        stop_point(db, KV_STOP_MID_CKPT);
         tshm_snapshot p = s;
         p.nbackfills = mx;
         if ((rc = tshm_publish(db->h, &p, TSHM_SNAP_NBACKFILLS)) != TSHM_OK)
@@ -561,32 +635,52 @@ static int backfill(kvlog *db, kv_ckpt *out) {
     return KV_OK;
 }
 
+/* Starts a new WAL after max_frame, with the writer role, once every frame is copied into the
+ * database file and no reader reads from the WAL (a reader pinned at max_frame reads only
+ * copied frames). checkpoint_seq is odd from the announcement until the new salts and base are
+ * published: a writer that finds it odd knows the restarter died midway (the restart holds the
+ * writer role) and finishes the restart before it writes a frame, for the WAL header on disk
+ * may already be the new one. Updates *s. */
+static int restart_wal(kvlog *db, tshm_snapshot *s) {
+    int rc;
+    /* First announce the restart: a reader whose snapshot predates it and whose frame is gone
+     * from now on reads the database file, which holds every frame. */
+    if ((s->checkpoint_seq & 1) == 0) {
+        s->checkpoint_seq++;
+        if ((rc = tshm_publish(db->h, s, TSHM_SNAP_CHECKPOINT_SEQ)) != TSHM_OK)
+            return fail_tshm(db, rc, "publish restart");
+    }
+    uint32_t salt[2];
+    uint64_t seed;
+    new_salts(salt);
+    if ((rc = write_wal_header(db, salt, s->max_frame + 1, &seed)) != KV_OK) return rc;
+    stop_point(db, KV_STOP_MID_RESTART);
+    if (ftruncate(db->walfd, WAL_HDR) != 0) return fail(db, KV_ERROR, "truncate WAL: %s", strerror(errno));
+    if ((rc = tshm_index_reset(db->h)) != TSHM_OK) return fail_tshm(db, rc, "index reset");
+    s->salt[0] = salt[0];
+    s->salt[1] = salt[1];
+    s->engine[0] = s->max_frame + 1;
+    set_snap_sum(s, seed); /* the next writer's first frame continues the new header */
+    s->checkpoint_seq++;
+    if ((rc = tshm_publish(db->h, s, TSHM_SNAP_SALT | TSHM_SNAP_ENGINE0 | TSHM_SNAP_CHECKSUM |
+                                         TSHM_SNAP_CHECKPOINT_SEQ)) != TSHM_OK)
+        return fail_tshm(db, rc, "publish restart");
+    return KV_OK;
+}
+
 /* With the checkpointer and writer roles: restarts the WAL if every frame is copied and no
- * reader still reads from it (a reader pinned at max_frame reads only copied frames). Sets
- * *done when the WAL is empty afterwards. */
+ * reader still reads from it, or if a restart was cut short. Sets *done when the WAL is empty
+ * afterwards. */
 static int try_restart(kvlog *db, kv_ckpt *out, int *done) {
     tshm_snapshot s;
     uint64_t pinned;
     tshm_snapshot_get(db->h, &s);
     int rc = tshm_min_reader_frame(db->h, &pinned);
     if (rc != TSHM_OK) return fail_tshm(db, rc, "min reader frame");
-    *done = s.max_frame < s.engine[0];
-    if (*done || s.nbackfills != s.max_frame || pinned < s.max_frame) return KV_OK;
-    /* First announce the restart (checkpoint_seq): a reader whose snapshot predates it and
-     * whose frame is gone from now on reads the database file, which holds every frame. */
-    s.checkpoint_seq++;
-    if ((rc = tshm_publish(db->h, &s, TSHM_SNAP_CHECKPOINT_SEQ)) != TSHM_OK)
-        return fail_tshm(db, rc, "publish restart");
-    uint32_t salt[2];
-    new_salts(salt);
-    if ((rc = write_wal_header(db, salt, s.max_frame + 1)) != KV_OK) return rc;
-    if (ftruncate(db->walfd, WAL_HDR) != 0) return fail(db, KV_ERROR, "truncate WAL: %s", strerror(errno));
-    if ((rc = tshm_index_reset(db->h)) != TSHM_OK) return fail_tshm(db, rc, "index reset");
-    s.salt[0] = salt[0];
-    s.salt[1] = salt[1];
-    s.engine[0] = s.max_frame + 1;
-    if ((rc = tshm_publish(db->h, &s, TSHM_SNAP_SALT | TSHM_SNAP_ENGINE0)) != TSHM_OK)
-        return fail_tshm(db, rc, "publish restart");
+    int unfinished = s.checkpoint_seq & 1;
+    *done = s.max_frame < s.engine[0] && !unfinished;
+    if (!unfinished && (*done || s.nbackfills != s.max_frame || pinned < s.max_frame)) return KV_OK;
+    if ((rc = restart_wal(db, &s)) != KV_OK) return rc;
     if (out) out->restarted = 1;
     *done = 1;
     return KV_OK;
@@ -626,7 +720,9 @@ int kv_checkpoint(kvlog *db, uint32_t timeout_ms, int restart, kv_ckpt *out) {
 }
 
 /* Rebuilds the index from the WAL: with the writer and checkpointer roles, when the snapshot's
- * recovery epoch is not the sidecar's current one (nobody recovered since it was initialized). */
+ * recovery epoch is not the sidecar's current one (nobody recovered since it was initialized).
+ * Frames count from the header's base for as long as each one is valid and continues the chain
+ * from the header's checksum; the committed state ends at the last commit frame among them. */
 static int recover(kvlog *db, uint64_t epoch) {
     uint8_t h[WAL_HDR];
     int r = pread_full(db->walfd, h, WAL_HDR, 0);
@@ -642,17 +738,27 @@ static int recover(kvlog *db, uint64_t epoch) {
     memcpy(&sum, h + 24, 8);
     int rc = tshm_index_reset(db->h);
     if (rc != TSHM_OK) return fail_tshm(db, rc, "index reset");
+    struct stat st;
+    if (r == 1 && magic == WAL_MAGIC_1 && fstat(db->walfd, &st) == 0 && st.st_size > WAL_HDR)
+        return fail(db, KV_CORRUPT, "the WAL holds frames of kvlog format 1: checkpoint it with the "
+                    "kvlog that wrote it");
     uint64_t last = 0;
     if (r == 1 && magic == WAL_MAGIC && psz == db->page_size && sum == fnv(FNV0, h, 24) && base >= 1) {
         s.engine[0] = base;
-        uint64_t committed = base - 1;
-        /* index every frame, then drop what follows the last commit */
+        uint64_t committed = base - 1, chain = sum, committed_sum = sum;
+        /* index every frame of the chain, then drop what follows the last commit */
         struct frame_hdr fh;
         for (uint64_t f = base;; f++) {
-            if (read_frame(db, &s, f, &fh, db->buf) != 1 || fh.page < 1) break;
+            int v = read_frame(db, &s, f, &fh, db->buf);
+            if (v < 0) return fail(db, KV_ERROR, "read WAL: %s", strerror(errno));
+            if (v == 0 || fh.prev != chain || fh.page < 1) break;
             if ((rc = tshm_index_append(db->h, fh.page, f)) != TSHM_OK)
                 return fail_tshm(db, rc, "index rebuild");
-            if (fh.commit) committed = f;
+            chain = fh.cksum;
+            if (fh.commit) {
+                committed = f;
+                committed_sum = chain;
+            }
             last = f;
         }
         if (last > committed) {
@@ -663,14 +769,16 @@ static int recover(kvlog *db, uint64_t epoch) {
                 return fail_tshm(db, rc, "index trim");
         }
         s.max_frame = committed;
+        set_snap_sum(&s, committed_sum);
         s.nbackfills = base - 1; /* unknown after a crash: copying again is harmless */
     } else {
+        uint64_t seed;
         new_salts(s.salt);
         s.engine[0] = 1;
-        if ((rc = write_wal_header(db, s.salt, 1)) != KV_OK) return rc;
+        if ((rc = write_wal_header(db, s.salt, 1, &seed)) != KV_OK) return rc;
         if (ftruncate(db->walfd, WAL_HDR) != 0) return fail(db, KV_ERROR, "truncate WAL: %s", strerror(errno));
+        set_snap_sum(&s, seed);
     }
-    struct stat st;
     fstat(db->dbfd, &st);
     s.db_size = (uint32_t)(st.st_size / db->page_size);
     s.page_size = db->page_size;
@@ -740,6 +848,7 @@ int kv_open(const char *path, const kv_config *cfg, kvlog **out) {
     kvlog *db = calloc(1, sizeof *db);
     if (db == NULL) return KV_ERROR;
     db->dbfd = db->walfd = -1;
+    hooks_init(db);
     int rc = KV_OK;
     char wal[4096];
     snprintf(wal, sizeof wal, "%s-wal", path);

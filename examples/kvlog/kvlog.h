@@ -51,13 +51,22 @@ typedef struct kv_ckpt {
     int restarted;          /* the WAL was restarted */
 } kv_ckpt;
 
-/* Named points where a process stops when the environment variable KVLOG_STOP_AT names the
- * point and KVLOG_STOP_FD is a descriptor: it writes one byte there and waits to be killed.
- * KVLOG_STOP_SKIP=n passes the point n times first; with KVLOG_ARM_FD set, the point is live
- * only once a byte is readable there. */
+/* Test hooks, read from the environment once by kv_open (a handle never looks again).
+ *
+ * Named points where a process stops when KVLOG_STOP_AT names the point and KVLOG_STOP_FD is a
+ * descriptor: it writes one byte there and waits to be killed. KVLOG_STOP_SKIP=n passes the
+ * point n times first; with KVLOG_ARM_FD set, the point is live only once a byte is readable
+ * there. */
 #define KV_STOP_MID_WRITE "mid-write"   /* a frame spilled, the transaction not committed */
 #define KV_STOP_IN_READ "in-read"       /* a reader slot held */
 #define KV_STOP_MID_CKPT "mid-checkpoint" /* pages copied, nbackfills not published */
+#define KV_STOP_UNPUBLISHED "commit-unpublished" /* every frame of the transaction, its commit
+                                                    frame included, written (and synced when
+                                                    durable); the commit not published */
+#define KV_STOP_MID_RESTART "mid-restart" /* WAL restart: the new header written, the new salts
+                                             and base not published */
+/* KVLOG_FAIL_AT=publish: every commit fails as if tshm_publish had returned TSHM_BUSY (after
+ * its frames were written), and rolls back. */
 
 int kv_open(const char *path, const kv_config *cfg, kvlog **out);
 /* Closes; the last process attached runs a final checkpoint and restarts the WAL. */

@@ -1,7 +1,8 @@
 /*
  * kvlog — command-line tool for the example engine.
  *
- *   kvlog put DB KEY VALUE        kvlog get DB KEY          kvlog del DB KEY
+ *   kvlog put DB KEY VALUE [KEY VALUE]...   one transaction setting every pair
+ *   kvlog get DB KEY              kvlog del DB KEY
  *   kvlog scan DB [PREFIX]        kvlog checkpoint DB       kvlog stats DB
  *   kvlog check DB
  *   kvlog bank init DB N          N accounts of 1000 each
@@ -18,7 +19,8 @@
 
 static int usage(void) {
     fprintf(stderr,
-            "usage: kvlog put|get|del|scan|checkpoint|stats|check DB [ARGS]\n"
+            "usage: kvlog put DB KEY VALUE [KEY VALUE]...\n"
+            "       kvlog get|del|scan|checkpoint|stats|check DB [ARGS]\n"
             "       kvlog bank init|writer|reader|checkpointer|verify DB [ARGS]\n"
             "       kvlog demo [SECONDS] [DIR]\n");
     return 2;
@@ -48,12 +50,13 @@ int main(int argc, char **argv) {
     kvlog *db;
     if (kv_open(argv[2], NULL, &db) != KV_OK) return 1;
     int rc = KV_OK;
-    if (strcmp(cmd, "put") == 0 && argc == 5) {
-        if ((rc = kv_begin_write(db, 10000)) == KV_OK &&
-            (rc = kv_put(db, argv[3], argv[4], strlen(argv[4]))) == KV_OK)
-            rc = kv_commit(db);
-        else if (rc != KV_BUSY)
-            kv_rollback(db);
+    if (strcmp(cmd, "put") == 0 && argc >= 5 && argc % 2 == 1) {
+        if ((rc = kv_begin_write(db, 10000)) == KV_OK) {
+            for (int i = 3; i < argc && rc == KV_OK; i += 2)
+                rc = kv_put(db, argv[i], argv[i + 1], strlen(argv[i + 1]));
+            if (rc == KV_OK) rc = kv_commit(db); /* rolls back itself when it fails */
+            else kv_rollback(db);
+        }
     } else if (strcmp(cmd, "del") == 0 && argc == 4) {
         if ((rc = kv_begin_write(db, 10000)) == KV_OK && (rc = kv_del(db, argv[3])) == KV_OK)
             rc = kv_commit(db);

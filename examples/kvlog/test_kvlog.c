@@ -1,7 +1,9 @@
 /*
  * test_kvlog.c — the example engine: single-process correctness against a model, the bank
  * workload across processes, SIGKILL of a writer, a reader and a checkpointer at named points,
- * and reopening after every process died (the index rebuilt from the WAL).
+ * reopening after every process died (the index rebuilt from the WAL), recovery that must
+ * not bring back a transaction whose writer died or failed before publishing its commit, and
+ * commits that follow a checkpointer's death in the middle of a WAL restart.
  *
  * Processes are the kvlog binary (KVLOG_BIN) exec'd with `bank` roles; victims stop at their
  * named point (KVLOG_STOP_AT), report through a pipe, and are killed there.
@@ -242,6 +244,147 @@ static void reopen_after_all_died(const char *db, char *log1) {
     CHECK(v.lost == 0 && v.acked >= 100);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* 5. An unpublished transaction's frames never come back                                      */
+
+/* Starts `kvlog ARGV...` (NULL-terminated); stop_at / fail_at set the test hooks. */
+static struct kid start_kvlog(const char *stop_at, const char *fail_at, char *const argv[]) {
+    int p[2];
+    if (pipe(p) != 0) { perror("pipe"); exit(2); }
+    struct kid k = {fork(), p[0]};
+    if (k.pid == 0) {
+        close(p[0]);
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", p[1]);
+        if (stop_at) {
+            setenv("KVLOG_STOP_AT", stop_at, 1);
+            setenv("KVLOG_STOP_FD", fd, 1);
+        }
+        if (fail_at) setenv("KVLOG_FAIL_AT", fail_at, 1);
+        execv(kvlog_bin, argv);
+        _exit(127);
+    }
+    close(p[1]);
+    return k;
+}
+
+/* 1 when the kid reported from its stop point (it then waits there). */
+static int at_stop(struct kid k) {
+    char c;
+    return read(k.status_fd, &c, 1) == 1;
+}
+
+enum tail_case {
+    WRITER_KILLED,         /* B SIGKILLed with its commit frame written, before publishing */
+    PUBLISH_FAILED,        /* B's publish fails; B rolls back */
+    PUBLISH_FAILED_ALONE,  /* the same, and no writer comes after B */
+};
+
+/* k0..k2 = "zero"; a process holds a reader slot so nobody closes last; writer B writes T1
+ * (k0..k2 = "ONE", three frames on three pages, the last one its commit frame) and dies before
+ * publishing, or fails to publish and rolls back; writer A commits the shorter T2 (k0 = "two",
+ * one frame) from max_frame + 1, over T1's first frame; every process dies. The next opener's
+ * recovery must find k0 = "two" (or "zero" without A) and k1 = k2 = "zero": T1's frames past
+ * T2, its commit frame among them, were written after a different predecessor. */
+static void unpublished_tail(const char *db, enum tail_case tc) {
+    static const char *names[] = {"writer killed before publish", "publish failed",
+                                  "publish failed, no later writer"};
+    remove_db(db);
+    char *init[] = {"kvlog", "put", (char *)db, "k0", "zero", "k1", "zero", "k2", "zero", NULL};
+    CHECK(finish(start_kvlog(NULL, NULL, init)) == 0); /* closes last: the WAL restarts */
+    char *get[] = {"kvlog", "get", (char *)db, "k0", NULL};
+    struct kid holder = start_kvlog(KV_STOP_IN_READ, NULL, get);
+    CHECK(at_stop(holder));
+    char *t1[] = {"kvlog", "put", (char *)db, "k0", "ONE", "k1", "ONE", "k2", "ONE", NULL};
+    if (tc == WRITER_KILLED) {
+        CHECK(kill_at_stop(start_kvlog(KV_STOP_UNPUBLISHED, NULL, t1)));
+    } else {
+        CHECK(finish(start_kvlog(NULL, "publish", t1)) == 1); /* reports the failure */
+    }
+    if (tc != PUBLISH_FAILED_ALONE) {
+        char *t2[] = {"kvlog", "put", (char *)db, "k0", "two", NULL};
+        CHECK(finish(start_kvlog(NULL, NULL, t2)) == 0);
+    }
+    child_kill(holder.pid); /* the last process attached dies: no final checkpoint */
+    close(holder.status_fd);
+
+    kvlog *h;
+    CHECK_RC(kv_open(db, NULL, &h), KV_OK);
+    tshm_info info;
+    CHECK_RC(tshm_info_get(kv_tshm(h), &info), TSHM_OK);
+    CHECK(info.initialized == 1); /* this open recovered from the WAL */
+    char val[3][16];
+    const char *key[3] = {"k0", "k1", "k2"};
+    CHECK_RC(kv_begin_read(h), KV_OK);
+    for (int i = 0; i < 3; i++) {
+        size_t n = 0;
+        int rc = kv_get(h, key[i], val[i], sizeof val[i] - 1, &n);
+        val[i][rc == KV_OK && n < sizeof val[i] ? n : 0] = 0;
+    }
+    kv_end_read(h);
+    const char *k0 = tc == PUBLISH_FAILED_ALONE ? "zero" : "two";
+    int ok = strcmp(val[0], k0) == 0 && strcmp(val[1], "zero") == 0 && strcmp(val[2], "zero") == 0;
+    CHECK(ok);
+    printf("  unpublished tail (%s): recovered k0=%s k1=%s k2=%s%s\n", names[tc], val[0], val[1],
+           val[2], ok ? "" : " (WRONG)");
+    /* the recovered WAL goes on: one more commit, a clean close, a reopen */
+    CHECK_RC(kv_begin_write(h, 1000), KV_OK);
+    CHECK_RC(kv_put(h, "k1", "three", 5), KV_OK);
+    CHECK_RC(kv_commit(h), KV_OK);
+    char why[256];
+    CHECK_RC(kv_check(h, why, sizeof why), KV_OK);
+    CHECK_RC(kv_close(h), KV_OK);
+    CHECK_RC(kv_open(db, NULL, &h), KV_OK);
+    CHECK_RC(kv_begin_read(h), KV_OK);
+    size_t n = 0;
+    CHECK(kv_get(h, "k1", val[1], sizeof val[1], &n) == KV_OK && n == 5 && memcmp(val[1], "three", 5) == 0);
+    kv_end_read(h);
+    CHECK_RC(kv_close(h), KV_OK);
+}
+
+/* 6. A checkpointer dies in the middle of a WAL restart (new header written, not published):
+ * the commits that follow must survive every process dying. */
+static void restart_interrupted(const char *db) {
+    remove_db(db);
+    char *init[] = {"kvlog", "put", (char *)db, "k0", "zero", "k1", "zero", "k2", "zero", NULL};
+    CHECK(finish(start_kvlog(NULL, NULL, init)) == 0);
+    char *get[] = {"kvlog", "get", (char *)db, "k0", NULL};
+    struct kid h1 = start_kvlog(KV_STOP_IN_READ, NULL, get); /* keeps the next close from being last */
+    CHECK(at_stop(h1));
+    char *t1[] = {"kvlog", "put", (char *)db, "k0", "one", NULL};
+    CHECK(finish(start_kvlog(NULL, NULL, t1)) == 0);
+    struct kid h2 = start_kvlog(KV_STOP_IN_READ, NULL, get); /* pins the newest frame */
+    CHECK(at_stop(h2));
+    child_kill(h1.pid);
+    close(h1.status_fd);
+    char *ckpt[] = {"kvlog", "checkpoint", (char *)db, NULL};
+    CHECK(kill_at_stop(start_kvlog(KV_STOP_MID_RESTART, NULL, ckpt)));
+    char *t2[] = {"kvlog", "put", (char *)db, "k1", "two", NULL};
+    CHECK(finish(start_kvlog(NULL, NULL, t2)) == 0); /* acknowledged */
+    char *t3[] = {"kvlog", "put", (char *)db, "k2", "three", NULL};
+    CHECK(finish(start_kvlog(NULL, NULL, t3)) == 0);
+    child_kill(h2.pid); /* the last process attached dies */
+    close(h2.status_fd);
+
+    kvlog *h;
+    CHECK_RC(kv_open(db, NULL, &h), KV_OK);
+    char val[3][16];
+    const char *key[3] = {"k0", "k1", "k2"};
+    CHECK_RC(kv_begin_read(h), KV_OK);
+    for (int i = 0; i < 3; i++) {
+        size_t n = 0;
+        int rc = kv_get(h, key[i], val[i], sizeof val[i] - 1, &n);
+        val[i][rc == KV_OK && n < sizeof val[i] ? n : 0] = 0;
+    }
+    kv_end_read(h);
+    int ok = strcmp(val[0], "one") == 0 && strcmp(val[1], "two") == 0 && strcmp(val[2], "three") == 0;
+    CHECK(ok);
+    printf("  restart interrupted: recovered k0=%s k1=%s k2=%s%s\n", val[0], val[1], val[2], ok ? "" : " (WRONG)");
+    char why[256];
+    CHECK_RC(kv_check(h, why, sizeof why), KV_OK);
+    CHECK_RC(kv_close(h), KV_OK);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     kvlog_bin = getenv("KVLOG_BIN");
@@ -256,5 +399,9 @@ int main(void) {
     bank_workload(test_db("bank.db"), log1, log2);
     kills_at_points(test_db("kills.db"), log1, log2);
     reopen_after_all_died(test_db("reopen.db"), log1);
+    unpublished_tail(test_db("tail-killed.db"), WRITER_KILLED);
+    unpublished_tail(test_db("tail-failed.db"), PUBLISH_FAILED);
+    unpublished_tail(test_db("tail-alone.db"), PUBLISH_FAILED_ALONE);
+    restart_interrupted(test_db("restart.db"));
     return harness_done("test_kvlog");
 }
