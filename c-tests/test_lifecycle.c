@@ -207,7 +207,12 @@ static void test_readwrite_open_after_readonly_open_in_one_process(void) {
     const char *db = test_db("lc-ro-then-rw.db");
     tshm *maker = open_with(db, 0, 0, TSHM_READERS_CAS);
     CHECK(maker != NULL);
-    close_ok(maker);
+    if (maker == NULL) return;
+    CHECK_RC(tshm_writer_acquire(maker, 0), TSHM_OK);
+    CHECK_RC(tshm_index_append(maker, 7, 1), TSHM_OK);
+    publish_max_frame(maker, 1);
+    CHECK_RC(tshm_writer_release(maker), TSHM_OK);
+    close_ok(maker); /* the last one: that session is over */
 
     tshm *r = open_with(db, TSHM_OPEN_READONLY, 0, 0);
     CHECK(r != NULL);
@@ -217,6 +222,11 @@ static void test_readwrite_open_after_readonly_open_in_one_process(void) {
     CHECK_RC(tshm_open(db, NULL, &w), TSHM_OK);
     if (w != NULL) {
         CHECK(info_of(w).readonly == 0);
+        /* nobody else is attached: the writable handle is the session's first opener, as it
+         * would have been without the read-only handle before it */
+        CHECK(info_of(w).initialized == 1);
+        uint64_t f = 0;
+        CHECK_RC(tshm_index_find(w, 7, UINT64_MAX, &f), TSHM_NOTFOUND);
         CHECK_RC(tshm_writer_acquire(w, 0), TSHM_OK);
         publish_max_frame(w, 9);
         CHECK_RC(tshm_writer_release(w), TSHM_OK);
@@ -464,6 +474,48 @@ static void reopen_from_hook(tshm *h, void *ctx) {
     if (r->rc == TSHM_OK) tshm_close(again, NULL);
 }
 
+struct nested {
+    const char *db_x;
+    tshm *y; /* the last handle of another database, closed inside x's hook */
+    int y_calls, rc;
+};
+
+static void count_call(tshm *h, void *ctx) {
+    (void)h;
+    ((struct nested *)ctx)->y_calls++;
+}
+
+static void close_other_then_reopen(tshm *h, void *ctx) {
+    (void)h;
+    struct nested *n = ctx;
+    int last = -1;
+    CHECK_RC(tshm_close(n->y, &last), TSHM_OK); /* y's hook runs inside this one */
+    CHECK(last == 1);
+    tshm *again = NULL;
+    n->rc = tshm_open(n->db_x, NULL, &again);
+    if (n->rc == TSHM_OK) tshm_close(again, NULL);
+}
+
+static void test_nested_last_close_hooks_refuse_reopening_either(void) {
+    const char *x = test_db("lc-hook-x.db");
+    const char *y = test_db("lc-hook-y.db");
+    struct nested n = {x, NULL, 0, -1};
+    tshm_options o;
+    tshm_options_init(&o);
+    o.on_last_close = count_call;
+    o.ctx = &n;
+    CHECK_RC(tshm_open(y, &o, &n.y), TSHM_OK);
+    o.on_last_close = close_other_then_reopen;
+    tshm *hx = NULL;
+    CHECK_RC(tshm_open(x, &o, &hx), TSHM_OK);
+    if (hx == NULL || n.y == NULL) return;
+    watchdog(30);
+    CHECK_RC(tshm_close(hx, NULL), TSHM_OK);
+    alarm(0);
+    CHECK(n.y_calls == 1);
+    CHECK_RC(n.rc, TSHM_MISUSE);
+}
+
 static void test_last_close_hook_opening_its_database_is_misuse(void) {
     const char *db = test_db("lc-hook.db");
     struct reentry r = {db, 0, -1, 0};
@@ -591,16 +643,11 @@ static void test_option_sizes_out_of_any_range_are_refused(void) {
     CHECK_RC(tshm_open(db, &big.o, &h), TSHM_MISUSE);
     CHECK(h == NULL && !exists(sidecar_of(db)));
 
-    /* A later header's larger struct with its new fields left zero is fine... */
+    /* A later header's larger struct: this library cannot know what its new fields ask. */
     big.o.size = sizeof big;
-    CHECK_RC(tshm_open(db, &big.o, &h), TSHM_OK);
-    close_ok(h);
-    h = NULL;
-    /* ...one that asks for a field this library does not know is not. */
-    big.later[5] = 1;
     CHECK_RC(tshm_open(db, &big.o, &h), TSHM_NOTSUPPORTED);
-    CHECK(h == NULL);
-    big.later[5] = 0;
+    CHECK(h == NULL && !exists(sidecar_of(db)));
+    big.o.size = sizeof big.o;
 
     big.o.index_limit = UINT64_MAX;
     CHECK_RC(tshm_open(db, &big.o, &h), TSHM_MISUSE);
@@ -631,15 +678,40 @@ static void open_in_unwritable_directory(void *arg) {
     tshm_options_init(&o);
     o.flags = TSHM_OPEN_READONLY;
     CHECK_RC(tshm_open(db, &o, &h), TSHM_NOTFOUND); /* the documented legacy-path answer */
+
+    /* A sidecar this user may only read gives a read-only handle on a read-write open. */
+    snprintf(db, sizeof db, "%s/readable.db", dir);
+    h = NULL;
+    CHECK_RC(tshm_open(db, NULL, &h), TSHM_OK);
+    if (h != NULL) {
+        CHECK(info_of(h).readonly == 1);
+        tshm_snapshot s;
+        CHECK_RC(tshm_snapshot_get(h, &s), TSHM_OK);
+        close_ok(h);
+    }
+    /* A FIFO where the sidecar should be is refused at once (it would block an open). */
+    snprintf(db, sizeof db, "%s/fifo.db", dir);
+    h = NULL;
+    CHECK_RC(tshm_open(db, NULL, &h), TSHM_CANTOPEN);
+    CHECK(h == NULL);
 }
 
 static void test_readwrite_open_in_unwritable_directory_says_why(void) {
     char dir[600];
     snprintf(dir, sizeof dir, "%s.d", test_db("lc-noperm"));
     mkdir(dir, 0755);
+    char path[700];
+    snprintf(path, sizeof path, "%s/readable.db", dir);
+    tshm *maker = open_with(path, 0, 0, TSHM_READERS_CAS); /* root's sidecar, mode 0644 */
+    CHECK(maker != NULL);
+    close_ok(maker);
+    snprintf(path, sizeof path, "%s/readable.db-tshm", dir);
+    chmod(path, 0644);
+    snprintf(path, sizeof path, "%s/fifo.db-tshm", dir);
+    CHECK(mkfifo(path, 0444) == 0);
     chmod(dir, 0555);
     CHECK(in_child(open_in_unwritable_directory, dir) == 0);
-    rmdir(dir);
+    chmod(dir, 0755);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -677,6 +749,61 @@ static void test_close_that_fails_still_lets_go_of_everything(void) {
     CHECK(in_child(failing_close, (void *)db) == 0);
 }
 
+static void test_symlinked_sidecar_is_refused(void) {
+    const char *db = test_db("lc-link.db");
+    const char *real = test_db("lc-link-target.db");
+    tshm *t = open_with(real, 0, 0, TSHM_READERS_CAS); /* the target is open in this process */
+    CHECK(t != NULL);
+    CHECK(symlink(sidecar_of(real), sidecar_of(db)) == 0);
+    tshm *h = NULL;
+    CHECK_RC(tshm_open(db, NULL, &h), TSHM_CANTOPEN);
+    CHECK(h == NULL);
+    close_ok(t);
+    unlink(sidecar_of(db));
+}
+
+struct churn {
+    const char *db;
+    volatile int stop;
+};
+
+static void *churn_open_close(void *p) {
+    struct churn *c = p;
+    while (!c->stop) {
+        tshm *h = NULL;
+        if (tshm_open(c->db, NULL, &h) == TSHM_OK) tshm_close(h, NULL);
+    }
+    return NULL;
+}
+
+static void test_children_forked_during_opens_close_inherited_handles(void) {
+    const char *db1 = test_db("lc-fork1.db");
+    struct churn c = {test_db("lc-fork2.db"), 0};
+    tshm *h = open_with(db1, 0, 0, TSHM_READERS_CAS);
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    pthread_t t;
+    pthread_create(&t, NULL, churn_open_close, &c);
+    int hung = 0;
+    for (int i = 0; i < 100; i++) {
+        fflush(NULL);
+        pid_t kid = fork();
+        if (kid == 0) {
+            alarm(10); /* a child stuck on a lock its parent's thread held at fork */
+            tshm_close(h, NULL);
+            tshm *mine = NULL;
+            int rc = tshm_open(db1, NULL, &mine);
+            if (rc == TSHM_OK) tshm_close(mine, NULL);
+            _exit(rc == TSHM_OK ? 0 : 1);
+        }
+        if (child_wait(kid) != 0) hung++;
+    }
+    c.stop = 1;
+    pthread_join(t, NULL);
+    CHECK(hung == 0);
+    close_ok(h);
+}
+
 /* `test_lifecycle [part-of-a-name]` runs the tests whose names contain the argument. */
 int main(int argc, char **argv) {
     static const struct {
@@ -696,6 +823,9 @@ int main(int argc, char **argv) {
         T(test_option_sizes_out_of_any_range_are_refused),
         T(test_readwrite_open_in_unwritable_directory_says_why),
         T(test_close_that_fails_still_lets_go_of_everything),
+        T(test_nested_last_close_hooks_refuse_reopening_either),
+        T(test_symlinked_sidecar_is_refused),
+        T(test_children_forked_during_opens_close_inherited_handles),
 #undef T
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)

@@ -305,8 +305,7 @@ typedef void (*tshm_last_close_fn)(struct tshm *h, void *ctx);
 typedef struct tshm_options {
   /**
    * `sizeof(tshm_options)`, set by `tshm_options_init`; lets later versions add fields. A
-   * library older than the caller's header accepts a larger struct (at most 4096 bytes)
-   * whose fields it does not know are all zero.
+   * library older than the caller's header refuses a larger struct with `TSHM_NOTSUPPORTED`.
    */
   uint32_t size;
   /**
@@ -580,8 +579,8 @@ int tshm_options_init(struct tshm_options *opts);
  * * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid);
  * * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
  *   re-initializes instead);
- * * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` sets
- *   fields of a later version of this struct than the library knows;
+ * * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` is a
+ *   later version of the struct (the caller was built against a later `tshm.h`);
  * * `TSHM_FULL`: every instance slot is in use, or the disk or file-size limit stops the
  *   sidecar from being created;
  * * `TSHM_IOERR`, `TSHM_PERM`, `TSHM_NOMEM`: a system call failed (`tshm_errno()`);

@@ -139,9 +139,30 @@ pub struct Coordinator {
 }
 
 thread_local! {
-    /// The node whose last-close hook this thread is running, if any.
-    static LAST_CLOSE_HOOK: std::cell::Cell<Option<(u64, u64)>> =
-        const { std::cell::Cell::new(None) };
+    /// The nodes whose last-close hooks this thread is running (a hook may close another
+    /// database's last handle, whose hook then runs inside it).
+    static LAST_CLOSE_HOOKS: std::cell::RefCell<Vec<(u64, u64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks this thread as inside `key`'s last-close hook until dropped (also when it unwinds).
+struct InLastCloseHook;
+
+impl InLastCloseHook {
+    fn enter(key: (u64, u64)) -> InLastCloseHook {
+        LAST_CLOSE_HOOKS.with(|k| k.borrow_mut().push(key));
+        InLastCloseHook
+    }
+
+    fn running(key: (u64, u64)) -> bool {
+        LAST_CLOSE_HOOKS.with(|k| k.borrow().contains(&key))
+    }
+}
+
+impl Drop for InLastCloseHook {
+    fn drop(&mut self) {
+        LAST_CLOSE_HOOKS.with(|k| k.borrow_mut().pop());
+    }
 }
 
 /// Refuses database paths that cannot name a database file: empty, ending in a slash or in
@@ -173,14 +194,14 @@ fn next_hid() -> HandleId {
     NEXT.fetch_add(1, Relaxed)
 }
 
-fn map_and_validate(node: &Node, writable: bool) -> std::result::Result<region::Shm, Error> {
+fn map_and_validate(node: &Node) -> std::result::Result<region::Shm, Error> {
     let len = region::file_len(node.fd())?;
     if len < PAGE {
         return Err(Error::Corrupt(format!(
             "sidecar is {len} bytes, shorter than its header"
         )));
     }
-    region::Shm::map(node.fd(), len, writable)
+    node.map(len)
 }
 
 impl Coordinator {
@@ -224,7 +245,7 @@ impl Coordinator {
         }
         let forced = opts.posix_locks.then_some(Backend::Posix);
         let node = Node::get(db_path, opts.readonly, !opts.readonly, forced)?;
-        if LAST_CLOSE_HOOK.with(|k| k.get()) == Some(node.key) {
+        if InLastCloseHook::running(node.key) {
             return Err(Error::Misuse(
                 "the database cannot be opened from its own last-close hook: the closing handle \
                  still holds it exclusively (use that handle inside the hook)"
@@ -243,12 +264,10 @@ impl Coordinator {
             // Only the process's first handle runs the open protocol and needs the init byte;
             // a later one joins under `open_close` alone, so a process stopped in the middle of
             // its own open never holds up this process's other handles.
-            let first = node
-                .attached
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .handles
-                == 0;
+            let first = {
+                let att = node.attached.lock().unwrap_or_else(|e| e.into_inner());
+                att.handles == 0 || (att.joined_readonly && !readonly)
+            };
             if first {
                 let init_kind = if node.writable {
                     Kind::Exclusive
@@ -295,6 +314,19 @@ impl Coordinator {
         let mut att = node.attached.lock().unwrap_or_else(|e| e.into_inner());
         let mut initialized = false;
         let first = att.handles == 0;
+        if !first && !readonly && att.joined_readonly {
+            // The process's handles so far are read-only and could not initialize. Alone now
+            // (the lifetime byte converts to exclusive in place), this one does what the first
+            // opener would have done; otherwise others are attached and it simply joins.
+            att.joined_readonly = false;
+            if node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive)? {
+                if let Err(e) = Self::first_open(node, opts, readers) {
+                    node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)?;
+                    return Err(e);
+                }
+                initialized = true;
+            }
+        }
         if !first && att.exclusive != opts.exclusive {
             return Err(Error::Conflict(format!(
                 "this process already has the sidecar open in {} mode",
@@ -312,6 +344,7 @@ impl Coordinator {
                 node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
                 return Err(e);
             }
+            att.joined_readonly = readonly;
         }
         let ident = if readonly {
             None
@@ -339,7 +372,7 @@ impl Coordinator {
     /// Alone (lifetime byte exclusive): validate or (re)initialize, reset stale owners, then
     /// downgrade in place unless EXCLUSIVE.
     fn first_open(node: &Node, opts: &Options, readers: u32) -> Result<()> {
-        let existing = match map_and_validate(node, true) {
+        let existing = match map_and_validate(node) {
             Ok(shm) => region::read_header(&shm).ok().map(|g| (shm, g)),
             Err(Error::Corrupt(_)) => None,
             Err(e) => return Err(e),
@@ -354,7 +387,7 @@ impl Coordinator {
                 let geom = Geometry::new(readers, opts.reader_strategy, DEFAULT_INSTANCES);
                 region::grow(node.fd(), geom.base_len)?;
                 let len = region::file_len(node.fd())?.max(geom.base_len);
-                let shm = region::Shm::map(node.fd(), len, true)?;
+                let shm = node.map(len)?;
                 region::write_header(&shm, &geom);
                 node.set_mapped(shm, geom);
                 node.mapped()?
@@ -384,7 +417,7 @@ impl Coordinator {
     /// the node's descriptor, never the mode of the handle that happens to open first.
     fn join(node: &Node, opts: &Options) -> Result<()> {
         let shared = !opts.exclusive && node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)?;
-        let shm = map_and_validate(node, node.writable)?;
+        let shm = map_and_validate(node)?;
         let geom = region::read_header(&shm);
         if !shared {
             let msg = Self::conflict_message(node, &shm, geom.as_ref().ok(), opts.exclusive);
@@ -717,6 +750,8 @@ impl Coordinator {
         slots::live_instances(&self.node)
     }
 
+    /// Releases every role, reader slot and engine lock the handle holds; a failure of one step
+    /// is reported (the first) but never skips the others.
     fn release_everything(&self) -> Result<()> {
         let Some(id) = self.ident else { return Ok(()) };
         let (writer, ckpt, readers) = {
@@ -726,17 +761,18 @@ impl Coordinator {
             h.ckpt = false;
             r
         };
+        let mut result = Ok(());
         for slot in readers {
-            slots::reader_end(&self.node, &id, slot)?;
+            result = result.and(slots::reader_end(&self.node, &id, slot));
         }
         if writer {
-            slots::role_release(&self.node, &id, Role::Writer)?;
+            result = result.and(slots::role_release(&self.node, &id, Role::Writer));
         }
         if ckpt {
-            slots::role_release(&self.node, &id, Role::Checkpointer)?;
+            result = result.and(slots::role_release(&self.node, &id, Role::Checkpointer));
         }
         let mut locks = self.engine_locks.lock().unwrap_or_else(|e| e.into_inner());
-        crate::engine::release_all(&self.node, &id, &mut locks)
+        result.and(crate::engine::release_all(&self.node, &id, &mut locks))
     }
 
     /// Detaches the handle, releasing everything it holds. Returns whether it was the last
@@ -779,9 +815,10 @@ impl Coordinator {
                 Ok(true) => {
                     was_last = true;
                     self.closed.store(false, Release);
-                    LAST_CLOSE_HOOK.with(|k| k.set(Some(node.key)));
-                    on_last(self);
-                    LAST_CLOSE_HOOK.with(|k| k.set(None));
+                    {
+                        let _hook = InLastCloseHook::enter(node.key);
+                        on_last(self);
+                    }
                     self.closed.store(true, Release);
                     result = result.and(self.release_everything());
                     // Alone: records of processes that died attached are stale; leave none.

@@ -103,10 +103,12 @@ fn attach(db: &Path) -> Result<Arc<Node>> {
     let node = Node::get(db, true, false, None)?;
     if node.mapped.get().is_none() {
         let len = region::file_len(node.fd())?;
-        let shm = region::Shm::map(node.fd(), len.max(1), false)?;
+        // the node's protection, not the observer's: a handle of this process may share it
+        let shm = node.map(len.max(1))?;
         let geom = region::read_header(&shm).map_err(Error::Corrupt)?;
         crate::index::validate(&shm, &geom, node.fd())?;
         node.set_mapped(shm, geom);
+        crate::testpoint::hit("observe_mapped");
     }
     Ok(node)
 }

@@ -85,6 +85,9 @@ pub struct Mapped {
 pub struct Attached {
     pub handles: u32,
     pub exclusive: bool,
+    /// The process joined through a read-only first handle, which may not initialize: the next
+    /// writable handle tries the first-open protocol again.
+    pub joined_readonly: bool,
 }
 
 pub struct Node {
@@ -106,6 +109,7 @@ static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 extern "C" fn after_fork_in_child() {
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
     crate::testpoint::forget_after_fork();
+    after_fork_in_parent();
 }
 
 pub fn fork_gen() -> u64 {
@@ -115,8 +119,15 @@ pub fn fork_gen() -> u64 {
 fn install_fork_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: registers a handler that only bumps an atomic (async-signal-safe).
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        // SAFETY: registers handlers that take and release the registry mutex around fork()
+        // and bump an atomic in the child; no other state is touched.
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            )
+        };
     });
 }
 
@@ -134,11 +145,30 @@ type Registry = HashMap<(u64, u64), Entry>;
 
 static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
 
-/// The registry. Never drop an `Arc<Node>` while holding it: the drop takes it too.
+/// The registry. Never drop an `Arc<Node>` while holding it: the drop takes it too (declare
+/// every `Arc` a registry guard's scope produces before the guard, so it outlives it).
 fn registry() -> MutexGuard<'static, Registry> {
     REG.get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+}
+
+thread_local! {
+    /// The registry guard the forking thread holds across `fork()`.
+    static HELD_FOR_FORK: std::cell::RefCell<Option<MutexGuard<'static, Registry>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Before `fork()`: take the registry, so the child never inherits it locked by a thread that
+/// does not exist there.
+extern "C" fn before_fork() {
+    let g = registry();
+    HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(g));
+}
+
+/// After `fork()`, in the parent and in the child: let the registry go again.
+extern "C" fn after_fork_in_parent() {
+    HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
 }
 
 /// What the registry knows of an inode.
@@ -172,44 +202,45 @@ impl Node {
         let path = crate::region::sidecar_path(db_path);
         let mut waited = false;
         loop {
-            let mut reg = registry();
-            let now = fork_gen();
-            // Nodes inherited across fork() belong to the parent: close their descriptors before
-            // this process takes any lock of its own (a POSIX close would drop those). Entries of
-            // the parent's dying nodes have no drop to finish them here.
+            // Declared before the registry guard, so every node they hold outlives it.
             let mut inherited = Vec::new();
-            reg.retain(|_, e| {
-                if e.fork_gen == now {
-                    return true;
-                }
-                if let Some(n) = e.node.upgrade() {
-                    n.purge();
-                    inherited.push(n);
-                }
-                false
-            });
-            let found = match std::fs::metadata(&path) {
-                Ok(meta) => {
+            let step;
+            {
+                let mut reg = registry();
+                let now = fork_gen();
+                // Nodes inherited across fork() belong to the parent: close their descriptors
+                // before this process takes any lock of its own (a POSIX close would drop
+                // those). Entries of the parent's dying nodes have no drop to finish them here.
+                reg.retain(|_, e| {
+                    if e.fork_gen == now {
+                        return true;
+                    }
+                    if let Some(n) = e.node.upgrade() {
+                        n.purge();
+                        inherited.push(n);
+                    }
+                    false
+                });
+                // The sidecar itself, not what a symbolic link points to (the open refuses
+                // links).
+                let key = std::fs::symlink_metadata(&path).ok().map(|meta| {
                     use std::os::unix::fs::MetadataExt;
-                    lookup(&reg, &(meta.dev(), meta.ino()))
-                }
-                Err(_) => Found::Absent,
-            };
-            let step = match found {
-                Found::Live(n) => Ok(Some(n)),
-                Found::Dying => Ok(None),
-                Found::Absent => Self::create(&mut reg, db_path, readonly, create, forced, now),
-            };
-            drop(reg);
+                    (meta.dev(), meta.ino())
+                });
+                step = match key.map_or(Found::Absent, |k| lookup(&reg, &k)) {
+                    Found::Live(n) if !readonly && !n.writable => Err(Error::ReadOnly(format!(
+                        "{} is open in this process through a read-only descriptor (the \
+                         sidecar was not writable when it was first opened here; close every \
+                         handle on it first)",
+                        path.display()
+                    ))),
+                    Found::Live(n) => Ok(Some(n)),
+                    Found::Dying => Ok(None),
+                    Found::Absent => Self::create(&mut reg, db_path, readonly, create, forced, now),
+                };
+            }
             drop(inherited);
             match step? {
-                Some(n) if !readonly && !n.writable => {
-                    return Err(Error::ReadOnly(format!(
-                        "{} is open in this process through a read-only descriptor (the \
-                         sidecar was not writable when it was first opened here)",
-                        path.display()
-                    )))
-                }
                 Some(n) => return Ok(n),
                 None => {
                     if !waited {
@@ -289,6 +320,13 @@ impl Node {
     /// Whether this node was created in the current process (not inherited across fork).
     pub fn is_ours(&self) -> bool {
         self.fork_gen == fork_gen()
+    }
+
+    /// Maps the first `len` bytes of the sidecar. The protection is the node's (read-write
+    /// exactly when its descriptor is): every handle of the process shares the mapping, whatever
+    /// the mode of the one that happens to map it first.
+    pub fn map(&self, len: u64) -> Result<Shm> {
+        Shm::map(self.fd(), len, self.writable)
     }
 
     /// Records the validated mapping (first caller wins; later ones are dropped).
@@ -436,7 +474,10 @@ impl Drop for Node {
         }
         // An inherited POSIX node in a child: closing it would drop the locks of a node the
         // child has of its own on the same inode; then the descriptor is left open.
-        let own_node_here = matches!(lookup(&reg, &self.key), Found::Live(_));
+        // (counted, not upgraded: an upgraded node dropped here would take the registry again)
+        let own_node_here = reg
+            .get(&self.key)
+            .is_some_and(|e| e.node.strong_count() > 0);
         if self.is_ours() || self.backend == Backend::Ofd || !own_node_here {
             self.purge();
         }

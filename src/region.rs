@@ -355,14 +355,26 @@ pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Open
     let path = sidecar_path(db_path);
     let c = cpath(&path)?;
     let base = libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // O_NONBLOCK: a FIFO or device planted at the path must not hang the open (the registry
+    // lock is held across it); anything but a regular file is refused.
+    let base = base | libc::O_NONBLOCK;
     let open = |flags: libc::c_int, mode: libc::mode_t| {
         // SAFETY: c is NUL-terminated.
         let fd = unsafe { libc::open(c.as_ptr(), flags, mode as libc::c_uint) };
         if fd < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(fd)
+            return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: fd is open; fstat fills plain data.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let regular =
+            unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if !regular {
+            unsafe { libc::close(fd) };
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: clears the flag on a descriptor we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
+        Ok(fd)
     };
     let cant_open = |what: &str, e: std::io::Error| Error::CantOpen {
         what: format!("{what} {}", path.display()),

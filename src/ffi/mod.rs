@@ -64,8 +64,7 @@ pub const TSHM_NO_FRAME: u64 = u64::MAX;
 #[repr(C)]
 pub struct tshm_options {
     /// `sizeof(tshm_options)`, set by `tshm_options_init`; lets later versions add fields. A
-    /// library older than the caller's header accepts a larger struct (at most 4096 bytes)
-    /// whose fields it does not know are all zero.
+    /// library older than the caller's header refuses a larger struct with `TSHM_NOTSUPPORTED`.
     pub size: u32,
     /// `TSHM_OPEN_*` flags.
     pub flags: u32,
@@ -124,38 +123,25 @@ fn get_into<T>(
     }
 }
 
-/// The largest `tshm_options.size` accepted: room for later versions' fields, and a bound that
-/// catches an uninitialized or corrupted size before anything reads past the caller's struct.
+/// A `tshm_options.size` above this is no struct of any version: garbage, not a later header.
 const MAX_OPTIONS_SIZE: usize = 4096;
 
-/// Checks `opts.size`: at least this version's struct, at most [`MAX_OPTIONS_SIZE`], and any
-/// bytes beyond the fields this version knows zero (a caller built against a later header that
-/// set a later field asks for something this library cannot do).
-///
-/// # Safety
-/// `opts` points to `opts.size` readable bytes, as the `tshm_options` contract says.
-unsafe fn check_options_size(opts: &tshm_options) -> crate::Result<()> {
+/// Checks `opts.size` without reading past this version's struct: smaller, or absurdly large, is
+/// an uninitialized struct (`TSHM_MISUSE`); larger is a caller built against a later header
+/// (`TSHM_NOTSUPPORTED`: this library cannot know what the later fields ask for).
+fn check_options_size(opts: &tshm_options) -> crate::Result<()> {
     let ours = std::mem::size_of::<tshm_options>();
     let size = opts.size as usize;
-    if size < ours {
+    if size < ours || size > MAX_OPTIONS_SIZE {
         return Err(Error::Misuse(format!(
-            "tshm_open: opts.size is {size}, smaller than tshm_options ({ours} bytes): opts was \
-             not initialized with tshm_options_init"
+            "tshm_open: opts.size is {size}, not the size of a tshm_options ({ours} bytes in this \
+             version): opts was not initialized with tshm_options_init"
         )));
     }
-    if size > MAX_OPTIONS_SIZE {
-        return Err(Error::Misuse(format!(
-            "tshm_open: opts.size {size} is not the size of any tshm_options (at most \
-             {MAX_OPTIONS_SIZE}): opts was not initialized with tshm_options_init"
-        )));
-    }
-    let base = (opts as *const tshm_options).cast::<u8>();
-    // SAFETY: the caller promises `size` readable bytes at `opts`.
-    let tail = unsafe { std::slice::from_raw_parts(base.add(ours), size - ours) };
-    if tail.iter().any(|b| *b != 0) {
+    if size > ours {
         return Err(Error::NotSupported(format!(
-            "tshm_open: opts sets fields beyond the {ours} bytes this libtshm ({}) knows; it \
-             is older than the header the caller was built with",
+            "tshm_open: opts is {size} bytes, from a later tshm.h than this libtshm ({}, {ours} \
+             bytes); link the library that matches the header",
             env!("CARGO_PKG_VERSION")
         )));
     }
@@ -260,8 +246,8 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 /// * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid);
 /// * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
 ///   re-initializes instead);
-/// * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` sets
-///   fields of a later version of this struct than the library knows;
+/// * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` is a
+///   later version of the struct (the caller was built against a later `tshm.h`);
 /// * `TSHM_FULL`: every instance slot is in use, or the disk or file-size limit stops the
 ///   sidecar from being created;
 /// * `TSHM_IOERR`, `TSHM_PERM`, `TSHM_NOMEM`: a system call failed (`tshm_errno()`);
@@ -286,7 +272,7 @@ pub unsafe extern "C" fn tshm_open(
         let (mut o, mut hook, mut ctx) = (Options::default(), None, std::ptr::null_mut());
         if !opts.is_null() {
             let opts = unsafe { &*opts };
-            if let Err(e) = unsafe { check_options_size(opts) } {
+            if let Err(e) = check_options_size(opts) {
                 return fail(e);
             }
             let known = TSHM_OPEN_EXCLUSIVE
