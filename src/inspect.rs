@@ -81,7 +81,7 @@ impl Report {
         if self.index.entries != self.index.dead {
             p.push(format!(
                 "frame index holds {} live entries",
-                self.index.entries - self.index.dead
+                self.index.entries.saturating_sub(self.index.dead)
             ));
         }
         if self.snapshot.nbackfills != self.snapshot.max_frame {
@@ -163,12 +163,12 @@ pub fn observe(db: &Path) -> Result<Report> {
     })
 }
 
-/// Validates the sidecar of `db`: the header, the index counters, and every directory chain of
-/// the index. `Ok` when sound.
+/// Validates the sidecar of `db`: the header, the index counters against each other and the
+/// file's length, the directory (a tree, every chain ending, work bounded by the node count)
+/// and the pool's units against those in use. `Ok` when sound.
 pub fn check(db: &Path) -> Result<Report> {
     let node = attach(db)?;
     let m = node.mapped()?;
-    // walking every chain checks every pointer it meets
-    Index::new(m).for_each((1 << 63) - 1, |_, _| true)?;
+    Index::new(m).check()?;
     observe(db)
 }
