@@ -378,7 +378,7 @@ impl<'a> Index<'a> {
     pub fn for_each(&self, max_frame: u64, mut f: impl FnMut(u32, u64) -> bool) -> Result<()> {
         let gen = word(self.shm, H_IX_GEN);
         let g = gen.load(Acquire);
-        let r = self.each_page(g, max_frame, &mut f).map(drop);
+        let r = self.each_page(g, max_frame, false, &mut f).map(drop);
         fence(Acquire);
         if gen.load(Relaxed) != g {
             return Err(Error::Busy(
@@ -388,17 +388,20 @@ impl<'a> Index<'a> {
         r
     }
 
-    /// Visits every page of the directory (see [`Index::for_each`]) and checks on the way that
-    /// it is a tree: every node page met once, in a unit that holds no entry block and no
-    /// engine region, no more of them than the allocator counted, every slot within the entry
-    /// count. So the work is bounded by the node count, whatever the file says.
+    /// Visits every page of the directory (see [`Index::for_each`]), checking on the way that
+    /// no more node pages are met than the allocator counted, each child page above its
+    /// parent's, every slot within the entry count; so the work is bounded by the node count,
+    /// whatever the file says. It allocates nothing unless `full` (the inspector's check),
+    /// which also requires a tree: every node page met once, in a unit holding no entry block
+    /// and no engine region.
     fn each_page(
         &self,
         g: u64,
         max_frame: u64,
+        full: bool,
         f: &mut impl FnMut(u32, u64) -> bool,
     ) -> Result<Tree> {
-        let mut tree = Tree::new(self)?;
+        let mut tree = Tree::new(self, full)?;
         if max_frame == 0 {
             return Ok(tree);
         }
@@ -437,7 +440,7 @@ impl<'a> Index<'a> {
     pub fn check(&self) -> Result<()> {
         let gen = word(self.shm, H_IX_GEN);
         let g = gen.load(Acquire);
-        let tree = self.each_page(g, (1 << 63) - 1, &mut |_, _| true)?;
+        let tree = self.each_page(g, (1 << 63) - 1, true, &mut |_, _| true)?;
         fence(Acquire);
         if gen.load(Relaxed) != g {
             return Err(Error::Busy(
@@ -453,7 +456,7 @@ impl<'a> Index<'a> {
                 "index uses {used} units but {units} are published"
             )));
         }
-        if reserved > bound || units - used > bound - used.min(bound) {
+        if reserved > bound || units > reserved {
             return Err(Error::Corrupt(format!(
                 "index reserved {reserved} units and published {units}, but its entry blocks, \
                  node pages and regions use {used} (at most {bound} can be reserved)"
@@ -731,8 +734,12 @@ enum Kind {
 
 /// What a walk over the whole index has met (see [`Index::each_page`]).
 struct Tree {
+    /// Whether to remember every node page and the kind of every unit (allocates).
+    full: bool,
     kinds: std::collections::HashMap<u64, Kind>,
     nodes: std::collections::HashSet<u32>,
+    /// Node pages met.
+    met: u64,
     /// Node pages counted by the allocator (reloaded before giving up).
     budget: u64,
     /// Entries (reloaded before giving up).
@@ -741,13 +748,18 @@ struct Tree {
 
 impl Tree {
     /// Registers the entry blocks, the block table's nodes and the engine regions.
-    fn new(ix: &Index) -> Result<Tree> {
+    fn new(ix: &Index, full: bool) -> Result<Tree> {
         let mut t = Tree {
+            full,
+            met: 0,
             kinds: Default::default(),
             nodes: Default::default(),
             budget: word(ix.shm, H_IX_NODES).load(Acquire),
             count: word(ix.shm, H_IX_COUNT).load(Acquire),
         };
+        if !full {
+            return Ok(t);
+        }
         for i in 0..MAX_REGIONS as usize {
             let u = ix.shm.u32(H_REGIONS + i * 4).load(Acquire) as u64;
             if u != 0 {
@@ -782,19 +794,23 @@ impl Tree {
     /// A node page met on the walk: once only, within the allocator's count, in a unit of
     /// node pages.
     fn node(&mut self, ix: &Index, p: u32) -> Result<()> {
-        if !self.nodes.insert(p) {
-            return Err(Error::Corrupt(format!(
-                "index node page {p} is referenced twice"
-            )));
-        }
-        if self.nodes.len() as u64 > self.budget {
+        self.met += 1;
+        if self.met > self.budget {
             self.budget = word(ix.shm, H_IX_NODES).load(Acquire);
-            if self.nodes.len() as u64 > self.budget {
+            if self.met > self.budget {
                 return Err(Error::Corrupt(format!(
                     "the index directory holds more node pages than the {} allocated",
                     self.budget
                 )));
             }
+        }
+        if !self.full {
+            return Ok(());
+        }
+        if !self.nodes.insert(p) {
+            return Err(Error::Corrupt(format!(
+                "index node page {p} is referenced twice"
+            )));
         }
         self.unit((p as u64 - 1) / NODES_PER_UNIT, Kind::Nodes)
     }

@@ -102,7 +102,9 @@ fn attach(db: &Path) -> Result<Arc<Node>> {
     }
     let node = Node::get(db, true, false, None)?;
     if node.mapped.get().is_none() {
-        let len = region::file_len(node.fd())?;
+        // the fixed part only (the pool is mapped in windows): a huge file maps no more
+        let most = Geometry::new(MAX_READERS, READERS_CAS, MAX_INSTANCES).base_len;
+        let len = region::file_len(node.fd())?.min(most);
         let shm = region::Shm::map(node.fd(), len.max(1), false)?;
         let geom = region::read_header(&shm).map_err(Error::Corrupt)?;
         crate::index::validate(&shm, &geom, node.fd())?;
