@@ -543,6 +543,9 @@ static void growth_under_file_size_limit_does_not_signal(const char *db) {
         int rc = TSHM_OK;
         while (rc == TSHM_OK && f < 10000000) rc = tshm_index_append(h, page_of(f + 1), f + 1), f += rc == TSHM_OK;
         if (rc != TSHM_FULL) _exit(13);
+        /* engine regions grow the same pool */
+        void *region = NULL;
+        if (tshm_region(h, 0, 32768, 1, &region) != TSHM_FULL) _exit(17);
         struct sigaction sa;
         if (sigaction(SIGXFSZ, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL) _exit(14);
         if (stat(side, &st) != 0 || (rlim_t)st.st_size > rl.rlim_cur) _exit(15);
