@@ -426,7 +426,7 @@ static void truncate_killed_inside_the_loop(const char *db) {
 }
 
 /* In a joining child: foreach and find on a corrupt directory return TSHM_CORRUPT. */
-static int child_walks_are_corrupt(const char *db, uint32_t page, uint64_t max) {
+static int child_walks_are_corrupt(const char *db, uint32_t page, uint64_t max, int find_too) {
     pid_t kid = fork();
     if (kid == 0) {
         tshm *h = open_with(db, 0, 0, 0);
@@ -434,7 +434,7 @@ static int child_walks_are_corrupt(const char *db, uint32_t page, uint64_t max) 
         long n = 0;
         uint64_t f = 0;
         int a = tshm_index_foreach(h, max, foreach_count_cb, &n);
-        int b = tshm_index_find(h, page, max, &f);
+        int b = find_too ? tshm_index_find(h, page, max, &f) : TSHM_CORRUPT;
         if (a != TSHM_CORRUPT || b != TSHM_CORRUPT)
             fprintf(stderr, "joiner: foreach %s (%ld pages), find %s\n", tshm_errstr(a), n, tshm_errstr(b));
         tshm_close(h, NULL);
@@ -473,8 +473,22 @@ static void corrupt_directory_walks_are_bounded(const char *db) {
     CHECK(pwrite(side_fd, fill, sizeof fill, node_p) == (ssize_t)sizeof fill);
     CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
     CHECK_RC(tshm_index_find(h, page, 3000, &f), TSHM_CORRUPT);
-    CHECK(child_walks_are_corrupt(db, page, 3000));
+    CHECK(child_walks_are_corrupt(db, page, 3000, 1));
+    /* the same with P's words naming an empty node page above P (the last of the node unit)
+     * and the node count lifted too: the bound comes from the node allocator's end and the
+     * file, not from the count alone */
+    const off_t nodes = 552;
+    uint64_t nodes_was = peek64_at(nodes);
+    uint32_t empty = (uint32_t)peek64_at(544) - 1;
+    CHECK(empty > P);
+    poke64_at(nodes, 1ull << 40);
+    for (int i = 0; i < 1024; i++) fill[i] = empty;
+    CHECK(pwrite(side_fd, fill, sizeof fill, node_p) == (ssize_t)sizeof fill);
+    CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
+    CHECK(child_walks_are_corrupt(db, 0, 3000, 0));
+    poke64_at(nodes, nodes_was);
     CHECK(pwrite(side_fd, saved, sizeof saved, node_p) == (ssize_t)sizeof saved);
+    CHECK(pwrite(side_fd, tops, sizeof tops, dir_top) == (ssize_t)sizeof tops);
 
     /* two top words name the same (sound) middle node: a node referenced twice */
     poke32_at(dir_top, P);
@@ -482,7 +496,7 @@ static void corrupt_directory_walks_are_bounded(const char *db) {
     poke32_at(dir_top + 4, P);
     CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
     CHECK_RC(tshm_index_find(h, (1u << 19) | page, 3000, &f), TSHM_CORRUPT);
-    CHECK(child_walks_are_corrupt(db, (1u << 19) | page, 3000));
+    CHECK(child_walks_are_corrupt(db, (1u << 19) | page, 3000, 1));
     poke32_at(dir_top + 4, 0);
 
     /* a middle node whose first word names itself */
@@ -490,7 +504,7 @@ static void corrupt_directory_walks_are_bounded(const char *db) {
     poke32_at(node_p, P);
     CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
     CHECK_RC(tshm_index_find(h, 1, 3000, &f), TSHM_CORRUPT);
-    CHECK(child_walks_are_corrupt(db, 1, 3000));
+    CHECK(child_walks_are_corrupt(db, 1, 3000, 1));
     poke32_at(node_p, leaf0);
 
     /* a back link that cycles: the newest entry of a page names itself */
@@ -511,7 +525,7 @@ static void corrupt_directory_walks_are_bounded(const char *db) {
     uint32_t unit0 = peek32_at(bword);
     poke32_at(bword, (P - 1) / 16 + 1);
     CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
-    CHECK(child_walks_are_corrupt(db, page, 3000));
+    CHECK(child_walks_are_corrupt(db, page, 3000, 1));
     poke32_at(bword, unit0);
 
     /* all repaired: sound again */

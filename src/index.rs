@@ -754,7 +754,7 @@ impl Tree {
             met: 0,
             kinds: Default::default(),
             nodes: Default::default(),
-            budget: word(ix.shm, H_IX_NODES).load(Acquire),
+            budget: Self::budget(ix)?,
             count: word(ix.shm, H_IX_COUNT).load(Acquire),
         };
         if !full {
@@ -781,6 +781,16 @@ impl Tree {
         Ok(t)
     }
 
+    /// Node pages a walk may meet: those the allocator counted, no more than lie below its end
+    /// or in the file (so a mutated count cannot lift the bound).
+    fn budget(ix: &Index) -> Result<u64> {
+        let nodes = word(ix.shm, H_IX_NODES).load(Acquire);
+        let end = word(ix.shm, H_IX_NODE_END).load(Acquire);
+        Ok(nodes
+            .min(end.saturating_sub(1))
+            .min(ix.pool.file_bytes()? / PAGE))
+    }
+
     fn unit(&mut self, u: u64, k: Kind) -> Result<()> {
         match self.kinds.insert(u, k) {
             None => Ok(()),
@@ -796,7 +806,7 @@ impl Tree {
     fn node(&mut self, ix: &Index, p: u32) -> Result<()> {
         self.met += 1;
         if self.met > self.budget {
-            self.budget = word(ix.shm, H_IX_NODES).load(Acquire);
+            self.budget = Self::budget(ix)?;
             if self.met > self.budget {
                 return Err(Error::Corrupt(format!(
                     "the index directory holds more node pages than the {} allocated",

@@ -179,6 +179,13 @@ impl Pool {
         .map_err(|e| Error::io("map sidecar index window", e))
     }
 
+    /// Pool bytes the file holds now.
+    pub fn file_bytes(&self) -> Result<u64> {
+        let have = file_len(self.fd)?.saturating_sub(self.base);
+        self.known.fetch_max(have, Relaxed);
+        Ok(have)
+    }
+
     /// The `u32` at pool offset `off`, if the file holds it.
     pub fn u32(&self, off: u64) -> Result<&AtomicU32> {
         // SAFETY: in bounds of a live mapping, aligned, accessed only atomically.
