@@ -319,11 +319,375 @@ static void corrupt_index(const char *db) {
     close(side_fd);
 }
 
+static void poke32_at(off_t off, uint32_t v) {
+    if (pwrite(side_fd, &v, 4, off) != 4) perror("pwrite");
+}
+static uint32_t peek32_at(off_t off) {
+    uint32_t v = 0;
+    if (pread(side_fd, &v, 4, off) != 4) perror("pread");
+    return v;
+}
+static void open_side(const char *db) {
+    char side[600];
+    snprintf(side, sizeof side, "%s-tshm", db);
+    side_fd = open(side, O_RDWR);
+}
+static off_t sidecar_bytes(void) {
+    struct stat st;
+    return fstat(side_fd, &st) == 0 ? st.st_size : -1;
+}
+
+/* File offset of the frame word of index slot `slot` (through the block table). */
+static off_t frame_word_of(uint64_t slot) {
+    uint64_t base = peek64_at(48);
+    off_t blk_top = (off_t)base - 4096;
+    uint64_t b = slot / 4096;
+    uint32_t node = peek32_at(blk_top + (off_t)(b >> 10) * 4);
+    if (node == 0) return -1;
+    uint32_t unit = peek32_at((off_t)base + (off_t)(node - 1) * 4096 + (off_t)(b & 1023) * 4);
+    if (unit == 0) return -1;
+    return (off_t)base + (off_t)(unit - 1) * 65536 + (off_t)(slot % 4096) * 16 + 8;
+}
+
+static int foreach_count_cb(void *ctx, uint32_t page, uint64_t frame) {
+    (void)page;
+    (void)frame;
+    ++*(long *)ctx;
+    return 0;
+}
+
+/* A writer killed (SIGKILL) inside tshm_index_truncate, with entries already marked dead: the
+ * next writer's trim leaves the counters exact (every entry dead, nothing live). */
+static void truncate_killed_inside_the_loop(const char *db) {
+    enum { N = 240000 };
+    tshm *keep = open_with(db, 0, 0, 0);
+    if (keep == NULL) { CHECK(0); return; }
+    open_side(db);
+    int killed_inside = 0;
+    for (int attempt = 0; attempt < 8 && !killed_inside; attempt++) {
+        CHECK_RC(tshm_writer_acquire(keep, 1000), TSHM_OK);
+        CHECK_RC(tshm_index_reset(keep), TSHM_OK);
+        publish_max_frame(keep, 0);
+        CHECK_RC(tshm_writer_release(keep), TSHM_OK);
+        channel up, go;
+        channel_init(&up);
+        channel_init(&go);
+        pid_t kid = fork();
+        if (kid == 0) {
+            tshm *h = open_with(db, 0, 0, 0);
+            if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(1);
+            for (uint64_t f = 1; f <= N; f++)
+                if (tshm_index_append(h, bogus_page_of(f), f) != TSHM_OK) _exit(2);
+            char c = 'a';
+            channel_send(&up, &c, 1);
+            if (!channel_recv(&go, &c, 1)) _exit(3);
+            tshm_index_truncate(h, 0); /* killed in here */
+            for (;;) pause();
+        }
+        char c;
+        CHECK(channel_recv(&up, &c, 1) && c == 'a');
+        /* the loop runs from the newest slot down: kill once the middle one is marked dead */
+        off_t mid = frame_word_of(N / 2);
+        CHECK(mid > 0);
+        c = 'g';
+        if (write(go.fd[1], &c, 1) != 1) CHECK(0);
+        while (mid > 0 && !(peek64_at(mid) >> 63)) {}
+        kill(kid, SIGKILL);
+        child_wait(kid);
+        tshm_index_stats st;
+        CHECK_RC(tshm_index_stats_get(keep, &st), TSHM_OK);
+        /* the tail is stored after the loop: still N means the kill landed inside it */
+        killed_inside = st.tail_frame == N && !(peek64_at(frame_word_of(0)) >> 63);
+        /* the next writer trims: every entry is dead, and the counters say so exactly */
+        CHECK_RC(tshm_writer_acquire(keep, 1000), TSHM_OK);
+        CHECK_RC(tshm_index_stats_get(keep, &st), TSHM_OK);
+        CHECK(st.entries == N);
+        if (st.dead != N) fprintf(stderr, "after the trim: %llu entries, %llu dead\n",
+                                  (unsigned long long)st.entries, (unsigned long long)st.dead);
+        CHECK(st.dead == N);
+        CHECK(st.tail_frame == 0);
+        /* and a truncate after the trim changes nothing */
+        CHECK_RC(tshm_index_truncate(keep, 0), TSHM_OK);
+        CHECK_RC(tshm_index_stats_get(keep, &st), TSHM_OK);
+        CHECK(st.dead == N);
+        CHECK_RC(tshm_writer_release(keep), TSHM_OK);
+        long n = 0;
+        CHECK_RC(tshm_index_foreach(keep, 1ull << 62, foreach_count_cb, &n), TSHM_OK);
+        CHECK(n == 0);
+        for (int i = 0; i < 2; i++) {
+            close(up.fd[i]);
+            close(go.fd[i]);
+        }
+    }
+    CHECK(killed_inside);
+    printf("  truncate killed inside its loop: %s\n", killed_inside ? "yes" : "never caught");
+    tshm_close(keep, NULL);
+    close(side_fd);
+}
+
+/* In a joining child: foreach and find on a corrupt directory return TSHM_CORRUPT. */
+static int child_walks_are_corrupt(const char *db, uint32_t page, uint64_t max, int find_too) {
+    pid_t kid = fork();
+    if (kid == 0) {
+        tshm *h = open_with(db, 0, 0, 0);
+        if (h == NULL) _exit(1);
+        long n = 0;
+        uint64_t f = 0;
+        int a = tshm_index_foreach(h, max, foreach_count_cb, &n);
+        int b = find_too ? tshm_index_find(h, page, max, &f) : TSHM_CORRUPT;
+        if (a != TSHM_CORRUPT || b != TSHM_CORRUPT)
+            fprintf(stderr, "joiner: foreach %s (%ld pages), find %s\n", tshm_errstr(a), n, tshm_errstr(b));
+        tshm_close(h, NULL);
+        _exit(a == TSHM_CORRUPT && b == TSHM_CORRUPT ? 0 : 1);
+    }
+    return child_wait(kid) == 0;
+}
+
+/* A directory that is not a tree is corrupt: every walk over it ends with TSHM_CORRUPT after
+ * work bounded by the node count, in this process and in a joining one. */
+static void corrupt_directory_walks_are_bounded(const char *db) {
+    tshm *h = open_with(db, 0, 0, 0);
+    if (h == NULL) { CHECK(0); return; }
+    open_side(db);
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    for (uint64_t f = 1; f <= 3000; f++) CHECK_RC(tshm_index_append(h, page_of(f), f), TSHM_OK);
+    publish_max_frame(h, 3000);
+    CHECK_RC(tshm_writer_release(h), TSHM_OK);
+    uint64_t base = peek64_at(48);
+    const off_t dir_top = (off_t)base - 36864;
+    const uint32_t page = page_of(3000);
+    uint64_t f = 0;
+    long n = 0, pages = 0;
+    CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &pages), TSHM_OK);
+    uint32_t P = peek32_at(dir_top); /* the middle node of pages 0..2^19 */
+    CHECK(P != 0);
+    const off_t node_p = (off_t)base + (off_t)(P - 1) * 4096;
+    static uint32_t saved[1024], tops[8192];
+    CHECK(pread(side_fd, saved, sizeof saved, node_p) == (ssize_t)sizeof saved);
+    CHECK(pread(side_fd, tops, sizeof tops, dir_top) == (ssize_t)sizeof tops);
+
+    /* every top word names node P, and P is filled with the value P */
+    static uint32_t fill[1024];
+    for (int i = 0; i < 1024; i++) fill[i] = P;
+    for (int t = 0; t < 8192; t++) poke32_at(dir_top + t * 4, P);
+    CHECK(pwrite(side_fd, fill, sizeof fill, node_p) == (ssize_t)sizeof fill);
+    CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
+    CHECK_RC(tshm_index_find(h, page, 3000, &f), TSHM_CORRUPT);
+    CHECK(child_walks_are_corrupt(db, page, 3000, 1));
+    /* the same with P's words naming an empty node page above P (the last of the node unit)
+     * and the node count lifted too: the bound comes from the node allocator's end and the
+     * file, not from the count alone */
+    const off_t nodes = 552;
+    uint64_t nodes_was = peek64_at(nodes);
+    uint32_t empty = (uint32_t)peek64_at(544) - 1;
+    CHECK(empty > P);
+    poke64_at(nodes, 1ull << 40);
+    for (int i = 0; i < 1024; i++) fill[i] = empty;
+    CHECK(pwrite(side_fd, fill, sizeof fill, node_p) == (ssize_t)sizeof fill);
+    CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
+    CHECK(child_walks_are_corrupt(db, 0, 3000, 0));
+    poke64_at(nodes, nodes_was);
+    CHECK(pwrite(side_fd, saved, sizeof saved, node_p) == (ssize_t)sizeof saved);
+    CHECK(pwrite(side_fd, tops, sizeof tops, dir_top) == (ssize_t)sizeof tops);
+
+    /* two top words name the same (sound) middle node: a node referenced twice */
+    poke32_at(dir_top, P);
+    for (int t = 1; t < 8192; t++) poke32_at(dir_top + t * 4, 0);
+    poke32_at(dir_top + 4, P);
+    CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
+    CHECK_RC(tshm_index_find(h, (1u << 19) | page, 3000, &f), TSHM_CORRUPT);
+    CHECK(child_walks_are_corrupt(db, (1u << 19) | page, 3000, 1));
+    poke32_at(dir_top + 4, 0);
+
+    /* a middle node whose first word names itself */
+    uint32_t leaf0 = saved[0];
+    poke32_at(node_p, P);
+    CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
+    CHECK_RC(tshm_index_find(h, 1, 3000, &f), TSHM_CORRUPT);
+    CHECK(child_walks_are_corrupt(db, 1, 3000, 1));
+    poke32_at(node_p, leaf0);
+
+    /* a back link that cycles: the newest entry of a page names itself */
+    off_t leaf_p = (off_t)base + (off_t)(saved[page >> 9] - 1) * 4096;
+    uint64_t d = peek64_at(leaf_p + (off_t)(page & 511) * 8);
+    uint64_t slot = (d & 0xffffffff) - 1;
+    off_t e = frame_word_of(slot) - 8;
+    uint64_t w = peek64_at(e);
+    poke64_at(e, (w & 0xffffffff) | ((slot + 1) << 32));
+    CHECK_RC(tshm_index_find(h, page, 2, &f), TSHM_CORRUPT);
+    CHECK_RC(tshm_index_foreach(h, 2, foreach_count_cb, &n), TSHM_CORRUPT);
+    poke64_at(e, w);
+
+    /* an entry block that lies in a node unit */
+    const off_t blk_top = (off_t)base - 4096;
+    uint32_t bnode = peek32_at(blk_top);
+    off_t bword = (off_t)base + (off_t)(bnode - 1) * 4096;
+    uint32_t unit0 = peek32_at(bword);
+    poke32_at(bword, (P - 1) / 16 + 1);
+    CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_CORRUPT);
+    CHECK(child_walks_are_corrupt(db, page, 3000, 1));
+    poke32_at(bword, unit0);
+
+    /* all repaired: sound again */
+    n = 0;
+    CHECK_RC(tshm_index_foreach(h, 3000, foreach_count_cb, &n), TSHM_OK);
+    CHECK(n == pages && pages > 500);
+    CHECK_RC(tshm_index_find(h, page, 3000, &f), TSHM_OK);
+    CHECK(f == 3000);
+    tshm_close(h, NULL);
+    close(side_fd);
+}
+
+/* The file-size limit with SIGXFSZ at its default disposition (which kills): growth checks the
+ * limit first and fails with TSHM_FULL, and the process lives on. */
+static void growth_under_file_size_limit_does_not_signal(const char *db) {
+    pid_t kid = fork();
+    if (kid == 0) {
+        signal(SIGXFSZ, SIG_DFL);
+        tshm *h = open_with(db, 0, 0, 0);
+        if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(10);
+        char side[600];
+        snprintf(side, sizeof side, "%s-tshm", db);
+        struct stat st;
+        if (stat(side, &st) != 0) _exit(11);
+        struct rlimit rl = {.rlim_cur = (rlim_t)st.st_size + 3 * 65536 + 100,
+                            .rlim_max = RLIM_INFINITY};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(12);
+        uint64_t f = 0;
+        int rc = TSHM_OK;
+        while (rc == TSHM_OK && f < 10000000) rc = tshm_index_append(h, page_of(f + 1), f + 1), f += rc == TSHM_OK;
+        if (rc != TSHM_FULL) _exit(13);
+        /* engine regions grow the same pool */
+        void *region = NULL;
+        if (tshm_region(h, 0, 32768, 1, &region) != TSHM_FULL) _exit(17);
+        struct sigaction sa;
+        if (sigaction(SIGXFSZ, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL) _exit(14);
+        if (stat(side, &st) != 0 || (rlim_t)st.st_size > rl.rlim_cur) _exit(15);
+        publish_max_frame(h, f);
+        uint64_t seed = 5;
+        long n = 0;
+        if (check_lookups(h, &seed, 1000, &n) != 0) _exit(16);
+        tshm_writer_release(h);
+        tshm_close(h, NULL);
+        _exit(0);
+    }
+    int rc = child_wait(kid);
+    if (rc != 0) fprintf(stderr, "file-size-limit child exited %d\n", rc);
+    CHECK(rc == 0);
+}
+
+/* A reservation counter far beyond what the index and the regions can use is corrupt: a
+ * joiner refuses it, and a writer already attached gets TSHM_CORRUPT instead of growing the
+ * file to match. */
+static void absurd_reservation_is_corrupt_not_growth(const char *db) {
+    tshm *h = open_with(db, 0, 0, 0);
+    if (h == NULL) { CHECK(0); return; }
+    open_side(db);
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    uint64_t f = 0;
+    for (; f < 4096; f++) CHECK_RC(tshm_index_append(h, page_of(f + 1), f + 1), TSHM_OK);
+    off_t len = sidecar_bytes();
+    const off_t reserved = 616;
+    uint64_t r = peek64_at(reserved);
+    poke64_at(reserved, 1ull << 26); /* 4 TiB of units */
+    CHECK(open_in_child_is_corrupt(db));
+    /* the next append needs a new block */
+    CHECK_RC(tshm_index_append(h, page_of(f + 1), f + 1), TSHM_CORRUPT);
+    CHECK(sidecar_bytes() == len);
+    poke64_at(reserved, r);
+    CHECK_RC(tshm_index_append(h, page_of(f + 1), f + 1), TSHM_OK);
+    CHECK(sidecar_bytes() > len && sidecar_bytes() < len + 4 * 65536);
+    CHECK_RC(tshm_writer_release(h), TSHM_OK);
+    tshm_close(h, NULL);
+    close(side_fd);
+}
+
+/* Joiners validate the index counters while a writer appends and rolls back as fast as it can:
+ * none may see a consistent-but-moving index as corrupt. */
+static void joiners_during_fast_rollbacks_never_see_corrupt(const char *db, int opens) {
+    tshm *keep = open_with(db, 0, 0, 0);
+    if (keep == NULL) { CHECK(0); return; }
+    int done[2];
+    if (pipe(done) != 0) { perror("pipe"); exit(2); }
+    gate g;
+    gate_init(&g);
+    pid_t w = fork();
+    if (w == 0) {
+        close(done[1]);
+        tshm *h = open_with(db, 0, 0, 0);
+        if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(1);
+        gate_wait(&g);
+        uint64_t f = 0, rounds = 0;
+        int bad = 0;
+        while (!is_done(done[0]) && !bad) {
+            /* a one-frame savepoint rolled back, then one frame kept */
+            bad |= tshm_index_append(h, bogus_page_of(f + 1), f + 1) != TSHM_OK;
+            bad |= tshm_index_truncate(h, f) != TSHM_OK;
+            bad |= tshm_index_append(h, page_of(f + 1), f + 1) != TSHM_OK;
+            f++;
+            if (++rounds % 200000 == 0) {
+                bad |= tshm_index_reset(h) != TSHM_OK;
+                f = 0;
+            }
+        }
+        tshm_writer_release(h);
+        tshm_close(h, NULL);
+        _exit(bad);
+    }
+    enum { JOINERS = 2 };
+    channel ch;
+    channel_init(&ch);
+    pid_t j[JOINERS];
+    for (int k = 0; k < JOINERS; k++) {
+        j[k] = fork();
+        if (j[k] == 0) {
+            gate_wait(&g);
+            long corrupt = 0, other = 0;
+            for (int i = 0; i < opens; i++) {
+                tshm *h = NULL;
+                int rc = tshm_open(db, NULL, &h);
+                if (rc == TSHM_CORRUPT) {
+                    if (corrupt++ < 3) fprintf(stderr, "joiner: %s\n", tshm_errmsg());
+                } else if (rc != TSHM_OK) {
+                    other++;
+                }
+                if (rc == TSHM_OK) tshm_close(h, NULL);
+            }
+            long rep[2] = {corrupt, other};
+            channel_send(&ch, rep, sizeof rep);
+            _exit(0);
+        }
+    }
+    gate_open(&g);
+    long corrupt = 0, other = 0;
+    for (int k = 0; k < JOINERS; k++) {
+        long rep[2];
+        if (channel_recv(&ch, rep, sizeof rep)) corrupt += rep[0], other += rep[1];
+        else other++;
+        CHECK(child_wait(j[k]) == 0);
+    }
+    close(done[1]);
+    CHECK(child_wait(w) == 0);
+    close(done[0]);
+    printf("  joiners during fast rollbacks: %d opens, %ld saw corrupt, %ld other failures\n",
+           JOINERS * opens, corrupt, other);
+    CHECK(corrupt == 0);
+    CHECK(other == 0);
+    close(ch.fd[0]);
+    close(ch.fd[1]);
+    tshm_close(keep, NULL);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     concurrent_lookups(test_db("concurrent.db"), 400000);
     killed_between_append_and_publish(test_db("killed.db"));
     growth_hits_file_size_limit(test_db("fsize.db"));
     corrupt_index(test_db("corrupt.db"));
+    truncate_killed_inside_the_loop(test_db("trunc-killed.db"));
+    growth_under_file_size_limit_does_not_signal(test_db("fsize-default.db"));
+    absurd_reservation_is_corrupt_not_growth(test_db("reserved.db"));
+    joiners_during_fast_rollbacks_never_see_corrupt(test_db("joiners.db"), 3000);
+    corrupt_directory_walks_are_bounded(test_db("corrupt-dir.db"));
     return harness_done("test_index");
 }

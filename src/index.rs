@@ -30,9 +30,35 @@
 //! 5. Every pointer read from the file (node page, unit, slot, `prev`) is range-checked, and
 //!    `prev` must be below the slot that holds it, so a walk always ends; a violation is
 //!    [`Error::Corrupt`].
+//! 6. Node pages are handed out in increasing order and a child after its parent, so a
+//!    child's page number exceeds its parent's and lies below the allocator's end: a lookup
+//!    rejects a node naming itself or an ancestor in one comparison. A whole walk (for-each,
+//!    `check`) also requires a tree: each node page met once, no more of them than the node
+//!    count, in a unit holding no entry block or region, every slot within the entry count.
+//!    Its work is therefore bounded by the counters, whatever the file holds.
+//! 7. The pool grows only as far as the counters can use ([`unit_bound`]): a reservation
+//!    beyond it is corrupt, not growth; growth that would pass the file-size limit is
+//!    [`Error::Full`] before the write (never SIGXFSZ).
 //!
-//! A rollback leaves dead entries in place until the next reset (they are counted in the
-//! statistics); the trim floor keeps repeated rollbacks from rescanning them.
+//! **Rollback and its counters.** A rollback leaves dead entries in place until the next
+//! reset; the *trim word* (one atomic: `floor << 32 | dead`) says that `dead` is exactly the
+//! number of dead marks below slot `floor`, and the floor frame that every entry below the
+//! floor is dead or at most that frame. It is stored only when exact, so a kill at any store
+//! leaves it true; marks at or above the floor are *uncounted* (made by a rollback killed
+//! before its last stores). [`Index::truncate`] to frame `m`:
+//!
+//! 1. if `m` is below the floor frame, lowers the floor beneath the live entries above `m`,
+//!    taking the dead marks it passes out of `dead` in the same store (they are now above);
+//! 2. scans down from the newest slot to the floor: counts the marks it meets, marks (after
+//!    pointing the directory back) the live entries above `m`, stops at the first live entry
+//!    at or below `m`;
+//! 3. stores the floor frame, the trim word (`count`, `dead` + all it counted), the tail last.
+//!
+//! A rollback killed before step 3 leaves the tail above the committed frame, so the next
+//! writer's trim (its first act, to the committed frame, at or below the killed rollback's
+//! target) runs again; the killed one marked from the newest slot down only entries above its
+//! target, so the new scan passes every such mark before it meets a live entry at or below its
+//! own target, and counts them. The floor keeps repeated rollbacks from rescanning old ones.
 
 use crate::error::{Error, Result};
 use crate::layout::*;
@@ -51,6 +77,9 @@ const DEAD: u64 = 1 << 63;
 pub const MAX_ENTRIES: u64 = u32::MAX as u64 - 1;
 /// A lookup that sees the generation move this many times in a row gives up with BUSY.
 const RETRIES: u32 = 16;
+/// Units beyond those the counters account for that a reservation may reach (see
+/// [`unit_bound`]).
+const UNIT_MARGIN: u64 = 64;
 
 /// Statistics of the shared frame index (`tshm_index_stats`).
 #[allow(non_camel_case_types)]
@@ -110,21 +139,28 @@ impl<'a> Index<'a> {
         word(self.shm, H_IX_UNITS).load(Acquire)
     }
 
-    /// Pool offset of node page `p` (1-based), checked against the published units.
-    fn node_off(&self, p: u32) -> Result<u64> {
+    /// Pool offset of node page `p` (1-based), a child of node page `parent` (0: of a top
+    /// table). Node pages are handed out in increasing order and a child is always allocated
+    /// after its parent, so `p` must exceed `parent` (which rules out a node naming itself or
+    /// an ancestor), lie below the node allocator's end and inside the published units.
+    fn node_off(&self, p: u32, parent: u32) -> Result<u64> {
         let off = (p as u64).wrapping_sub(1) * PAGE;
+        // both loaded after the pointer (stored after them): the reload covers a valid one
+        let end = word(self.shm, H_IX_NODE_END).load(Acquire);
         let units = self.units();
-        if p == 0 || off + PAGE > units.saturating_mul(UNIT) {
+        if p <= parent || p as u64 >= end || off + PAGE > units.saturating_mul(UNIT) {
             return Err(Error::Corrupt(format!(
-                "index node page {p} outside the {units} published units"
+                "index node page {p} (child of {parent}) is not a node page: node pages end \
+                 at {end}, {units} units published"
             )));
         }
         Ok(off)
     }
 
-    /// Pool offset of the node page table word `w` points to; an empty word is `None`, or,
-    /// with `create` (writer only), gets a fresh node page.
-    fn follow(&self, w: &AtomicU32, create: bool) -> Result<Option<u64>> {
+    /// The node page the table word `w` (in node page `parent`, 0 for a top table) points to,
+    /// with its pool offset; an empty word is `None`, or, with `create` (writer only), gets a
+    /// fresh node page.
+    fn follow(&self, w: &AtomicU32, create: bool, parent: u32) -> Result<Option<(u32, u64)>> {
         let mut n = w.load(Acquire);
         if n == 0 {
             if !create {
@@ -133,7 +169,7 @@ impl<'a> Index<'a> {
             n = self.alloc_node()?;
             w.store(n, Release);
         }
-        self.node_off(n).map(Some)
+        Ok(Some((n, self.node_off(n, parent)?)))
     }
 
     fn blk_top(&self, b: u64) -> &AtomicU32 {
@@ -145,7 +181,7 @@ impl<'a> Index<'a> {
         if b >= IX_BLK_TOP * 1024 {
             return Ok(None);
         }
-        let Some(node) = self.follow(self.blk_top(b), false)? else {
+        let Some((_, node)) = self.follow(self.blk_top(b), false, 0)? else {
             return Ok(None);
         };
         let u = self.pool.u32(node + (b & 1023) * 4)?.load(Acquire) as u64;
@@ -186,11 +222,11 @@ impl<'a> Index<'a> {
         let top = self
             .shm
             .u32(self.geom.dir_top() + (page >> 19) as usize * 4);
-        let Some(mid) = self.follow(top, create)? else {
+        let Some((mid_page, mid)) = self.follow(top, create, 0)? else {
             return Ok(None);
         };
         let leaf_word = self.pool.u32(mid + ((page >> 9) & 1023) as u64 * 4)?;
-        let Some(leaf) = self.follow(leaf_word, create)? else {
+        let Some((_, leaf)) = self.follow(leaf_word, create, mid_page)? else {
             return Ok(None);
         };
         Ok(Some(self.pool.u64(leaf + (page & 511) as u64 * 8)?))
@@ -201,7 +237,10 @@ impl<'a> Index<'a> {
         let next = word(self.shm, H_IX_NODE_NEXT);
         let end = word(self.shm, H_IX_NODE_END);
         let mut n = next.load(Relaxed);
-        if n == 0 || n >= end.load(Relaxed) {
+        let e = end.load(Relaxed);
+        // `n` must lie in the current node unit [end - 16, end): a writer killed between the
+        // two stores below leaves `next` behind in an older unit, whose successor is not ours
+        if n == 0 || n >= e || n < e.saturating_sub(NODES_PER_UNIT) {
             let u = alloc_unit(self.shm, self.pool)?;
             n = u * NODES_PER_UNIT + 1;
             end.store(n + NODES_PER_UNIT, Release);
@@ -216,12 +255,15 @@ impl<'a> Index<'a> {
         if let Some(off) = self.block_off(b)? {
             return Ok(off);
         }
-        let node = self.follow(self.blk_top(b), true)?.expect("created above");
+        let (_, node) = self
+            .follow(self.blk_top(b), true, 0)?
+            .expect("created above");
         let u = alloc_unit(self.shm, self.pool)?;
         self.pool
             .u32(node + (b & 1023) * 4)?
             .store(u as u32 + 1, Release);
-        word(self.shm, H_IX_BLOCKS).fetch_max(b + 1, Relaxed);
+        // Release: a joiner that reads the block count reads units that cover it (validate)
+        word(self.shm, H_IX_BLOCKS).fetch_max(b + 1, Release);
         Ok(u * UNIT)
     }
 
@@ -336,7 +378,7 @@ impl<'a> Index<'a> {
     pub fn for_each(&self, max_frame: u64, mut f: impl FnMut(u32, u64) -> bool) -> Result<()> {
         let gen = word(self.shm, H_IX_GEN);
         let g = gen.load(Acquire);
-        let r = self.each_page(g, max_frame, &mut f);
+        let r = self.each_page(g, max_frame, false, &mut f).map(drop);
         fence(Acquire);
         if gen.load(Relaxed) != g {
             return Err(Error::Busy(
@@ -346,58 +388,138 @@ impl<'a> Index<'a> {
         r
     }
 
+    /// Visits every page of the directory (see [`Index::for_each`]), checking on the way that
+    /// no more node pages are met than the allocator counted, each child page above its
+    /// parent's, every slot within the entry count; so the work is bounded by the node count,
+    /// whatever the file says. It allocates nothing unless `full` (the inspector's check),
+    /// which also requires a tree: every node page met once, in a unit holding no entry block
+    /// and no engine region.
     fn each_page(
         &self,
         g: u64,
         max_frame: u64,
+        full: bool,
         f: &mut impl FnMut(u32, u64) -> bool,
-    ) -> Result<()> {
+    ) -> Result<Tree> {
+        let mut tree = Tree::new(self, full)?;
         if max_frame == 0 {
-            return Ok(());
+            return Ok(tree);
         }
         for t in 0..IX_DIR_TOP {
             let top = self.shm.u32(self.geom.dir_top() + t as usize * 4);
-            let Some(mid_off) = self.follow(top, false)? else {
+            let Some((mid, mid_off)) = self.follow(top, false, 0)? else {
                 continue;
             };
+            tree.node(self, mid)?;
             for m in 0..1024u64 {
-                let Some(leaf_off) = self.follow(self.pool.u32(mid_off + m * 4)?, false)? else {
+                let w = self.pool.u32(mid_off + m * 4)?;
+                let Some((leaf, leaf_off)) = self.follow(w, false, mid)? else {
                     continue;
                 };
+                tree.node(self, leaf)?;
                 for l in 0..512u64 {
                     let d = self.pool.u64(leaf_off + l * 8)?.load(Acquire);
                     let page = (t << 19 | m << 9 | l) as u32;
+                    if d >> 32 == Self::gen32(g) {
+                        tree.slot(self, d & 0xffff_ffff)?;
+                    }
                     if let Some(frame) = self.walk(page, d, g, max_frame)? {
                         if !f(page, frame) {
-                            return Ok(());
+                            return Ok(tree);
                         }
                     }
                 }
             }
         }
+        Ok(tree)
+    }
+
+    /// Validates the whole index (the inspector's `check`): the directory is a tree (see
+    /// [`Index::each_page`]), every chain ends, and the published and reserved units are
+    /// accounted for by the units in use.
+    pub fn check(&self) -> Result<()> {
+        let gen = word(self.shm, H_IX_GEN);
+        let g = gen.load(Acquire);
+        let tree = self.each_page(g, (1 << 63) - 1, true, &mut |_, _| true)?;
+        fence(Acquire);
+        if gen.load(Relaxed) != g {
+            return Err(Error::Busy(
+                "the frame index was reset during the check".into(),
+            ));
+        }
+        let units = self.units();
+        let reserved = word(self.shm, H_IX_RESERVED).load(Acquire);
+        let bound = unit_bound(self.shm);
+        let used = tree.kinds.len() as u64;
+        if used > units {
+            return Err(Error::Corrupt(format!(
+                "index uses {used} units but {units} are published"
+            )));
+        }
+        if reserved > bound || units > reserved {
+            return Err(Error::Corrupt(format!(
+                "index reserved {reserved} units and published {units}, but its entry blocks, \
+                 node pages and regions use {used} (at most {bound} can be reserved)"
+            )));
+        }
         Ok(())
     }
 
-    /// Drops every entry above `max_frame` (a rollback). Writer only. Returns how many.
+    /// Drops every entry above `max_frame` (a rollback). Writer only. Returns how many it
+    /// marked dead (entries a killed rollback had marked are counted, not returned).
+    ///
+    /// Kill-safe at every store (see "Rollback and its counters" in the module doc): the trim
+    /// word (floor and dead count, one atomic) is stored only when it is exact, the tail last.
     pub fn truncate(&self, max_frame: u64) -> Result<u64> {
         if self.tail() <= max_frame {
             return Ok(0);
         }
         let count = word(self.shm, H_IX_COUNT).load(Relaxed);
-        let floor = word(self.shm, H_IX_FLOOR).load(Relaxed);
+        let trim = word(self.shm, H_IX_FLOOR);
+        let (mut floor, mut dead) = split_trim(trim.load(Relaxed));
+        if floor > count || dead > floor {
+            return Err(Error::Corrupt(format!(
+                "index trim floor {floor} / dead count {dead} beyond the {count} entries"
+            )));
+        }
         let floor_frame = word(self.shm, H_IX_FLOOR_FRAME).load(Relaxed);
         let g32 = Self::gen32(word(self.shm, H_IX_GEN).load(Relaxed));
-        let stop = if max_frame >= floor_frame {
-            floor.min(count)
-        } else {
-            0
-        };
+        if max_frame < floor_frame {
+            // Live entries below the floor may lie above the target: lower the floor beneath
+            // them first. The dead entries it passes leave the count (they are counted again,
+            // with the marks, by the scan below), in the same store.
+            let mut low = floor;
+            let mut passed = 0;
+            while low > 0 {
+                let e = self.entry(low - 1)?;
+                if e.frame & DEAD != 0 {
+                    passed += 1;
+                } else if e.frame <= max_frame {
+                    break;
+                }
+                low -= 1;
+            }
+            if passed > dead {
+                return Err(Error::Corrupt(format!(
+                    "index holds {passed} dead entries in slots {low}..{floor} but counts {dead}"
+                )));
+            }
+            (floor, dead) = (low, dead - passed);
+            stop_point()?;
+            trim.store(make_trim(floor, dead), Release);
+            // everything below the new floor is dead or at most max_frame
+            stop_point()?;
+            word(self.shm, H_IX_FLOOR_FRAME).store(max_frame, Relaxed);
+        }
         let mut dropped = 0;
+        let mut uncounted = 0;
         let mut slot = count;
-        while slot > stop {
+        while slot > floor {
             slot -= 1;
             let e = self.entry(slot)?;
             if e.frame & DEAD != 0 {
+                // above the floor: marked by a rollback killed before its count was stored
+                uncounted += 1;
                 continue;
             }
             if e.frame <= max_frame {
@@ -405,31 +527,37 @@ impl<'a> Index<'a> {
             }
             if let Some(dir) = self.dir_word(e.page, false)? {
                 if dir.load(Relaxed) == g32 << 32 | (slot + 1) {
+                    stop_point()?;
                     dir.store(g32 << 32 | e.prev, Release);
                 }
             }
             let off = self.entry_off(slot)?;
+            stop_point()?;
             self.pool.u64(off + 8)?.store(e.frame | DEAD, Release);
             dropped += 1;
         }
-        word(self.shm, H_IX_DEAD).fetch_add(dropped, Relaxed);
-        word(self.shm, H_IX_TAIL).store(max_frame, Relaxed);
-        // the floor frame first: with a crash between the two, the old floor and the new
-        // frame still say "everything below the floor is dead or at most this frame"
+        // Below the new floor (the count) everything is dead or at most max_frame; the tail
+        // last, so that a kill before it leaves the next writer a trim to finish.
+        stop_point()?;
         word(self.shm, H_IX_FLOOR_FRAME).store(max_frame, Relaxed);
-        word(self.shm, H_IX_FLOOR).store(count, Release);
+        stop_point()?;
+        trim.store(make_trim(count, dead + dropped + uncounted), Release);
+        stop_point()?;
+        word(self.shm, H_IX_TAIL).store(max_frame, Relaxed);
         Ok(dropped)
     }
 
     /// Empties the index (the WAL restarted). Writer only. Keeps the pool's space for reuse.
     pub fn reset(&self) {
-        let gen = word(self.shm, H_IX_GEN);
-        gen.store(gen.load(Relaxed).wrapping_add(1), Relaxed);
-        fence(Release);
-        // the count last: a joiner that sees the new count sees the rest zeroed (validate)
-        for off in [H_IX_FLOOR, H_IX_FLOOR_FRAME, H_IX_DEAD, H_IX_TAIL] {
+        // The counters first, then the generation (Release), then the count: a joiner that
+        // reads the generation before and after its loads (validate) and sees it unchanged
+        // read counters of one generation, with the trim word at most the count.
+        for off in [H_IX_FLOOR, H_IX_FLOOR_FRAME, H_IX_TAIL] {
             word(self.shm, off).store(0, Relaxed);
         }
+        let gen = word(self.shm, H_IX_GEN);
+        gen.store(gen.load(Relaxed).wrapping_add(1), Release);
+        fence(Release);
         word(self.shm, H_IX_COUNT).store(0, Release);
     }
 
@@ -462,10 +590,12 @@ impl<'a> Index<'a> {
 
     pub fn stats(&self) -> tshm_index_stats {
         let w = |off| word(self.shm, off).load(Acquire);
+        // the trim word before the count (validate's order): dead <= entries
+        let (_, dead) = split_trim(w(H_IX_FLOOR));
         tshm_index_stats {
             generation: w(H_IX_GEN),
             entries: w(H_IX_COUNT),
-            dead: w(H_IX_DEAD),
+            dead,
             tail_frame: w(H_IX_TAIL),
             blocks: w(H_IX_BLOCKS),
             nodes: w(H_IX_NODES),
@@ -476,23 +606,40 @@ impl<'a> Index<'a> {
 
 /// Checks the index counters of a sidecar being joined against each other and the file.
 ///
-/// The counters are read before the file's length: growth writes pages before it announces
-/// them, so a process joining during growth sees a file at least as long as they claim.
+/// A writer may be running. Each counter is loaded after those it is stored after (in the
+/// writer's program order, each store Release, each load here Acquire), so that a consistent
+/// but moving index never looks corrupt:
+///
+/// * the generation first and again last: a reset stores the trim word and the tail, then
+///   the generation, then the count, so an unchanged generation means every load below saw
+///   one generation;
+/// * the node allocator's `next` before its `end` (stored before `next`);
+/// * the trim word (floor, dead) before the count: the trim word is only ever stored with a
+///   floor at most the count of that moment, and within a generation the count only grows;
+/// * the count before the blocks, the blocks before the units, the units before the
+///   reservation, the reservation before the counters bounding it ([`unit_bound`]), and all
+///   of them before the file's length: growth writes pages before it announces them.
+///
+/// A moving index gets another look (three) before it is called corrupt.
 pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()> {
-    // A writer may be running: read each counter after those it is stored before (the node
-    // allocator's words, the count, the floor and dead count, the blocks, the units, the
-    // reservation, the file), so that a consistent-but-moving index never looks corrupt; and
-    // give a moving index another look before calling it corrupt.
     let mut bad = String::new();
     for _ in 0..3 {
         let w = |off| word(shm, off).load(Acquire);
+        let gen = w(H_IX_GEN);
         let (next, end) = (w(H_IX_NODE_NEXT), w(H_IX_NODE_END));
+        let (floor, dead) = split_trim(w(H_IX_FLOOR));
+        let tail = w(H_IX_TAIL);
         let count = w(H_IX_COUNT);
-        let (floor, dead, tail) = (w(H_IX_FLOOR), w(H_IX_DEAD), w(H_IX_TAIL));
         let blocks = w(H_IX_BLOCKS);
         let units = w(H_IX_UNITS);
         let reserved = w(H_IX_RESERVED);
+        let bound = unit_bound(shm);
         let pool_len = crate::region::file_len(fd)?.saturating_sub(geom.base_len);
+        fence(Acquire);
+        if w(H_IX_GEN) != gen {
+            bad = "the frame index was reset during every look".into();
+            continue;
+        }
         bad = if units > pool_len / UNIT {
             format!(
                 "index claims {units} units but the file holds {}",
@@ -503,10 +650,15 @@ pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()
             || count > MAX_ENTRIES
         {
             format!("index counts disagree: {count} entries, {blocks} blocks, {units} units")
-        } else if next > end || end > units.saturating_mul(NODES_PER_UNIT) + 1 || dead > count {
-            "index node allocator or dead count out of range".into()
-        } else if tail >= DEAD || floor > count || reserved < units {
-            "index tail or trim floor out of range".into()
+        } else if next > end || end > units.saturating_mul(NODES_PER_UNIT) + 1 {
+            "index node allocator out of range".into()
+        } else if tail >= DEAD || floor > count || dead > floor {
+            format!("index tail {tail}, trim floor {floor} or dead count {dead} out of range ({count} entries)")
+        } else if reserved < units || reserved > bound {
+            format!(
+                "index reservation counter {reserved} outside {units}..={bound}, the units \
+                 its blocks, nodes and regions can use"
+            )
         } else {
             return Ok(());
         };
@@ -514,21 +666,203 @@ pub fn validate(shm: &Shm, geom: &Geometry, fd: std::os::fd::RawFd) -> Result<()
     Err(Error::Corrupt(bad))
 }
 
+/// Units the counters can legitimately account for: one per entry block, the node units (16
+/// node pages each, the last partly used), every engine region and as many again for
+/// regions whose allocation lost a race, one allocation in flight (or cut short by a kill)
+/// per instance slot, and a margin. A reservation beyond it is corrupt, not a reason to grow
+/// the file.
+pub(crate) fn unit_bound(shm: &Shm) -> u64 {
+    let w = |off| word(shm, off).load(Acquire);
+    let instances = shm.u32(H_INSTANCES).load(Relaxed) as u64;
+    w(H_IX_BLOCKS)
+        .saturating_add(w(H_IX_NODES).div_ceil(NODES_PER_UNIT) + 1)
+        .saturating_add(2 * MAX_REGIONS as u64 + instances + UNIT_MARGIN)
+}
+
 /// Adds a zeroed unit to the pool and returns its number. Lock-free, for the index writer and
 /// for engine regions alike: a unit number is reserved by `fetch_add`, its pages are written,
 /// and only then does the published unit count cover it (`fetch_max`), so the published count
 /// never exceeds what the file holds. A unit whose allocator died before writing it is never
-/// referenced.
+/// referenced; one whose write failed is given back when no one reserved after it. A
+/// reservation beyond [`unit_bound`] is [`Error::Corrupt`]: the file never grows to match a
+/// mutated counter.
 pub(crate) fn alloc_unit(shm: &Shm, pool: &Pool) -> Result<u64> {
-    let u = word(shm, H_IX_RESERVED).fetch_add(1, AcqRel);
+    let reserved = word(shm, H_IX_RESERVED);
+    let u = reserved.fetch_add(1, AcqRel);
+    let give_back = || {
+        let _ = reserved.compare_exchange(u + 1, u, AcqRel, Relaxed);
+    };
+    let bound = unit_bound(shm);
+    if u >= bound {
+        give_back();
+        return Err(Error::Corrupt(format!(
+            "index reservation counter {u} beyond the {bound} units its blocks, nodes and \
+             regions can use"
+        )));
+    }
     if u >= u32::MAX as u64 / NODES_PER_UNIT {
+        give_back();
         return Err(Error::Full(
             "the index pool reached its addressable size".into(),
         ));
     }
-    pool.zero(u * UNIT, UNIT)?;
+    if let Err(e) = pool.zero(u * UNIT, UNIT) {
+        give_back();
+        return Err(e);
+    }
     word(shm, H_IX_UNITS).fetch_max(u + 1, Release);
     Ok(u)
+}
+
+/// The trim word: `floor << 32 | dead`.
+fn make_trim(floor: u64, dead: u64) -> u64 {
+    floor << 32 | dead
+}
+
+/// (floor, dead) of a trim word.
+fn split_trim(w: u64) -> (u64, u64) {
+    (w >> 32, w & 0xffff_ffff)
+}
+
+/// What kind of data a pool unit holds, as far as a walk has seen.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Nodes,
+    Block,
+    Region,
+}
+
+/// What a walk over the whole index has met (see [`Index::each_page`]).
+struct Tree {
+    /// Whether to remember every node page and the kind of every unit (allocates).
+    full: bool,
+    kinds: std::collections::HashMap<u64, Kind>,
+    nodes: std::collections::HashSet<u32>,
+    /// Node pages met.
+    met: u64,
+    /// Node pages counted by the allocator (reloaded before giving up).
+    budget: u64,
+    /// Entries (reloaded before giving up).
+    count: u64,
+}
+
+impl Tree {
+    /// Registers the entry blocks, the block table's nodes and the engine regions.
+    fn new(ix: &Index, full: bool) -> Result<Tree> {
+        let mut t = Tree {
+            full,
+            met: 0,
+            kinds: Default::default(),
+            nodes: Default::default(),
+            budget: Self::budget(ix)?,
+            count: word(ix.shm, H_IX_COUNT).load(Acquire),
+        };
+        if !full {
+            return Ok(t);
+        }
+        for i in 0..MAX_REGIONS as usize {
+            let u = ix.shm.u32(H_REGIONS + i * 4).load(Acquire) as u64;
+            if u != 0 {
+                t.unit(u - 1, Kind::Region)?;
+            }
+        }
+        // every block below the count has a unit, and the units bound the blocks
+        let blocks = word(ix.shm, H_IX_BLOCKS).load(Acquire).min(ix.units());
+        for top in 0..blocks.div_ceil(1024) {
+            if let Some((n, _)) = ix.follow(ix.blk_top(top << 10), false, 0)? {
+                t.node(ix, n)?;
+            }
+        }
+        for b in 0..blocks {
+            if let Some(off) = ix.block_off(b)? {
+                t.unit(off / UNIT, Kind::Block)?;
+            }
+        }
+        Ok(t)
+    }
+
+    /// Node pages a walk may meet: those the allocator counted, no more than lie below its end
+    /// or in the file (so a mutated count cannot lift the bound).
+    fn budget(ix: &Index) -> Result<u64> {
+        let nodes = word(ix.shm, H_IX_NODES).load(Acquire);
+        let end = word(ix.shm, H_IX_NODE_END).load(Acquire);
+        Ok(nodes
+            .min(end.saturating_sub(1))
+            .min(ix.pool.file_bytes()? / PAGE))
+    }
+
+    fn unit(&mut self, u: u64, k: Kind) -> Result<()> {
+        match self.kinds.insert(u, k) {
+            None => Ok(()),
+            Some(Kind::Nodes) if k == Kind::Nodes => Ok(()),
+            Some(was) => Err(Error::Corrupt(format!(
+                "index pool unit {u} is used as {was:?} and as {k:?}"
+            ))),
+        }
+    }
+
+    /// A node page met on the walk: once only, within the allocator's count, in a unit of
+    /// node pages.
+    fn node(&mut self, ix: &Index, p: u32) -> Result<()> {
+        self.met += 1;
+        if self.met > self.budget {
+            self.budget = Self::budget(ix)?;
+            if self.met > self.budget {
+                return Err(Error::Corrupt(format!(
+                    "the index directory holds more node pages than the {} allocated",
+                    self.budget
+                )));
+            }
+        }
+        if !self.full {
+            return Ok(());
+        }
+        if !self.nodes.insert(p) {
+            return Err(Error::Corrupt(format!(
+                "index node page {p} is referenced twice"
+            )));
+        }
+        self.unit((p as u64 - 1) / NODES_PER_UNIT, Kind::Nodes)
+    }
+
+    /// A directory word's slot + 1: within the entry count.
+    fn slot(&mut self, ix: &Index, s: u64) -> Result<()> {
+        if s > self.count {
+            self.count = word(ix.shm, H_IX_COUNT).load(Acquire);
+            if s > self.count {
+                return Err(Error::Corrupt(format!(
+                    "index directory names slot {s} beyond the {} entries",
+                    self.count
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+// Test builds: `STOP` stores into a truncate, then `Error::Internal`, as a kill would stop it
+// (release builds compile the stop points to nothing).
+#[cfg(test)]
+thread_local! {
+    static STOP: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(test)]
+fn stop_point() -> Result<()> {
+    STOP.with(|s| match s.get() {
+        Some(0) => Err(Error::Internal("stopped".into())),
+        Some(n) => {
+            s.set(Some(n - 1));
+            Ok(())
+        }
+        None => Ok(()),
+    })
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn stop_point() -> Result<()> {
+    Ok(())
 }
 
 /// Exhaustive interleavings of the directory / back-link protocol: a model of the writer's
@@ -796,5 +1130,238 @@ mod interleavings {
             ]);
         }
         assert!(total > 10_000, "explored {total} reader outcomes");
+    }
+}
+
+/// A truncate stopped at each of its stores in turn (as a kill would stop it), then the next
+/// writer's trim, possibly stopped too, then another: the counters must equal what the entries
+/// say, and lookups must answer as if every rollback had run whole.
+#[cfg(test)]
+mod killed_truncates {
+    use super::*;
+    use crate::node::Mapped;
+    use crate::region::{grow, write_header, Pool, Shm};
+    use std::os::fd::AsRawFd;
+
+    fn fresh(name: &str) -> (std::fs::File, Mapped) {
+        let dir = std::env::temp_dir().join(format!("tshm-ixk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let geom = Geometry::new(MIN_READERS, READERS_CAS, 8);
+        grow(file.as_raw_fd(), geom.base_len).unwrap();
+        let shm = Shm::map(file.as_raw_fd(), geom.base_len, true).unwrap();
+        write_header(&shm, &geom);
+        let pool = Pool::new(file.as_raw_fd(), geom.base_len, true);
+        let m = Mapped { shm, geom, pool };
+        Index::new(&m).init();
+        (file, m)
+    }
+
+    fn stopped_after(n: Option<u32>, f: impl FnOnce() -> Result<u64>) -> bool {
+        STOP.with(|s| s.set(n));
+        let r = f();
+        STOP.with(|s| s.set(None));
+        match r {
+            Ok(_) => false,
+            Err(Error::Internal(_)) => true,
+            Err(e) => panic!("truncate failed: {e}"),
+        }
+    }
+
+    /// (entries, dead by the counter, dead by the marks)
+    fn counts(ix: &Index) -> (u64, u64, u64) {
+        let st = ix.stats();
+        let marks = (0..st.entries)
+            .filter(|s| ix.entry(*s).unwrap().frame & DEAD != 0)
+            .count() as u64;
+        (st.entries, st.dead, marks)
+    }
+
+    #[test]
+    fn counters_are_exact_after_a_kill_at_any_store() {
+        let page = |f: u64| (f * 5 % 7) as u32;
+        let mut cases = 0;
+        // (savepoint target, target of the killed rollback, target of the next writer's trim)
+        for (savepoint, killed, trim) in [(30, 10, 10), (30, 10, 5), (30, 35, 20), (45, 48, 0)] {
+            for k in 0.. {
+                let (_f, m) = fresh("k.tshm");
+                let ix = Index::new(&m);
+                for f in 1..=40 {
+                    ix.append(page(f), f, 0).unwrap();
+                }
+                ix.truncate(savepoint).unwrap();
+                for f in 41..=60 {
+                    ix.append(page(f), f, 0).unwrap();
+                }
+                let before = counts(&ix);
+                if !stopped_after(Some(k), || ix.truncate(killed)) {
+                    break; // k stores let it finish: every stop point was visited
+                }
+                cases += 1;
+                // the next writer's trim, itself killed at each store in turn, then whole
+                for k2 in [Some(0), Some(1), Some(3), Some(k / 2), None] {
+                    stopped_after(k2, || ix.truncate(trim));
+                }
+                let (entries, dead, marks) = counts(&ix);
+                assert_eq!(entries, before.0);
+                assert_eq!(
+                    dead, marks,
+                    "killed after {k} stores ({savepoint}, {killed}, {trim})"
+                );
+                let live = (1..=60u64)
+                    .filter(|f| (*f <= savepoint || *f > 40) && *f <= trim)
+                    .count() as u64;
+                assert_eq!(entries - dead, live, "killed after {k} stores");
+                assert_eq!(ix.tail(), trim);
+                for p in 0..7 {
+                    let want = (1..=trim.min(60))
+                        .rev()
+                        .find(|f| page(*f) == p && (*f <= savepoint || *f > 40));
+                    assert_eq!(ix.find(p, 1 << 40).unwrap(), want, "page {p} after {k}");
+                }
+                // and the index goes on: appends and a further rollback keep the counts exact
+                for f in trim + 1..=trim + 10 {
+                    ix.append(page(f), f, 0).unwrap();
+                }
+                ix.truncate(trim + 3).unwrap();
+                let (_, dead, marks) = counts(&ix);
+                assert_eq!(dead, marks);
+            }
+        }
+        assert!(cases > 40, "{cases} stop points");
+    }
+}
+
+/// Exhaustive interleavings of a joiner's [`validate`] against a writer appending, rolling
+/// back and resetting, each a sequence of single stores in the order the writer performs them
+/// (sequentially consistent memory; the Acquire/Release pairs give the same order for these
+/// loads). The order of `validate` never reports a sound index as corrupt; the order it had
+/// before (the count first, no generation check) does, in some interleaving.
+#[cfg(test)]
+mod validate_interleavings {
+    #[derive(Clone, Copy, Default)]
+    struct S {
+        gen: u64,
+        floor: u64,
+        count: u64,
+    }
+
+    #[derive(Clone, Copy)]
+    enum W {
+        Append,
+        Truncate,
+        /// The reset's stores, in order.
+        ResetTrim,
+        ResetGen,
+        ResetCount,
+    }
+
+    fn wstep(s: &mut S, w: W) {
+        match w {
+            W::Append => s.count += 1,
+            W::Truncate => s.floor = s.count,
+            W::ResetTrim => s.floor = 0,
+            W::ResetGen => s.gen += 1,
+            W::ResetCount => s.count = 0,
+        }
+    }
+
+    /// The joiner's loads: `new` is the order of `validate`, else the count first.
+    #[derive(Clone, Copy, Default)]
+    struct J {
+        tries: u8,
+        pc: u8,
+        g: u64,
+        f: u64,
+        c: u64,
+        verdict: Option<bool>, // Some(true): sound
+    }
+
+    fn jstep(j: &mut J, s: &S, new: bool) {
+        if new {
+            match j.pc {
+                0 => j.g = s.gen,
+                1 => j.f = s.floor,
+                2 => j.c = s.count,
+                _ => {
+                    if s.gen != j.g {
+                        j.tries += 1;
+                    } else if j.f <= j.c {
+                        j.verdict = Some(true);
+                    } else {
+                        j.tries += 1;
+                    }
+                }
+            }
+            j.pc = (j.pc + 1) % 4;
+        } else {
+            match j.pc {
+                0 => j.c = s.count,
+                _ => {
+                    j.f = s.floor;
+                    if j.f <= j.c {
+                        j.verdict = Some(true);
+                    } else {
+                        j.tries += 1;
+                    }
+                }
+            }
+            j.pc = (j.pc + 1) % 2;
+        }
+        if j.verdict.is_none() && j.tries == 3 {
+            j.verdict = Some(false);
+        }
+    }
+
+    fn explore(s: S, prog: &[W], j: J, new: bool, false_corrupt: &mut u64, runs: &mut u64) {
+        if let Some(sound) = j.verdict {
+            *runs += 1;
+            *false_corrupt += !sound as u64;
+            return;
+        }
+        let mut j2 = j;
+        jstep(&mut j2, &s, new);
+        explore(s, prog, j2, new, false_corrupt, runs);
+        if let Some((w, rest)) = prog.split_first() {
+            let mut s2 = s;
+            wstep(&mut s2, *w);
+            explore(s2, rest, j, new, false_corrupt, runs);
+        }
+    }
+
+    fn run(new: bool) -> (u64, u64) {
+        use W::*;
+        let reset: &[W] = if new {
+            &[ResetTrim, ResetGen, ResetCount]
+        } else {
+            &[ResetGen, ResetTrim, ResetCount]
+        };
+        let mut prog = vec![Append, Truncate, Append, Truncate];
+        prog.extend_from_slice(reset);
+        prog.extend_from_slice(&[Append, Append, Truncate, Append, Truncate, Append, Truncate]);
+        let s = S {
+            gen: 1,
+            floor: 5,
+            count: 5,
+        };
+        let (mut bad, mut runs) = (0, 0);
+        explore(s, &prog, J::default(), new, &mut bad, &mut runs);
+        (bad, runs)
+    }
+
+    #[test]
+    fn joiners_never_see_a_moving_index_as_corrupt() {
+        let (bad, runs) = run(true);
+        assert_eq!(bad, 0, "{bad} of {runs} interleavings report corrupt");
+        assert!(runs > 10_000, "{runs}");
+        let (bad_before, _) = run(false);
+        assert!(bad_before > 0, "the old order should fail somewhere");
     }
 }

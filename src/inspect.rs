@@ -81,7 +81,7 @@ impl Report {
         if self.index.entries != self.index.dead {
             p.push(format!(
                 "frame index holds {} live entries",
-                self.index.entries - self.index.dead
+                self.index.entries.saturating_sub(self.index.dead)
             ));
         }
         if self.snapshot.nbackfills != self.snapshot.max_frame {
@@ -102,8 +102,10 @@ fn attach(db: &Path) -> Result<Arc<Node>> {
     }
     let node = Node::get(db, true, false, None)?;
     if node.mapped.get().is_none() {
-        let len = region::file_len(node.fd())?;
-        // the node's protection, not the observer's: a handle of this process may share it
+        // the fixed part only (the pool is mapped in windows): a huge file maps no more; the
+        // node's protection, not the observer's: a handle of this process may share it
+        let most = Geometry::new(MAX_READERS, READERS_CAS, MAX_INSTANCES).base_len;
+        let len = region::file_len(node.fd())?.min(most);
         let shm = node.map(len.max(1))?;
         let geom = region::read_header(&shm).map_err(Error::Corrupt)?;
         crate::index::validate(&shm, &geom, node.fd())?;
@@ -165,12 +167,12 @@ pub fn observe(db: &Path) -> Result<Report> {
     })
 }
 
-/// Validates the sidecar of `db`: the header, the index counters, and every directory chain of
-/// the index. `Ok` when sound.
+/// Validates the sidecar of `db`: the header, the index counters against each other and the
+/// file's length, the directory (a tree, every chain ending, work bounded by the node count)
+/// and the pool's units against those in use. `Ok` when sound.
 pub fn check(db: &Path) -> Result<Report> {
     let node = attach(db)?;
     let m = node.mapped()?;
-    // walking every chain checks every pointer it meets
-    Index::new(m).for_each((1 << 63) - 1, |_, _| true)?;
+    Index::new(m).check()?;
     observe(db)
 }

@@ -1,4 +1,4 @@
-//! The sidecar's byte map: the single description of the `-tshm` file, layout version 1.
+//! The sidecar's byte map: the single description of the `-tshm` file, layout version 2.
 //!
 //! Owns: every offset, size and magic number of the file and of the lock-byte map. Other modules
 //! name these constants; none computes an offset of its own. All multi-byte fields are native
@@ -41,8 +41,9 @@
 //! 256 u64 snapshot sequence    264 9 x u64 snapshot copy 0    336 9 x u64 snapshot copy 1
 //! 512 u64 index generation     520 u64 pool units published  528 u64 entry blocks with a unit
 //! 536 u64 next free node page  544 u64 end of the node unit   552 u64 node pages in use
-//! 576 u64 index entry count    584 u64 tail frame            592 u64 trim floor (slot)
-//! 600 u64 trim floor frame     608 u64 dead entries           616 u64 pool units reserved
+//! 576 u64 index entry count    584 u64 tail frame
+//! 592 u64 trim word: floor slot << 32 | dead entries (all below the floor), one atomic
+//! 600 u64 trim floor frame     608 u64 unused (0)             616 u64 pool units reserved
 //! 624 u32 engine region size (0 until the first region is made)
 //! 632 u32 instance high-water mark (instances 0..hwm may be in use)
 //! 1024 512 x u32 engine region table: pool unit + 1 of region i, 0 when it does not exist
@@ -75,7 +76,7 @@
 /// `'TSHM'` in the first four bytes.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"TSHM");
 /// Bumped whenever the byte map changes incompatibly.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 pub(crate) const ENDIAN_TAG: u32 = 0x0102_0304;
 pub(crate) const PAGE: u64 = 4096;
 
@@ -116,7 +117,6 @@ pub(crate) const H_IX_COUNT: usize = 576;
 pub(crate) const H_IX_TAIL: usize = 584;
 pub(crate) const H_IX_FLOOR: usize = 592;
 pub(crate) const H_IX_FLOOR_FRAME: usize = 600;
-pub(crate) const H_IX_DEAD: usize = 608;
 pub(crate) const H_IX_RESERVED: usize = 616;
 pub(crate) const H_REGION_SIZE: usize = 624;
 pub(crate) const H_INSTANCE_HWM: usize = 632;

@@ -179,6 +179,13 @@ impl Pool {
         .map_err(|e| Error::io("map sidecar index window", e))
     }
 
+    /// Pool bytes the file holds now.
+    pub fn file_bytes(&self) -> Result<u64> {
+        let have = file_len(self.fd)?.saturating_sub(self.base);
+        self.known.fetch_max(have, Relaxed);
+        Ok(have)
+    }
+
     /// The `u32` at pool offset `off`, if the file holds it.
     pub fn u32(&self, off: u64) -> Result<&AtomicU32> {
         // SAFETY: in bounds of a live mapping, aligned, accessed only atomically.
@@ -454,6 +461,22 @@ fn match_owner(fd: RawFd, db: &std::fs::Metadata, mode: u32) {
     }
 }
 
+/// [`Error::Full`] when a file of `end` bytes would exceed the file-size limit.
+fn check_size_limit(end: u64) -> Result<()> {
+    // SAFETY: getrlimit fills plain data.
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut rl) } != 0 {
+        return Err(Error::last_os("getrlimit RLIMIT_FSIZE"));
+    }
+    if rl.rlim_cur != libc::RLIM_INFINITY && end > rl.rlim_cur as u64 {
+        return Err(Error::Full(format!(
+            "growing the sidecar to {end} bytes would pass the file-size limit of {} bytes",
+            rl.rlim_cur
+        )));
+    }
+    Ok(())
+}
+
 /// The file's current length.
 pub fn file_len(fd: RawFd) -> Result<u64> {
     // SAFETY: fstat fills plain data.
@@ -483,10 +506,16 @@ pub fn grow(fd: RawFd, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// Writes zeros over `[off, off + len)`.
+/// Writes zeros over `[off, off + len)`. A write reaching past the process's file-size limit
+/// (`RLIMIT_FSIZE`) is refused up front with [`Error::Full`]: attempting it would raise
+/// SIGXFSZ, whose default disposition kills the process (and the signal dispositions are the
+/// application's, never changed here).
 fn write_zeros(fd: RawFd, mut off: u64, len: u64) -> Result<()> {
     static ZEROS: [u8; 65536] = [0u8; 65536];
-    let end = off + len;
+    let end = off
+        .checked_add(len)
+        .ok_or_else(|| Error::Full("sidecar offset overflows".into()))?;
+    check_size_limit(end)?;
     while off < end {
         let n = (end - off).min(ZEROS.len() as u64) as usize;
         // SAFETY: ZEROS is a valid buffer of at least n bytes.

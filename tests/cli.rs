@@ -169,3 +169,146 @@ fn watch_refreshes_until_killed() {
     assert!(seen.contains("1 handle(s) attached"), "{seen}");
     h.close(|_| {}).unwrap();
 }
+
+/// Raw words of a sidecar, for crafting the states that a crash or a stray write leaves.
+struct Raw(std::fs::File);
+
+impl Raw {
+    fn open(db: &Path) -> Raw {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("{}-tshm", db.display()))
+            .unwrap();
+        Raw(f)
+    }
+    fn u32(&self, off: u64) -> u32 {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 4];
+        self.0.read_exact_at(&mut b, off).unwrap();
+        u32::from_ne_bytes(b)
+    }
+    fn u64(&self, off: u64) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 8];
+        self.0.read_exact_at(&mut b, off).unwrap();
+        u64::from_ne_bytes(b)
+    }
+    fn set32(&self, off: u64, v: u32) {
+        use std::os::unix::fs::FileExt;
+        self.0.write_all_at(&v.to_ne_bytes(), off).unwrap();
+    }
+    fn set64(&self, off: u64, v: u64) {
+        use std::os::unix::fs::FileExt;
+        self.0.write_all_at(&v.to_ne_bytes(), off).unwrap();
+    }
+    fn base(&self) -> u64 {
+        self.u64(48)
+    }
+    /// File offset of the frame word of index slot `slot`.
+    fn frame_word(&self, slot: u64) -> u64 {
+        let base = self.base();
+        let b = slot / 4096;
+        let node = self.u32(base - 4096 + (b >> 10) * 4) as u64;
+        let unit = self.u32(base + (node - 1) * 4096 + (b & 1023) * 4) as u64;
+        base + (unit - 1) * 65536 + slot % 4096 * 16 + 8
+    }
+}
+
+#[test]
+fn truncate_killed_inside_its_loop_leaves_exact_counts_after_the_next_trim() {
+    let p = db("trunc-killed.db");
+    let h = Coordinator::open(&p, &Options::default()).unwrap();
+    h.acquire(Role::Writer, 0).unwrap();
+    const N: u64 = 10_000;
+    for f in 1..=N {
+        h.index_append((f % 3000) as u32, f).unwrap();
+    }
+    // what a writer killed halfway through a rollback to 0 leaves: the newer half of the
+    // entries marked dead (newest first), no counter moved yet
+    let raw = Raw::open(&p);
+    for slot in (N / 2..N).rev() {
+        let w = raw.frame_word(slot);
+        raw.set64(w, raw.u64(w) | 1 << 63);
+    }
+    // the next writer trims what was never committed
+    h.release(Role::Writer).unwrap();
+    h.acquire(Role::Writer, 0).unwrap();
+    let st = h.index_stats().unwrap();
+    assert_eq!((st.entries, st.dead, st.tail_frame), (N, N, 0));
+    h.release(Role::Writer).unwrap();
+    h.close(|_| {}).unwrap();
+    let (code, out, err) = tshm(&["check", "--idle"], &p);
+    assert_eq!(code, 0, "{out}{err}");
+    let j = inspect_json(&p);
+    assert_eq!(j["index"]["dead"], N);
+}
+
+#[test]
+fn check_finds_a_directory_that_is_not_a_tree() {
+    let p = db("not-a-tree.db");
+    let h = Coordinator::open(&p, &Options::default()).unwrap();
+    h.acquire(Role::Writer, 0).unwrap();
+    for f in 1..=3000u64 {
+        h.index_append((f * 7 % 1500) as u32, f).unwrap();
+    }
+    h.publish(
+        &tshm_snapshot {
+            max_frame: 3000,
+            ..Default::default()
+        },
+        1,
+    )
+    .unwrap();
+    h.release(Role::Writer).unwrap();
+    let (code, out, err) = tshm(&["check"], &p);
+    assert_eq!(code, 0, "{out}{err}");
+    // every directory top word names one node page P, and P is filled with P
+    let raw = Raw::open(&p);
+    let dir_top = raw.base() - 36864;
+    let np = raw.u32(dir_top);
+    for t in 0..8192 {
+        raw.set32(dir_top + t * 4, np);
+    }
+    for i in 0..1024 {
+        raw.set32(raw.base() + (np as u64 - 1) * 4096 + i * 4, np);
+    }
+    let (code, _, err) = tshm(&["check"], &p);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(matches!(
+        h.index_find(7, 3000),
+        Err(tshm::Error::Corrupt(_))
+    ));
+    h.close(|_| {}).unwrap();
+}
+
+#[test]
+fn check_compares_the_file_length_and_the_reservation_with_the_counters() {
+    let p = db("lengths.db");
+    let h = Coordinator::open(&p, &Options::default()).unwrap();
+    h.acquire(Role::Writer, 0).unwrap();
+    for f in 1..=10_000u64 {
+        h.index_append((f % 2000) as u32, f).unwrap();
+    }
+    h.release(Role::Writer).unwrap();
+    let (code, out, err) = tshm(&["check"], &p);
+    assert_eq!(code, 0, "{out}{err}");
+    let raw = Raw::open(&p);
+    // a reservation far beyond what entries, nodes and regions can use
+    let reserved = raw.u64(616);
+    raw.set64(616, 1 << 26);
+    let (code, _, err) = tshm(&["check"], &p);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("corrupt") && err.contains("reserv"), "{err}");
+    raw.set64(616, reserved);
+    let (code, out, err) = tshm(&["check"], &p);
+    assert_eq!(code, 0, "{out}{err}");
+    // a file shorter than its published units
+    let len = raw.0.metadata().unwrap().len();
+    raw.0.set_len(len - 65536).unwrap();
+    let (code, _, err) = tshm(&["check"], &p);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+    h.close(|_| {}).unwrap();
+}
