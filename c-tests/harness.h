@@ -76,6 +76,15 @@ static inline const char *test_db(const char *name) {
     return p;
 }
 
+/* The sidecar path of db (one of four rotating buffers). */
+static inline const char *sidecar_of(const char *db) {
+    static char buf[4][800];
+    static int next;
+    char *p = buf[next++ % 4];
+    snprintf(p, sizeof buf[0], "%s-tshm", db);
+    return p;
+}
+
 static inline double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

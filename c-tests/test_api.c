@@ -59,14 +59,6 @@ static char sentinel_storage;
 /* The pattern pre-filled into output structs to prove a failing call did not write them. */
 #define PATTERN 0xA5
 
-static const char *sidecar_of(const char *db) {
-    static char buf[4][600];
-    static int next;
-    char *p = buf[next++ % 4];
-    snprintf(p, 600, "%s-tshm", db);
-    return p;
-}
-
 static int file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;

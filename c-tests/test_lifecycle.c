@@ -28,14 +28,6 @@ static void watchdog(unsigned seconds) {
     alarm(seconds);
 }
 
-static const char *sidecar_of(const char *db) {
-    static char buf[4][600];
-    static int next;
-    char *p = buf[next++ % 4];
-    snprintf(p, 600, "%s-tshm", db);
-    return p;
-}
-
 static int exists(const char *path) {
     struct stat st;
     return lstat(path, &st) == 0;

@@ -383,11 +383,8 @@ static uint64_t fnv1a(const unsigned char *p, size_t n) {
     return h;
 }
 
-static void sidecar_of(const char *db, char *out, size_t n) { snprintf(out, n, "%s-tshm", db); }
-
 static void poke32(const char *db, off_t off, uint32_t v, int fix_sum) {
-    char side[600];
-    sidecar_of(db, side, sizeof side);
+    const char *side = sidecar_of(db);
     int fd = open(side, O_RDWR);
     if (pwrite(fd, &v, 4, off) != 4) perror("pwrite");
     if (fix_sum) {
@@ -400,16 +397,14 @@ static void poke32(const char *db, off_t off, uint32_t v, int fix_sum) {
 }
 
 static void poke64(const char *db, off_t off, uint64_t v) {
-    char side[600];
-    sidecar_of(db, side, sizeof side);
+    const char *side = sidecar_of(db);
     int fd = open(side, O_RDWR);
     if (pwrite(fd, &v, 8, off) != 8) perror("pwrite");
     close(fd);
 }
 
 static void truncate_sidecar(const char *db, off_t len) {
-    char side[600];
-    sidecar_of(db, side, sizeof side);
+    const char *side = sidecar_of(db);
     if (truncate(side, len) != 0) perror("truncate");
 }
 
