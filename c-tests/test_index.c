@@ -216,18 +216,19 @@ static void killed_between_append_and_publish(const char *db) {
     tshm_close(keep, NULL);
 }
 
-/* The file-size limit stops growth: TSHM_FULL, and the index stays consistent. */
-static void growth_hits_file_size_limit(const char *db) {
+/* The file-size limit stops growth with TSHM_FULL whatever SIGXFSZ's disposition (at the
+ * default it kills: growth checks the limit first, and never changes the disposition); the
+ * index stays consistent, rolls back, and grows again once the limit is lifted. */
+static void growth_under_file_size_limit(const char *db, void (*disposition)(int)) {
     pid_t kid = fork();
     if (kid == 0) {
-        signal(SIGXFSZ, SIG_IGN);
+        signal(SIGXFSZ, disposition);
         tshm *h = open_with(db, 0, 0, 0);
         if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(10);
-        char side[600];
-        snprintf(side, sizeof side, "%s-tshm", db);
+        const char *side = sidecar_of(db);
         struct stat st;
         if (stat(side, &st) != 0) _exit(11);
-        struct rlimit rl = {.rlim_cur = (rlim_t)st.st_size + 5 * 65536,
+        struct rlimit rl = {.rlim_cur = (rlim_t)st.st_size + 5 * 65536 + 100,
                             .rlim_max = RLIM_INFINITY};
         if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(12);
         uint64_t f = 0;
@@ -238,20 +239,28 @@ static void growth_hits_file_size_limit(const char *db) {
             _exit(13);
         }
         if (f < 4096) _exit(14);
+        /* engine regions grow the same pool */
+        void *region = NULL;
+        if (tshm_region(h, 0, 32768, 1, &region) != TSHM_FULL) _exit(15);
+        struct sigaction sa;
+        if (sigaction(SIGXFSZ, NULL, &sa) != 0 || sa.sa_handler != disposition) _exit(16);
+        if (stat(side, &st) != 0 || (rlim_t)st.st_size > rl.rlim_cur) _exit(17);
         publish_max_frame(h, f);
         uint64_t seed = 3;
         long n = 0;
-        if (check_lookups(h, &seed, 2000, &n) != 0) _exit(15);
-        /* Rolling back still works; so does appending into space that exists. */
-        if (tshm_index_truncate(h, f) != TSHM_OK) _exit(16);
+        if (check_lookups(h, &seed, 2000, &n) != 0) _exit(18);
+        /* Rolling back still works; so does appending once the limit is lifted. */
+        if (tshm_index_truncate(h, f) != TSHM_OK) _exit(19);
         rl.rlim_cur = RLIM_INFINITY;
         setrlimit(RLIMIT_FSIZE, &rl);
-        if (tshm_index_append(h, page_of(f + 1), f + 1) != TSHM_OK) _exit(17);
+        if (tshm_index_append(h, page_of(f + 1), f + 1) != TSHM_OK) _exit(20);
         tshm_writer_release(h);
         tshm_close(h, NULL);
         _exit(0);
     }
-    CHECK(child_wait(kid) == 0);
+    int rc = child_wait(kid);
+    if (rc != 0) fprintf(stderr, "file-size-limit child exited %d\n", rc);
+    CHECK(rc == 0);
 }
 
 /* Raw access to the sidecar through one descriptor that stays open while handles are: with
@@ -538,44 +547,6 @@ static void corrupt_directory_walks_are_bounded(const char *db) {
     close(side_fd);
 }
 
-/* The file-size limit with SIGXFSZ at its default disposition (which kills): growth checks the
- * limit first and fails with TSHM_FULL, and the process lives on. */
-static void growth_under_file_size_limit_does_not_signal(const char *db) {
-    pid_t kid = fork();
-    if (kid == 0) {
-        signal(SIGXFSZ, SIG_DFL);
-        tshm *h = open_with(db, 0, 0, 0);
-        if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(10);
-        char side[600];
-        snprintf(side, sizeof side, "%s-tshm", db);
-        struct stat st;
-        if (stat(side, &st) != 0) _exit(11);
-        struct rlimit rl = {.rlim_cur = (rlim_t)st.st_size + 3 * 65536 + 100,
-                            .rlim_max = RLIM_INFINITY};
-        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(12);
-        uint64_t f = 0;
-        int rc = TSHM_OK;
-        while (rc == TSHM_OK && f < 10000000) rc = tshm_index_append(h, page_of(f + 1), f + 1), f += rc == TSHM_OK;
-        if (rc != TSHM_FULL) _exit(13);
-        /* engine regions grow the same pool */
-        void *region = NULL;
-        if (tshm_region(h, 0, 32768, 1, &region) != TSHM_FULL) _exit(17);
-        struct sigaction sa;
-        if (sigaction(SIGXFSZ, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL) _exit(14);
-        if (stat(side, &st) != 0 || (rlim_t)st.st_size > rl.rlim_cur) _exit(15);
-        publish_max_frame(h, f);
-        uint64_t seed = 5;
-        long n = 0;
-        if (check_lookups(h, &seed, 1000, &n) != 0) _exit(16);
-        tshm_writer_release(h);
-        tshm_close(h, NULL);
-        _exit(0);
-    }
-    int rc = child_wait(kid);
-    if (rc != 0) fprintf(stderr, "file-size-limit child exited %d\n", rc);
-    CHECK(rc == 0);
-}
-
 /* A reservation counter far beyond what the index and the regions can use is corrupt: a
  * joiner refuses it, and a writer already attached gets TSHM_CORRUPT instead of growing the
  * file to match. */
@@ -682,10 +653,10 @@ int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     concurrent_lookups(test_db("concurrent.db"), 400000);
     killed_between_append_and_publish(test_db("killed.db"));
-    growth_hits_file_size_limit(test_db("fsize.db"));
+    growth_under_file_size_limit(test_db("fsize.db"), SIG_IGN);
     corrupt_index(test_db("corrupt.db"));
     truncate_killed_inside_the_loop(test_db("trunc-killed.db"));
-    growth_under_file_size_limit_does_not_signal(test_db("fsize-default.db"));
+    growth_under_file_size_limit(test_db("fsize-default.db"), SIG_DFL);
     absurd_reservation_is_corrupt_not_growth(test_db("reserved.db"));
     joiners_during_fast_rollbacks_never_see_corrupt(test_db("joiners.db"), 3000);
     corrupt_directory_walks_are_bounded(test_db("corrupt-dir.db"));

@@ -120,9 +120,8 @@ static void single_process_model(const char *db) {
 
 struct kid { pid_t pid; int status_fd; };
 
-/* Starts `kvlog bank ROLE DB ARGS...`; with stop_at, the process reports there and waits. */
-static struct kid start(const char *stop_at, const char *role, const char *db, const char *a1, const char *a2,
-                        const char *a3) {
+/* Starts `kvlog ARGV...` (NULL-terminated); stop_at / fail_at set the test hooks. */
+static struct kid start_kvlog(const char *stop_at, const char *fail_at, char *const argv[]) {
     int p[2];
     if (pipe(p) != 0) { perror("pipe"); exit(2); }
     struct kid k = {fork(), p[0]};
@@ -134,11 +133,19 @@ static struct kid start(const char *stop_at, const char *role, const char *db, c
             setenv("KVLOG_STOP_AT", stop_at, 1);
             setenv("KVLOG_STOP_FD", fd, 1);
         }
-        execl(kvlog_bin, "kvlog", "bank", role, db, a1, a2, a3, (char *)NULL);
+        if (fail_at) setenv("KVLOG_FAIL_AT", fail_at, 1);
+        execv(kvlog_bin, argv);
         _exit(127);
     }
     close(p[1]);
     return k;
+}
+
+/* Starts `kvlog bank ROLE DB ARGS...`; with stop_at, the process reports there and waits. */
+static struct kid start(const char *stop_at, const char *role, const char *db, const char *a1, const char *a2,
+                        const char *a3) {
+    char *const argv[] = {"kvlog", "bank", (char *)role, (char *)db, (char *)a1, (char *)a2, (char *)a3, NULL};
+    return start_kvlog(stop_at, NULL, argv);
 }
 
 /* Waits for the kid to report from its stop point, then SIGKILLs it. 1 when it was there. */
@@ -246,27 +253,6 @@ static void reopen_after_all_died(const char *db, char *log1) {
 
 /* ------------------------------------------------------------------------------------------ */
 /* 5. An unpublished transaction's frames never come back                                      */
-
-/* Starts `kvlog ARGV...` (NULL-terminated); stop_at / fail_at set the test hooks. */
-static struct kid start_kvlog(const char *stop_at, const char *fail_at, char *const argv[]) {
-    int p[2];
-    if (pipe(p) != 0) { perror("pipe"); exit(2); }
-    struct kid k = {fork(), p[0]};
-    if (k.pid == 0) {
-        close(p[0]);
-        char fd[16];
-        snprintf(fd, sizeof fd, "%d", p[1]);
-        if (stop_at) {
-            setenv("KVLOG_STOP_AT", stop_at, 1);
-            setenv("KVLOG_STOP_FD", fd, 1);
-        }
-        if (fail_at) setenv("KVLOG_FAIL_AT", fail_at, 1);
-        execv(kvlog_bin, argv);
-        _exit(127);
-    }
-    close(p[1]);
-    return k;
-}
 
 /* 1 when the kid reported from its stop point (it then waits there). */
 static int at_stop(struct kid k) {
