@@ -595,9 +595,11 @@ pub unsafe extern "C" fn tshm_region(
 /// process or another, holds a conflicting lock, and then nothing was taken (ranges are
 /// all-or-nothing). Re-taking a SHARED slot is a no-op; converting between SHARED and EXCLUSIVE
 /// and releasing what the handle does not hold are `TSHM_MISUSE`. Released at close, or when
-/// the holding process dies. The locks live in shared memory: no system call unless a conflict
-/// has to be checked against a holder that may have died. `TSHM_READONLY` on a read-only
-/// handle.
+/// the holding process dies. The locks live in shared memory: SHARED makes no system call
+/// unless a conflict has to be checked against a holder that may have died; a granted
+/// EXCLUSIVE makes one probe per slot (for read-only holders). A read-only handle takes SHARED
+/// locks (kernel read locks, which work on a sidecar it cannot write); EXCLUSIVE gives it
+/// `TSHM_READONLY`.
 ///
 /// # Safety
 /// `h` is NULL or a handle.
