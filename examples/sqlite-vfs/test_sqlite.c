@@ -559,17 +559,22 @@ static int ro_reader(const char *uri, int flags, int done_fd, int64_t total) {
     for (;;) {
         char c;
         if (!last && read(done_fd, &c, 1) == 0) last = 1; /* non-blocking: EOF once the writer is done */
+        int e = 0; /* the first error of this transaction */
         int rc = exec(db, "BEGIN");
-        int64_t sum = scalar(db, "SELECT sum(bal) FROM acct");
-        int64_t logs = scalar(db, "SELECT count(*) FROM log");
-        int64_t transfers = scalar(db, "SELECT transfers FROM meta");
-        int64_t again = scalar(db, "SELECT sum(bal) FROM acct");
+        if (rc != SQLITE_OK) e = sqlite3_extended_errcode(db);
+        int64_t v[4];
+        const char *q[4] = {"SELECT sum(bal) FROM acct", "SELECT count(*) FROM log", "SELECT transfers FROM meta",
+                            "SELECT sum(bal) FROM acct"};
+        for (int i = 0; i < 4; i++)
+            if ((v[i] = scalar(db, q[i])) < 0 && e == 0) e = sqlite3_extended_errcode(db);
         int end = exec(db, "COMMIT");
+        if (end != SQLITE_OK && e == 0) e = sqlite3_extended_errcode(db);
+        int64_t sum = v[0], logs = v[1], transfers = v[2], again = v[3];
         if (rc != SQLITE_OK || end != SQLITE_OK || sum < 0 || logs < 0 || transfers < 0 || again < 0) {
-            /* what stock SQLite also answers while a writer attaches (READONLY_RECOVERY, BUSY) */
-            int e = sqlite3_extended_errcode(db);
+            /* what stock SQLite's read-only connections also meet while a writer updates the
+             * header or attaches: BUSY, READONLY_RECOVERY; retried as an application would */
             if (primary(e) != SQLITE_BUSY && e != SQLITE_READONLY_RECOVERY) {
-                fprintf(stderr, "read-only reader: %s (%d)\n", sqlite3_errmsg(db), e);
+                fprintf(stderr, "read-only reader: %s (%d)\n", sqlite3_errstr(e), e);
                 bad++;
                 break;
             }
