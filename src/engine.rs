@@ -422,64 +422,106 @@ pub fn release_all(node: &Node, id: &Ident, held: &mut [u8; ENGINE_LOCKS as usiz
 
 const _: () = assert!(TSHM_ENGINE_LOCKS == ENGINE_LOCKS && TSHM_MAX_REGIONS == MAX_REGIONS);
 
-/// Exhaustive interleavings of the engine-lock protocol for one slot: two SHARED and one
-/// EXCLUSIVE requester, each performing the steps of [`lock`] in order (announce, then look;
-/// sequentially consistent memory, which the SeqCst fences give), in every interleaving. At the
-/// end, an EXCLUSIVE grant never coexists with a SHARED one.
+/// Exhaustive interleavings of the engine-lock protocol for one slot: three requesters, each
+/// SHARED, read-only SHARED or EXCLUSIVE, performing the steps of [`lock`] in order (announce,
+/// then look; sequentially consistent memory, which the SeqCst fences and the kernel's lock
+/// serialization give), in every interleaving, with the owner word free or naming a dead
+/// instance at the start. At the end, an EXCLUSIVE grant never coexists with a SHARED one or
+/// another EXCLUSIVE one.
 #[cfg(test)]
 mod interleavings {
+    #[derive(Clone, Copy, PartialEq)]
+    enum K {
+        Shared,
+        ReadOnly,
+        Exclusive,
+    }
+
+    const DEAD: u8 = 9; // the owner word names an instance that died
+
     #[derive(Clone, Default)]
     struct S {
-        owner: u8,       // exclusive owner: 0 none, else actor + 1
-        bits: [bool; 3], // each actor's announced bit
+        owner: u8,       // exclusive owner: 0 none, DEAD, else actor + 1
+        bits: [bool; 3], // each writable actor's announced bit
+        ro: [bool; 3],   // each read-only actor's kernel read lock on the slot's byte
         granted: [Option<bool>; 3],
     }
 
     /// Actor `a`'s step `pc`; returns the next pc, or None when it has decided.
-    fn step(s: &mut S, a: usize, pc: u8, exclusive: bool) -> Option<u8> {
-        match (exclusive, pc) {
-            (false, 0) => {
+    fn step(s: &mut S, a: usize, pc: u8, kind: K) -> Option<u8> {
+        let free = |o: u8| o == 0 || o == DEAD;
+        match (kind, pc) {
+            (K::Shared, 0) => {
                 s.bits[a] = true; // announce (store + fence)
                 Some(1)
             }
-            (false, _) => {
-                let ok = s.owner == 0; // look at the owner word
+            (K::Shared, _) => {
+                let ok = free(s.owner); // look at the owner word
+                if s.owner == DEAD {
+                    s.owner = 0; // clear a dead owner's claim
+                }
                 if !ok {
                     s.bits[a] = false; // give back
                 }
                 s.granted[a] = Some(ok);
                 None
             }
-            (true, 0) => {
-                if s.owner == 0 {
-                    s.owner = a as u8 + 1; // CAS the owner word
+            (K::ReadOnly, 0) => {
+                s.ro[a] = true; // take the read lock (syscall + fence)
+                Some(1)
+            }
+            (K::ReadOnly, _) => {
+                let ok = free(s.owner); // a dead owner is ignored, not cleared
+                if !ok {
+                    s.ro[a] = false;
+                }
+                s.granted[a] = Some(ok);
+                None
+            }
+            (K::Exclusive, 0) => {
+                if free(s.owner) {
+                    s.owner = a as u8 + 1; // CAS the owner word (taking over a dead one)
                     Some(1)
                 } else {
                     s.granted[a] = Some(false);
                     None
                 }
             }
-            (true, 1) => {
+            (K::Exclusive, 1) => {
                 s.bits[a] = true; // publish the mask (store + fence)
                 Some(2)
             }
-            (true, _) => {
-                let others = (0..3).any(|b| b != a && s.bits[b]); // scan the instances
+            (K::Exclusive, 2) | (K::Exclusive, _) => {
+                // pc 2: scan the instances; pc 3: probe the read-only bytes
+                let others = if pc == 2 {
+                    (0..3).any(|b| b != a && s.bits[b])
+                } else {
+                    (0..3).any(|b| b != a && s.ro[b])
+                };
                 if others {
                     s.owner = 0;
                     s.bits[a] = false;
+                    s.granted[a] = Some(false);
+                    return None;
                 }
-                s.granted[a] = Some(!others);
+                if pc == 2 {
+                    return Some(3);
+                }
+                s.granted[a] = Some(true);
                 None
             }
         }
     }
 
-    fn explore(s: &S, pcs: [Option<u8>; 3], kinds: [bool; 3], outcomes: &mut u64) {
+    fn explore(s: &S, pcs: [Option<u8>; 3], kinds: [K; 3], outcomes: &mut u64) {
         if pcs.iter().all(Option::is_none) {
-            let excl = (0..3).any(|a| kinds[a] && s.granted[a] == Some(true));
-            let shared = (0..3).any(|a| !kinds[a] && s.granted[a] == Some(true));
+            let excl = (0..3).any(|a| kinds[a] == K::Exclusive && s.granted[a] == Some(true));
+            let shared = (0..3).any(|a| kinds[a] != K::Exclusive && s.granted[a] == Some(true));
+            let two = (0..3)
+                .filter(|a| kinds[*a] == K::Exclusive && s.granted[*a] == Some(true))
+                .count();
             assert!(!(excl && shared), "EXCLUSIVE granted beside SHARED");
+            assert!(two <= 1, "two EXCLUSIVE grants");
             *outcomes += 1;
             return;
         }
@@ -495,14 +537,24 @@ mod interleavings {
 
     #[test]
     fn exclusive_never_coexists_with_shared() {
+        use K::*;
         let mut outcomes = 0;
-        for kinds in [
-            [false, false, true],
-            [false, true, true],
-            [true, true, true],
-        ] {
-            explore(&S::default(), [Some(0); 3], kinds, &mut outcomes);
+        for owner in [0, DEAD] {
+            for kinds in [
+                [Shared, Shared, Exclusive],
+                [Shared, Exclusive, Exclusive],
+                [Exclusive, Exclusive, Exclusive],
+                [ReadOnly, Shared, Exclusive],
+                [ReadOnly, ReadOnly, Exclusive],
+                [ReadOnly, Exclusive, Exclusive],
+            ] {
+                let s = S {
+                    owner,
+                    ..S::default()
+                };
+                explore(&s, [Some(0); 3], kinds, &mut outcomes);
+            }
         }
-        assert!(outcomes > 300, "{outcomes} interleavings");
+        assert!(outcomes > 2500, "{outcomes} interleavings");
     }
 }
