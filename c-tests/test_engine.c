@@ -224,8 +224,78 @@ static void bad_handles(const char *db) {
     CHECK_RC(tshm_region(h, 0, 32768, 1, &p), TSHM_MISUSE);
     tshm *a = open_with(db, 0, 0, 0), *ro = open_with(db, TSHM_OPEN_READONLY, 0, 0);
     CHECK_RC(tshm_lock(a, 2, 1, X), TSHM_OK); /* the closed handle's lock went with it */
-    CHECK_RC(tshm_lock(ro, 3, 1, S), TSHM_READONLY);
-    tshm_close(ro, NULL);
+    CHECK_RC(tshm_lock(ro, 2, 1, S), TSHM_BUSY);
+    CHECK_RC(tshm_lock(ro, 3, 1, S), TSHM_OK); /* read-only handles hold SHARED too ... */
+    CHECK_RC(tshm_lock(ro, 3, 1, S), TSHM_OK);
+    CHECK_RC(tshm_lock(a, 3, 1, X), TSHM_BUSY); /* ... which writable handles here see */
+    CHECK_RC(tshm_lock(a, 2, 2, X), TSHM_BUSY);
+    CHECK_RC(tshm_lock(a, 2, 1, S), TSHM_MISUSE); /* the failed range left slot 2 as it was */
+    CHECK_RC(tshm_lock(ro, 4, 1, X), TSHM_READONLY); /* but never EXCLUSIVE */
+    CHECK_RC(tshm_lock(ro, 4, 1, uS), TSHM_MISUSE);
+    CHECK_RC(tshm_lock(ro, 3, 1, uS), TSHM_OK);
+    CHECK_RC(tshm_lock(a, 3, 1, X), TSHM_OK);
+    CHECK_RC(tshm_lock(ro, 3, 1, S), TSHM_BUSY);
+    CHECK_RC(tshm_lock(a, 2, 2, uX), TSHM_OK);
+    CHECK_RC(tshm_lock(ro, 3, 1, S), TSHM_OK);
+    tshm_close(ro, NULL); /* closing releases the read-only holder's lock */
+    CHECK_RC(tshm_lock(a, 3, 1, X), TSHM_OK);
+    tshm_close(a, NULL);
+}
+
+/* Read-only handles in other processes, on a sidecar opened O_RDONLY (a process whose first
+ * handle is read-only): their SHARED locks exclude EXCLUSIVE ones and go when they die. */
+static void readonly_holders(const char *db) {
+    tshm *a = open_with(db, 0, 0, 0);
+    CHECK(a != NULL);
+    if (a == NULL) return;
+    channel cmd, res;
+    channel_init(&cmd);
+    channel_init(&res);
+    pid_t kid = fork();
+    if (kid == 0) {
+        close(cmd.fd[1]);
+        tshm *r = open_with(db, TSHM_OPEN_READONLY, 0, 0);
+        tshm_info info;
+        int ok = r != NULL && tshm_info_get(r, &info) == TSHM_OK && info.readonly;
+        channel_send(&res, &ok, sizeof ok);
+        int op[3];
+        while (channel_recv(&cmd, op, sizeof op)) {
+            int rc = tshm_lock(r, (uint32_t)op[0], (uint32_t)op[1], (uint32_t)op[2]);
+            channel_send(&res, &rc, sizeof rc);
+        }
+        for (;;) pause();
+    }
+    int ok = 0, rc = -1;
+    CHECK(channel_recv(&res, &ok, sizeof ok) && ok);
+#define RO(slot, n, fl, want)                                              \
+    do {                                                                   \
+        int op_[3] = {slot, n, fl};                                        \
+        channel_send(&cmd, op_, sizeof op_);                               \
+        CHECK(channel_recv(&res, &rc, sizeof rc) && rc == (want));        \
+    } while (0)
+    RO(5, 1, S, TSHM_OK);
+    RO(6, 1, S, TSHM_OK);
+    CHECK_RC(tshm_lock(a, 5, 1, X), TSHM_BUSY);
+    CHECK_RC(tshm_lock(a, 4, 3, X), TSHM_BUSY);
+    CHECK_RC(tshm_lock(a, 4, 1, X), TSHM_OK); /* the failed range gave back slot 4 */
+    RO(4, 1, S, TSHM_BUSY);
+    CHECK_RC(tshm_lock(a, 4, 1, uX), TSHM_OK);
+    RO(4, 1, S, TSHM_OK);
+    RO(4, 1, uS, TSHM_OK);
+    RO(5, 1, uS, TSHM_OK);
+    CHECK_RC(tshm_lock(a, 5, 1, X), TSHM_OK);
+    RO(5, 1, S, TSHM_BUSY);
+    RO(5, 1, X, TSHM_READONLY);
+    CHECK_RC(tshm_lock(a, 5, 1, uX), TSHM_OK);
+    CHECK_RC(tshm_lock(a, 6, 1, S), TSHM_OK); /* SHARED beside read-only SHARED */
+    CHECK_RC(tshm_lock(a, 6, 1, uS), TSHM_OK);
+#undef RO
+    child_kill(kid); /* the kernel drops a dead read-only holder's lock */
+    CHECK_RC(tshm_lock(a, 6, 1, X), TSHM_OK);
+    close(cmd.fd[0]);
+    close(cmd.fd[1]);
+    close(res.fd[0]);
+    close(res.fd[1]);
     tshm_close(a, NULL);
 }
 
@@ -252,6 +322,79 @@ static void killed_holder(const char *db) {
     close(ch.fd[1]);
 }
 
+/* A liveness probe that fails midway through a lock request leaves nothing taken. The child's
+ * probes fail (TSHM_TEST_FAIL_ENGINE_PROBE, read once per process); its handle stays open, so
+ * anything it left behind would be held by a live instance and block the others. */
+static void probe_error_leaves_nothing(const char *db) {
+    tshm *p = open_with(db, 0, 0, 0), *q = open_with(db, 0, 0, 0);
+    CHECK(p != NULL && q != NULL);
+    if (p == NULL || q == NULL) return;
+    /* a dead exclusive owner of slot 10, whose tag needs a probe to be found dead */
+    pid_t g = fork();
+    if (g == 0) {
+        tshm *k = open_with(db, 0, 0, 0);
+        _exit(k && tshm_lock(k, 10, 1, X) == TSHM_OK ? 0 : 1);
+    }
+    CHECK(child_wait(g) == 0);
+    channel cmd, res;
+    channel_init(&cmd);
+    channel_init(&res);
+    pid_t kid = fork();
+    if (kid == 0) {
+        close(cmd.fd[1]);
+        setenv("TSHM_TEST_FAIL_ENGINE_PROBE", "1", 1);
+        tshm *k = open_with(db, 0, 0, 0);
+        int step;
+        while (channel_recv(&cmd, &step, sizeof step)) {
+            int rc = -1;
+            if (step == 0) rc = tshm_lock(k, 5, 1, S);  /* SHARED: announced, then the owner probe fails */
+            if (step == 1) rc = tshm_lock(k, 0, 4, X);  /* EXCLUSIVE: owners claimed, the scan's probe fails */
+            if (step == 2) rc = tshm_lock(k, 9, 3, X);  /* EXCLUSIVE: slot 9 claimed, slot 10's probe fails */
+            channel_send(&res, &rc, sizeof rc);
+        }
+        _exit(0);
+    }
+    int step, rc = 0;
+    /* 1. p holds slot 5 EXCLUSIVE; the child's SHARED request fails in the probe */
+    CHECK_RC(tshm_lock(p, 5, 1, X), TSHM_OK);
+    step = 0;
+    channel_send(&cmd, &step, sizeof step);
+    CHECK(channel_recv(&res, &rc, sizeof rc));
+    CHECK(rc != TSHM_OK && rc != TSHM_BUSY);
+    CHECK_RC(tshm_lock(p, 5, 1, uX), TSHM_OK);
+    CHECK_RC(tshm_lock(q, 5, 1, X), TSHM_OK); /* no SHARED bit of the child's left on slot 5 */
+    CHECK_RC(tshm_lock(q, 5, 1, uX), TSHM_OK);
+    /* 2. p holds slot 2 SHARED; the child's EXCLUSIVE 0..4 fails in the instance scan */
+    CHECK_RC(tshm_lock(p, 2, 1, S), TSHM_OK);
+    step = 1;
+    channel_send(&cmd, &step, sizeof step);
+    CHECK(channel_recv(&res, &rc, sizeof rc));
+    CHECK(rc != TSHM_OK && rc != TSHM_BUSY);
+    CHECK_RC(tshm_lock(p, 2, 1, uS), TSHM_OK);
+    CHECK_RC(tshm_lock(q, 0, 1, S), TSHM_OK); /* no owner claim of the child's left on 0..3 */
+    CHECK_RC(tshm_lock(q, 3, 1, S), TSHM_OK);
+    CHECK_RC(tshm_lock(q, 0, 1, uS), TSHM_OK);
+    CHECK_RC(tshm_lock(q, 3, 1, uS), TSHM_OK);
+    CHECK_RC(tshm_lock(q, 0, 4, X), TSHM_OK); /* nor an EXCLUSIVE bit */
+    CHECK_RC(tshm_lock(q, 0, 4, uX), TSHM_OK);
+    /* 3. the child's EXCLUSIVE 9..11 claims 9, then fails probing slot 10's dead owner */
+    step = 2;
+    channel_send(&cmd, &step, sizeof step);
+    CHECK(channel_recv(&res, &rc, sizeof rc));
+    CHECK(rc != TSHM_OK && rc != TSHM_BUSY);
+    CHECK_RC(tshm_lock(q, 9, 1, S), TSHM_OK); /* slot 9 is not left claimed */
+    CHECK_RC(tshm_lock(q, 9, 1, uS), TSHM_OK);
+    CHECK_RC(tshm_lock(q, 9, 3, X), TSHM_OK); /* and the dead owner of 10 is taken over */
+    CHECK_RC(tshm_lock(q, 9, 3, uX), TSHM_OK);
+    close(cmd.fd[1]);
+    CHECK(child_wait(kid) == 0);
+    close(cmd.fd[0]);
+    close(res.fd[0]);
+    close(res.fd[1]);
+    tshm_close(q, NULL);
+    tshm_close(p, NULL);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     regions(test_db("regions.db"));
@@ -260,6 +403,8 @@ int main(void) {
     many_shared_holders(test_db("many.db"));
     killed_holder(test_db("killed.db"));
     bad_handles(test_db("bad.db"));
+    readonly_holders(test_db("rohold.db"));
+    probe_error_leaves_nothing(test_db("probe.db"));
     hammer(test_db("hammer.db"));
     return harness_done("test_engine");
 }

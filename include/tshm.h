@@ -176,9 +176,9 @@
 #define TSHM_OPEN_EXCLUSIVE 1
 
 /**
- * Open flag: never write or create the sidecar (no role, reader slot, engine lock or new region;
- * regions that exist may be read). A missing sidecar gives `TSHM_NOTFOUND`: the engine should use
- * its legacy read-only path.
+ * Open flag: never write or create the sidecar (no role, reader slot, EXCLUSIVE engine lock or
+ * new region; regions that exist may be read, SHARED engine locks taken). A missing sidecar
+ * gives `TSHM_NOTFOUND`: the engine should use its legacy read-only path.
  */
 #define TSHM_OPEN_READONLY 2
 
@@ -850,13 +850,15 @@ int tshm_region(struct tshm *h, uint32_t idx, size_t size, int extend, void **pt
  * process or another, holds a conflicting lock, and then nothing was taken (ranges are
  * all-or-nothing). Re-taking a SHARED slot is a no-op; converting between SHARED and EXCLUSIVE
  * and releasing what the handle does not hold are `TSHM_MISUSE`. Released at close, or when
- * the holding process dies. The locks live in shared memory: no system call unless a conflict
- * has to be checked against a holder that may have died.
+ * the holding process dies. The locks live in shared memory: SHARED makes no system call
+ * unless a conflict has to be checked against a holder that may have died; a granted
+ * EXCLUSIVE makes one probe per slot (for read-only holders). A read-only handle takes SHARED
+ * locks (kernel read locks, which work on a sidecar it cannot write).
  *
  * Returns `TSHM_OK`; `TSHM_BUSY` (a conflicting lock is held; `tshm_errmsg()` is not changed);
  * `TSHM_MISUSE` (slots out of range, bad flags, a mode conversion, releasing what is not held,
- * bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_IOERR` (a liveness probe failed);
- * `TSHM_INTERNAL`.
+ * bad handle); `TSHM_READONLY` for EXCLUSIVE on a read-only handle; `TSHM_IOERR` (a lock call
+ * or liveness probe failed); `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle.

@@ -688,7 +688,15 @@ impl Coordinator {
     pub fn engine_lock(&self, slot: u32, n: u32, flags: u32) -> Result<bool> {
         self.check()?;
         let mut held = self.engine_locks.lock().unwrap_or_else(|e| e.into_inner());
-        crate::engine::lock(&self.node, self.ident.as_ref(), &mut held, slot, n, flags)
+        crate::engine::lock(
+            &self.node,
+            self.hid,
+            self.ident.as_ref(),
+            &mut held,
+            slot,
+            n,
+            flags,
+        )
     }
 
     /// Releases a role this handle holds.

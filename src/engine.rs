@@ -18,11 +18,20 @@
 //! in shared memory (see [`lock`]): a handle's instance record carries the bitmask of what it
 //! holds (which the inspector shows too), and each slot has an exclusive-owner word; liveness
 //! of a conflicting holder comes from its instance's liveness lock, as everywhere else.
+//!
+//! **Read-only handles** (a sidecar this user cannot write, or `TSHM_OPEN_READONLY`) have no
+//! instance record and cannot store into the mapping, so their SHARED locks are kernel read
+//! locks on one byte per slot ([`LOCK_ENGINE_RO_BASE`]` + slot`, through the node's lock
+//! table, so handles of one process see each other too). A read-only handle may open the
+//! sidecar `O_RDONLY`: a read lock needs only read access. An EXCLUSIVE request checks those
+//! bytes last, with one probe per slot, and only once nothing in shared memory conflicts, so
+//! SHARED requests of writable handles still make no syscall and a refused EXCLUSIVE request
+//! makes none either. Read-only handles cannot take EXCLUSIVE locks.
 
 use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::lock::Kind;
-use crate::node::Node;
+use crate::node::{HandleId, Mapped, Node};
 use crate::slots::{self, Ident};
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
@@ -89,6 +98,40 @@ pub fn region(node: &Node, idx: u32, size: u64, extend: bool) -> Result<Option<*
     Ok(Some(m.pool.range(off, size, 8)?))
 }
 
+/// Test hook: when `TSHM_TEST_FAIL_ENGINE_PROBE=1` is set in a process, every liveness probe
+/// of an engine lock request fails there with an I/O error, so tests can check that a failed
+/// request leaves nothing taken. The variable is read once per process (again after `fork()`),
+/// only on the conflict path, which already costs a syscall.
+fn probe_fault() -> Result<()> {
+    use std::sync::atomic::AtomicU64 as Cached;
+    // bit 63: read; bit 62: fail; low bits: the fork generation it was read in
+    static STATE: Cached = Cached::new(0);
+    let gen = crate::node::fork_gen() & ((1 << 62) - 1);
+    let mut st = STATE.load(Relaxed);
+    if st >> 63 == 0 || st & ((1 << 62) - 1) != gen {
+        let fail = std::env::var_os("TSHM_TEST_FAIL_ENGINE_PROBE").is_some_and(|v| v == "1");
+        st = 1 << 63 | (fail as u64) << 62 | gen;
+        STATE.store(st, Relaxed);
+    }
+    if st >> 62 & 1 == 1 {
+        return Err(Error::io(
+            "engine lock liveness probe (failure injected by TSHM_TEST_FAIL_ENGINE_PROBE)",
+            std::io::Error::from_raw_os_error(libc::EIO),
+        ));
+    }
+    Ok(())
+}
+
+fn tag_alive(node: &Node, tag: u64) -> Result<bool> {
+    probe_fault()?;
+    slots::tag_alive(node, tag)
+}
+
+fn instance_alive(node: &Node, i: u32) -> Result<bool> {
+    probe_fault()?;
+    slots::instance_alive(node, i)
+}
+
 fn check_range(slot: u32, n: u32) -> Result<()> {
     if n == 0 || slot.checked_add(n).map_or(true, |end| end > ENGINE_LOCKS) {
         return Err(Error::Misuse(format!(
@@ -119,25 +162,38 @@ fn mask(held: &[u8; ENGINE_LOCKS as usize]) -> u64 {
         })
 }
 
-/// Takes or releases slots `slot..slot+n` for the handle `id` (whose held modes are `held`).
-/// Taking returns `Ok(false)` when another handle holds a conflicting lock; nothing is taken
-/// then.
+/// Takes or releases slots `slot..slot+n` for the handle `hid` (instance `id`, `None` for a
+/// read-only handle; its held modes are `held`). Taking returns `Ok(false)` when another handle
+/// holds a conflicting lock; nothing is taken then, and nothing is taken when it fails either.
 ///
-/// The locks live in shared memory, so neither taking nor releasing makes a syscall unless a
-/// conflict has to be checked against a possibly dead holder:
+/// The locks of writable handles live in shared memory, so neither taking nor releasing makes a
+/// syscall unless a conflict has to be checked against a possibly dead holder, or an EXCLUSIVE
+/// request is about to be granted:
 /// * SHARED: announce the bits in the handle's own engine-lock word, `fence(SeqCst)`, then
 ///   look at the slots' exclusive-owner words; a live owner means back off.
 /// * EXCLUSIVE: claim the owner words by CAS (taking over a dead owner's), publish the bits,
 ///   `fence(SeqCst)`, then look at every other instance's word (up to the high-water mark of
-///   instances in use) for bits in the range; a live holder means back off.
+///   instances in use) for bits in the range, and finally at the slots' read-only holder bytes
+///   (one kernel probe per slot, only when nothing else conflicts); a live holder means back off.
+/// * SHARED by a read-only handle (which has no instance record and may not write the mapping):
+///   announce by taking the kernel read lock on the slot's read-only holder byte
+///   ([`LOCK_ENGINE_RO_BASE`]` + slot`), `fence(SeqCst)`, then look at the owner word. A dead
+///   owner is ignored without clearing it: whoever takes the slot over claims the word first
+///   and then probes the byte. The kernel drops the lock when the holder dies, so a read-only
+///   holder never needs reclaiming. EXCLUSIVE is refused to read-only handles.
 ///
 /// Either side announces before it looks, with a full fence between, so of a SHARED and an
 /// EXCLUSIVE request racing for one slot at least one sees the other (both may, and both back
-/// off: BUSY is always allowed). A holder that died leaves bits or an owner tag whose liveness
-/// probe fails; they are ignored or taken over. Acquisitions are SeqCst/AcqRel and releases
-/// Release, so the data an engine guards with these locks is ordered like a mutex's.
+/// off: BUSY is always allowed). The kernel serializes the read-only byte's lock and probe, so
+/// the same holds there. A holder that died leaves bits or an owner tag whose liveness probe
+/// fails; they are ignored or taken over. Acquisitions are SeqCst/AcqRel and releases Release,
+/// so the data an engine guards with these locks is ordered like a mutex's.
+///
+/// Every failure after the announcement (a probe error) gives back what this call announced or
+/// claimed before it returns.
 pub fn lock(
     node: &Node,
+    hid: HandleId,
     id: Option<&Ident>,
     held: &mut [u8; ENGINE_LOCKS as usize],
     slot: u32,
@@ -155,22 +211,27 @@ pub fn lock(
             )))
         }
     };
-    let Some(id) = id else {
-        return Err(Error::ReadOnly(
-            "a read-only handle cannot take engine locks".into(),
-        ));
-    };
     let m = node.mapped()?;
-    let mine = mask_of(m, id.instance);
     let want = if kind == Kind::Shared { 1 } else { 2 };
     let range = slot as usize..(slot + n) as usize;
-    if flags & TSHM_LOCK_UNLOCK != 0 {
+    let unlock = flags & TSHM_LOCK_UNLOCK != 0;
+    if unlock {
         if let Some(i) = range.clone().find(|i| held[*i] != want) {
             return Err(Error::Misuse(format!(
                 "engine lock slot {i} is not held {} by this handle",
                 if want == 1 { "SHARED" } else { "EXCLUSIVE" }
             )));
         }
+    } else if let Some(i) = range.clone().find(|i| held[*i] != 0 && held[*i] != want) {
+        return Err(Error::Misuse(format!(
+            "engine lock slot {i} is held in the other mode; release it first"
+        )));
+    }
+    let Some(id) = id else {
+        return lock_readonly(node, m, hid, held, range, kind, unlock);
+    };
+    let mine = mask_of(m, id.instance);
+    if unlock {
         for s in range {
             held[s] = 0;
             if kind == Kind::Exclusive {
@@ -179,11 +240,6 @@ pub fn lock(
         }
         mine.store(mask(held), Release);
         return Ok(true);
-    }
-    if let Some(i) = range.clone().find(|i| held[*i] != 0 && held[*i] != want) {
-        return Err(Error::Misuse(format!(
-            "engine lock slot {i} is held in the other mode; release it first"
-        )));
     }
     let before = *held;
     let give_back = |held: &mut [u8; ENGINE_LOCKS as usize], owners: bool| {
@@ -201,44 +257,68 @@ pub fn lock(
         }
         mine.store(mask(held), SeqCst);
         fence(SeqCst);
-        for s in range.clone().filter(|s| before[*s] == 0) {
-            let owner = owner_of(m, s);
-            let x = owner.load(SeqCst);
-            if x != 0 && slots::tag_alive(node, x)? {
-                give_back(held, false);
-                return Ok(false);
-            }
-            if x != 0 {
-                // a dead exclusive owner: clear its claim (only if it is still that one)
-                let _ = owner.compare_exchange(x, 0, AcqRel, Relaxed);
-                if owner.load(SeqCst) != 0 {
-                    give_back(held, false);
-                    return Ok(false);
-                }
-            }
+        let r = shared_look(node, m, range.clone().filter(|s| before[*s] == 0));
+        if !matches!(r, Ok(true)) {
+            give_back(held, false);
         }
-        return Ok(true);
+        return r;
     }
+    let r = exclusive_claim_and_look(node, m, id, held, &before, range.clone());
+    if !matches!(r, Ok(true)) {
+        give_back(held, true);
+    }
+    r
+}
+
+/// The look of a SHARED request (its bits are announced): `Ok(false)` when a live exclusive
+/// owner holds one of `slots`. Dead owners' claims are cleared on the way.
+fn shared_look(node: &Node, m: &Mapped, slots: impl Iterator<Item = usize>) -> Result<bool> {
+    for s in slots {
+        let owner = owner_of(m, s);
+        let x = owner.load(SeqCst);
+        if x == 0 {
+            continue;
+        }
+        if tag_alive(node, x)? {
+            return Ok(false);
+        }
+        // a dead exclusive owner: clear its claim (only if it is still that one)
+        let _ = owner.compare_exchange(x, 0, AcqRel, Relaxed);
+        if owner.load(SeqCst) != 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// An EXCLUSIVE request: claim the owner words (recording each in `held`), publish, then look
+/// at the other instances and at the read-only holder bytes. The caller gives back on anything
+/// but `Ok(true)`.
+fn exclusive_claim_and_look(
+    node: &Node,
+    m: &Mapped,
+    id: &Ident,
+    held: &mut [u8; ENGINE_LOCKS as usize],
+    before: &[u8; ENGINE_LOCKS as usize],
+    range: std::ops::Range<usize>,
+) -> Result<bool> {
     let tag = id.tag();
     for s in range.clone().filter(|s| before[*s] == 0) {
         let owner = owner_of(m, s);
         loop {
             match owner.compare_exchange(0, tag, SeqCst, SeqCst) {
-                // our own tag: a claim this handle made and lost track of (an error mid-call)
+                // our own tag: a claim this handle made and lost track of
                 Ok(_) => break,
                 Err(x) if x == tag => break,
-                Err(x) if x != tag && !slots::tag_alive(node, x)? => {
+                Err(x) if !tag_alive(node, x)? => {
                     let _ = owner.compare_exchange(x, 0, AcqRel, Relaxed);
                 }
-                Err(_) => {
-                    give_back(held, true);
-                    return Ok(false);
-                }
+                Err(_) => return Ok(false),
             }
         }
         held[s] = 2;
     }
-    mine.store(mask(held), SeqCst);
+    mask_of(m, id.instance).store(mask(held), SeqCst);
     fence(SeqCst);
     let bits = range
         .clone()
@@ -249,12 +329,82 @@ pub fn lock(
         .load(Acquire)
         .min(m.geom.instances);
     for i in (0..hwm).filter(|i| *i != id.instance) {
-        if mask_of(m, i).load(SeqCst) & bits != 0 && slots::instance_alive(node, i)? {
-            give_back(held, true);
+        if mask_of(m, i).load(SeqCst) & bits != 0 && instance_alive(node, i)? {
+            return Ok(false);
+        }
+    }
+    for s in range.filter(|s| before[*s] == 0) {
+        if readonly_holder(node, s)? {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// Whether a read-only handle (here or in another process) holds slot `s` SHARED.
+fn readonly_holder(node: &Node, s: usize) -> Result<bool> {
+    probe_fault()?;
+    node.held_anywhere(LOCK_ENGINE_RO_BASE + s as u64)
+}
+
+/// [`lock`] for a read-only handle: SHARED through the slots' read-only holder bytes.
+fn lock_readonly(
+    node: &Node,
+    m: &Mapped,
+    hid: HandleId,
+    held: &mut [u8; ENGINE_LOCKS as usize],
+    range: std::ops::Range<usize>,
+    kind: Kind,
+    unlock: bool,
+) -> Result<bool> {
+    let byte = |s: usize| LOCK_ENGINE_RO_BASE + s as u64;
+    if kind == Kind::Exclusive {
+        return Err(Error::ReadOnly(
+            "a read-only handle can take engine locks only SHARED".into(),
+        ));
+    }
+    if unlock {
+        let mut r = Ok(true);
+        for s in range {
+            held[s] = 0;
+            r = r.and(node.unlock(hid, byte(s)).map(|_| true));
+        }
+        return r;
+    }
+    let fresh: Vec<usize> = range.filter(|s| held[*s] == 0).collect();
+    let mut taken = 0;
+    let mut r = Ok(true);
+    for s in &fresh {
+        match node.try_lock(hid, byte(*s), Kind::Shared) {
+            Ok(true) => taken += 1,
+            other => {
+                r = other;
+                break;
+            }
+        }
+    }
+    if matches!(r, Ok(true)) {
+        fence(SeqCst);
+        r = (|| {
+            for s in &fresh {
+                let x = owner_of(m, *s).load(SeqCst);
+                if x != 0 && tag_alive(node, x)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })();
+    }
+    if matches!(r, Ok(true)) {
+        for s in fresh {
+            held[s] = 1;
+        }
+        return r;
+    }
+    for s in &fresh[..taken] {
+        r = r.and_then(|ok| node.unlock(hid, byte(*s)).map(|_| ok));
+    }
+    r
 }
 
 /// Releases every engine lock slot the handle holds (at close).
@@ -272,64 +422,106 @@ pub fn release_all(node: &Node, id: &Ident, held: &mut [u8; ENGINE_LOCKS as usiz
 
 const _: () = assert!(TSHM_ENGINE_LOCKS == ENGINE_LOCKS && TSHM_MAX_REGIONS == MAX_REGIONS);
 
-/// Exhaustive interleavings of the engine-lock protocol for one slot: two SHARED and one
-/// EXCLUSIVE requester, each performing the steps of [`lock`] in order (announce, then look;
-/// sequentially consistent memory, which the SeqCst fences give), in every interleaving. At the
-/// end, an EXCLUSIVE grant never coexists with a SHARED one.
+/// Exhaustive interleavings of the engine-lock protocol for one slot: three requesters, each
+/// SHARED, read-only SHARED or EXCLUSIVE, performing the steps of [`lock`] in order (announce,
+/// then look; sequentially consistent memory, which the SeqCst fences and the kernel's lock
+/// serialization give), in every interleaving, with the owner word free or naming a dead
+/// instance at the start. At the end, an EXCLUSIVE grant never coexists with a SHARED one or
+/// another EXCLUSIVE one.
 #[cfg(test)]
 mod interleavings {
+    #[derive(Clone, Copy, PartialEq)]
+    enum K {
+        Shared,
+        ReadOnly,
+        Exclusive,
+    }
+
+    const DEAD: u8 = 9; // the owner word names an instance that died
+
     #[derive(Clone, Default)]
     struct S {
-        owner: u8,       // exclusive owner: 0 none, else actor + 1
-        bits: [bool; 3], // each actor's announced bit
+        owner: u8,       // exclusive owner: 0 none, DEAD, else actor + 1
+        bits: [bool; 3], // each writable actor's announced bit
+        ro: [bool; 3],   // each read-only actor's kernel read lock on the slot's byte
         granted: [Option<bool>; 3],
     }
 
     /// Actor `a`'s step `pc`; returns the next pc, or None when it has decided.
-    fn step(s: &mut S, a: usize, pc: u8, exclusive: bool) -> Option<u8> {
-        match (exclusive, pc) {
-            (false, 0) => {
+    fn step(s: &mut S, a: usize, pc: u8, kind: K) -> Option<u8> {
+        let free = |o: u8| o == 0 || o == DEAD;
+        match (kind, pc) {
+            (K::Shared, 0) => {
                 s.bits[a] = true; // announce (store + fence)
                 Some(1)
             }
-            (false, _) => {
-                let ok = s.owner == 0; // look at the owner word
+            (K::Shared, _) => {
+                let ok = free(s.owner); // look at the owner word
+                if s.owner == DEAD {
+                    s.owner = 0; // clear a dead owner's claim
+                }
                 if !ok {
                     s.bits[a] = false; // give back
                 }
                 s.granted[a] = Some(ok);
                 None
             }
-            (true, 0) => {
-                if s.owner == 0 {
-                    s.owner = a as u8 + 1; // CAS the owner word
+            (K::ReadOnly, 0) => {
+                s.ro[a] = true; // take the read lock (syscall + fence)
+                Some(1)
+            }
+            (K::ReadOnly, _) => {
+                let ok = free(s.owner); // a dead owner is ignored, not cleared
+                if !ok {
+                    s.ro[a] = false;
+                }
+                s.granted[a] = Some(ok);
+                None
+            }
+            (K::Exclusive, 0) => {
+                if free(s.owner) {
+                    s.owner = a as u8 + 1; // CAS the owner word (taking over a dead one)
                     Some(1)
                 } else {
                     s.granted[a] = Some(false);
                     None
                 }
             }
-            (true, 1) => {
+            (K::Exclusive, 1) => {
                 s.bits[a] = true; // publish the mask (store + fence)
                 Some(2)
             }
-            (true, _) => {
-                let others = (0..3).any(|b| b != a && s.bits[b]); // scan the instances
+            (K::Exclusive, 2) | (K::Exclusive, _) => {
+                // pc 2: scan the instances; pc 3: probe the read-only bytes
+                let others = if pc == 2 {
+                    (0..3).any(|b| b != a && s.bits[b])
+                } else {
+                    (0..3).any(|b| b != a && s.ro[b])
+                };
                 if others {
                     s.owner = 0;
                     s.bits[a] = false;
+                    s.granted[a] = Some(false);
+                    return None;
                 }
-                s.granted[a] = Some(!others);
+                if pc == 2 {
+                    return Some(3);
+                }
+                s.granted[a] = Some(true);
                 None
             }
         }
     }
 
-    fn explore(s: &S, pcs: [Option<u8>; 3], kinds: [bool; 3], outcomes: &mut u64) {
+    fn explore(s: &S, pcs: [Option<u8>; 3], kinds: [K; 3], outcomes: &mut u64) {
         if pcs.iter().all(Option::is_none) {
-            let excl = (0..3).any(|a| kinds[a] && s.granted[a] == Some(true));
-            let shared = (0..3).any(|a| !kinds[a] && s.granted[a] == Some(true));
+            let excl = (0..3).any(|a| kinds[a] == K::Exclusive && s.granted[a] == Some(true));
+            let shared = (0..3).any(|a| kinds[a] != K::Exclusive && s.granted[a] == Some(true));
+            let two = (0..3)
+                .filter(|a| kinds[*a] == K::Exclusive && s.granted[*a] == Some(true))
+                .count();
             assert!(!(excl && shared), "EXCLUSIVE granted beside SHARED");
+            assert!(two <= 1, "two EXCLUSIVE grants");
             *outcomes += 1;
             return;
         }
@@ -345,14 +537,24 @@ mod interleavings {
 
     #[test]
     fn exclusive_never_coexists_with_shared() {
+        use K::*;
         let mut outcomes = 0;
-        for kinds in [
-            [false, false, true],
-            [false, true, true],
-            [true, true, true],
-        ] {
-            explore(&S::default(), [Some(0); 3], kinds, &mut outcomes);
+        for owner in [0, DEAD] {
+            for kinds in [
+                [Shared, Shared, Exclusive],
+                [Shared, Exclusive, Exclusive],
+                [Exclusive, Exclusive, Exclusive],
+                [ReadOnly, Shared, Exclusive],
+                [ReadOnly, ReadOnly, Exclusive],
+                [ReadOnly, Exclusive, Exclusive],
+            ] {
+                let s = S {
+                    owner,
+                    ..S::default()
+                };
+                explore(&s, [Some(0); 3], kinds, &mut outcomes);
+            }
         }
-        assert!(outcomes > 300, "{outcomes} interleavings");
+        assert!(outcomes > 2500, "{outcomes} interleavings");
     }
 }

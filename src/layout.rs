@@ -67,6 +67,7 @@
 //! 3 .. 3+R     reader slots (byte-lock reader strategy only)
 //! 2048         init: serializes the open and close protocols across processes
 //! 4096 .. +I   instance liveness: held EXCLUSIVE by each open handle for its whole life
+//! 8192 .. +32  engine lock slots held SHARED by read-only handles (see [`crate::engine`])
 //! ```
 //!
 //! The fourth word of an instance record (+24) holds the engine lock slots its handle holds:
@@ -159,12 +160,13 @@ pub(crate) const LOCK_CKPT: u64 = 2;
 pub(crate) const LOCK_READER_BASE: u64 = 3;
 pub(crate) const LOCK_INIT: u64 = 2048;
 pub(crate) const LOCK_INSTANCE_BASE: u64 = 4096;
+pub(crate) const LOCK_ENGINE_RO_BASE: u64 = 8192;
 
 /// A frame number meaning "no frame pinned".
 pub(crate) const NO_FRAME: u64 = u64::MAX;
 
 const _: () = assert!(LOCK_READER_BASE + MAX_READERS as u64 <= LOCK_INIT);
-const _: () = assert!(LOCK_INSTANCE_BASE + MAX_INSTANCES as u64 <= 8192);
+const _: () = assert!(LOCK_INSTANCE_BASE + MAX_INSTANCES as u64 <= LOCK_ENGINE_RO_BASE);
 const _: () = assert!(H_SNAP_COPY[1] + SNAP_WORDS * 8 <= H_IX_GEN);
 const _: () = assert!(H_REGION_SIZE + 4 <= H_REGIONS);
 const _: () = assert!(H_REGIONS + MAX_REGIONS as usize * 4 <= H_ENGINE_OWNERS);

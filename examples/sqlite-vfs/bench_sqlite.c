@@ -7,6 +7,9 @@
  *                             stock ms, ratio = stock / shim (higher is better for the shim)
  *   sqlite.read_txn_vs_stock  one process, autocommit point reads; value = shim ns per read
  *                             transaction, baseline = stock ns, ratio = stock / shim
+ *   sqlite.shm_exclusive_vs_stock  one connection, xShmLock EXCLUSIVE then UNLOCK of one read-lock
+ *                             slot (what a reader does to move a read mark); value = shim ns per
+ *                             pair, baseline = stock ns (two fcntl calls), ratio = stock / shim
  *
  * Each is the median of several alternating rounds (the machines are shared and noisy).
  */
@@ -121,6 +124,24 @@ static double reads(const char *path, const char *vfs) {
     return ns;
 }
 
+/* ns per xShmLock EXCLUSIVE + UNLOCK pair on read-lock slot 4 (no other holder). */
+static double exclusive_pairs(const char *path, const char *vfs) {
+    create(path, vfs);
+    sqlite3 *db = open_db(path, vfs);
+    if (sqlite3_exec(db, "SELECT count(*) FROM kv", 0, 0, 0) != SQLITE_OK) die(db, "map");
+    sqlite3_file *f = NULL;
+    sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f);
+    if (f == NULL || f->pMethods->iVersion < 2) die(db, "file");
+    double t = now_ms();
+    for (int i = 0; i < READS; i++) {
+        if (f->pMethods->xShmLock(f, 4, 1, SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE) != SQLITE_OK) die(db, "lock");
+        f->pMethods->xShmLock(f, 4, 1, SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
+    }
+    double ns = (now_ms() - t) * 1e6 / READS;
+    sqlite3_close(db);
+    return ns;
+}
+
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -142,16 +163,19 @@ int main(int argc, char **argv) {
     char stock[1024], shim[1024];
     snprintf(stock, sizeof stock, "%s/stock.db", argv[2]);
     snprintf(shim, sizeof shim, "%s/shim.db", argv[2]);
-    double ms[2][ROUNDS], rd[2][ROUNDS];
+    double ms[2][ROUNDS], rd[2][ROUNDS], ex[2][ROUNDS];
     for (int r = 0; r < ROUNDS; r++) { /* alternate, so drift hits both alike */
         ms[0][r] = mixed(stock, "unix");
         ms[1][r] = mixed(shim, "tshm");
         rd[0][r] = reads(stock, "unix");
         rd[1][r] = reads(shim, "tshm");
+        ex[0][r] = exclusive_pairs(stock, "unix");
+        ex[1][r] = exclusive_pairs(shim, "tshm");
     }
     for (int i = 0; i < 2; i++) {
         qsort(ms[i], ROUNDS, sizeof(double), cmp);
         qsort(rd[i], ROUNDS, sizeof(double), cmp);
+        qsort(ex[i], ROUNDS, sizeof(double), cmp);
     }
     double s = ms[0][ROUNDS / 2], t = ms[1][ROUNDS / 2], sr = rd[0][ROUNDS / 2], tr = rd[1][ROUNDS / 2];
     printf("{\"id\": \"sqlite.shim_vs_stock\", \"value\": %.1f, \"baseline\": %.1f, \"ratio\": %.3f, \"unit\": \"ms\", "
@@ -160,5 +184,9 @@ int main(int argc, char **argv) {
     printf("{\"id\": \"sqlite.read_txn_vs_stock\", \"value\": %.1f, \"baseline\": %.1f, \"ratio\": %.3f, \"unit\": \"ns\", "
            "\"note\": \"autocommit point read, one process: stock ns / shim ns\"}\n",
            tr, sr, sr / tr);
+    double se = ex[0][ROUNDS / 2], te = ex[1][ROUNDS / 2];
+    printf("{\"id\": \"sqlite.shm_exclusive_vs_stock\", \"value\": %.1f, \"baseline\": %.1f, \"ratio\": %.3f, "
+           "\"unit\": \"ns\", \"note\": \"xShmLock EXCLUSIVE + UNLOCK of one slot: stock ns / shim ns\"}\n",
+           te, se, se / te);
     return 0;
 }

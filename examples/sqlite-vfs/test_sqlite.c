@@ -7,6 +7,8 @@
  */
 #include "harness.h"
 
+#include <grp.h>
+#include <pwd.h>
 #include <sqlite3.h>
 
 static const char *ext, *cli, *tshm_bin;
@@ -437,6 +439,312 @@ static void last_close_and_cli(const char *path) {
     sqlite3_close(db);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* 6. A stock connection arriving while a shim connection is between the steps of its guard    */
+
+/* Stock SQLite's unix VFS with an immediate xSleep: the same locking and -shm code, but its
+ * retry loops give up in milliseconds instead of about 10 s. */
+static sqlite3_vfs stock_fast;
+static int no_sleep(sqlite3_vfs *v, int us) {
+    (void)v;
+    return us;
+}
+static void register_stock_fast(void) {
+    stock_fast = *sqlite3_vfs_find("unix");
+    stock_fast.zName = "unix-nosleep";
+    stock_fast.xSleep = no_sleep;
+    stock_fast.pNext = NULL;
+    sqlite3_vfs_register(&stock_fast, 0);
+}
+
+static int primary(int rc) { return rc & 0xff; }
+static int lock_error(int rc) {
+    return primary(rc) == SQLITE_BUSY || primary(rc) == SQLITE_LOCKED || primary(rc) == SQLITE_PROTOCOL;
+}
+
+/* The shim connection stops at `point` of its guard (first arrival, or joining a shim holder
+ * when `join`); a stock connection tries to read, write and checkpoint meanwhile. */
+static void stock_in_guard_window(const char *path, const char *point, int join) {
+    sqlite3 *db = fresh(path);
+    setup_bank(db);
+    sqlite3_close(db);
+    int rel = -1;
+    pid_t h = join ? holder(path, "tshm", &rel) : -1;
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    uint64_t before = file_sum(path), wal_before = file_sum(wal);
+    int note[2], resume[2], res[2];
+    if (pipe(note) || pipe(resume) || pipe(res)) exit(2);
+    pid_t sh = fork();
+    if (sh == 0) {
+        char env[64];
+        snprintf(env, sizeof env, "%s:%d:%d", point, note[1], resume[0]);
+        setenv("TSHM_SQLITE_TEST_STOP", env, 1);
+        sqlite3 *me = open_db(path, "tshm");
+        int ok = me && scalar(me, "SELECT count(*) FROM acct") == ACCOUNTS &&
+                 exec(me, "INSERT INTO acct VALUES(3000, 0)") == SQLITE_OK &&
+                 scalar(me, "SELECT count(*) FROM acct") == ACCOUNTS + 1;
+        sqlite3_close(me);
+        _exit(ok ? 0 : 1);
+    }
+    char c;
+    CHECK(read(note[0], &c, 1) == 1); /* the shim connection is inside its guard */
+    pid_t st = fork();
+    if (st == 0) {
+        sqlite3 *s = NULL;
+        int rc[4] = {-1, -1, -1, -1};
+        if (sqlite3_open_v2(path, &s, SQLITE_OPEN_READWRITE, "unix-nosleep") == SQLITE_OK) {
+            sqlite3_busy_timeout(s, 0);
+            rc[0] = exec(s, "SELECT count(*) FROM acct");
+            rc[1] = exec(s, "INSERT INTO acct VALUES(4000, 5)");
+            rc[2] = sqlite3_wal_checkpoint_v2(s, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            rc[3] = scalar(s, "SELECT count(*) FROM acct") == ACCOUNTS ? SQLITE_OK : SQLITE_BUSY;
+        }
+        if (write(res[1], rc, sizeof rc) != sizeof rc) _exit(3);
+        sqlite3_close(s);
+        _exit(0);
+    }
+    int rc[4] = {0, 0, 0, 0};
+    CHECK(read(res[0], rc, sizeof rc) == sizeof rc);
+    CHECK(child_wait(st) == 0);
+    int kept_out = lock_error(rc[0]) && lock_error(rc[1]) && lock_error(rc[2]) && lock_error(rc[3]);
+    if (!kept_out)
+        fprintf(stderr, "stock connection at '%s' (%s): read %d, write %d, checkpoint %d, read again %d\n", point,
+                join ? "joining" : "first", rc[0], rc[1], rc[2], rc[3]);
+    CHECK(kept_out);
+    CHECK(file_sum(path) == before && file_sum(wal) == wal_before); /* it wrote nothing */
+    CHECK(write(resume[1], "r", 1) == 1);
+    CHECK(child_wait(sh) == 0); /* the shim connection carries on */
+    if (join) {
+        close(rel);
+        CHECK(child_wait(h) == 0);
+    }
+    close(note[0]), close(note[1]), close(resume[0]), close(resume[1]), close(res[0]), close(res[1]);
+    db = open_db(path, "tshm");
+    CHECK(scalar(db, "SELECT count(*) FROM acct") == ACCOUNTS + 1);
+    CHECK(scalar(db, "SELECT sum(bal) FROM acct") == ACCOUNTS * 1000);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+    /* everyone gone: stock SQLite reads the same, intact database */
+    sqlite3 *s = open_db(path, "unix");
+    CHECK(scalar(s, "SELECT count(*) FROM acct") == ACCOUNTS + 1);
+    CHECK(integrity_ok(s));
+    sqlite3_close(s);
+}
+
+static void stock_in_guard_windows(void) {
+    const char *points[] = {"dms", "checked"};
+    for (int i = 0; i < 2; i++)
+        for (int join = 0; join < 2; join++) {
+            char name[64];
+            snprintf(name, sizeof name, "window-%s-%d.db", points[i], join);
+            stock_in_guard_window(test_db(name), points[i], join);
+        }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 7. Read-only connections read a WAL database through the shim while writers commit         */
+
+/* Reads the bank in read transactions until done_fd reports EOF, then once more: every
+ * snapshot consistent, later transactions see later commits, the last sees all `total`. */
+static int ro_reader(const char *uri, int flags, int done_fd, int64_t total) {
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(uri, &db, flags | SQLITE_OPEN_URI, "tshm") != SQLITE_OK) {
+        fprintf(stderr, "read-only open %s: %s\n", uri, db ? sqlite3_errmsg(db) : "?");
+        return 1;
+    }
+    sqlite3_busy_timeout(db, 20000);
+    int bad = 0, reads = 0, retries = 0, last = 0;
+    int64_t seen = -1, distinct = 0;
+    for (;;) {
+        char c;
+        if (!last && read(done_fd, &c, 1) == 0) last = 1; /* non-blocking: EOF once the writer is done */
+        int e = 0; /* the first error of this transaction */
+        int rc = exec(db, "BEGIN");
+        if (rc != SQLITE_OK) e = sqlite3_extended_errcode(db);
+        int64_t v[4];
+        const char *q[4] = {"SELECT sum(bal) FROM acct", "SELECT count(*) FROM log", "SELECT transfers FROM meta",
+                            "SELECT sum(bal) FROM acct"};
+        for (int i = 0; i < 4; i++)
+            if ((v[i] = scalar(db, q[i])) < 0 && e == 0) e = sqlite3_extended_errcode(db);
+        int end = exec(db, "COMMIT");
+        if (end != SQLITE_OK && e == 0) e = sqlite3_extended_errcode(db);
+        int64_t sum = v[0], logs = v[1], transfers = v[2], again = v[3];
+        if (rc != SQLITE_OK || end != SQLITE_OK || sum < 0 || logs < 0 || transfers < 0 || again < 0) {
+            /* what stock SQLite's read-only connections also meet while a writer updates the
+             * header or attaches: BUSY, READONLY_RECOVERY; retried as an application would */
+            if (primary(e) != SQLITE_BUSY && e != SQLITE_READONLY_RECOVERY) {
+                fprintf(stderr, "read-only reader: %s (%d)\n", sqlite3_errstr(e), e);
+                bad++;
+                break;
+            }
+            exec(db, "ROLLBACK");
+            if (++retries > 100000) { bad++; break; }
+            continue;
+        }
+        if (sum != ACCOUNTS * 1000 || again != sum || logs != transfers || transfers < seen) {
+            fprintf(stderr, "read-only reader: sum %lld/%lld, log %lld, transfers %lld after %lld\n", (long long)sum,
+                    (long long)again, (long long)logs, (long long)transfers, (long long)seen);
+            bad++;
+        }
+        if (transfers != seen) distinct++;
+        seen = transfers;
+        reads++;
+        if (last) break;
+    }
+    if (seen != total) fprintf(stderr, "read-only reader saw %lld transfers, expected %lld\n", (long long)seen, (long long)total);
+    if (distinct < 2) fprintf(stderr, "read-only reader never saw a new commit (%d reads)\n", reads);
+    sqlite3_close(db);
+    return bad == 0 && seen == total && distinct >= 2 ? 0 : 1;
+}
+
+/* A writer process: `n` transfers, reporting after the first `first` are committed. */
+static pid_t bank_writer(const char *path, int w, int first, int n, int started_fd) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        sqlite3 *me = open_db(path, "tshm");
+        uint64_t seed = (uint64_t)w * 31 + 7;
+        int rc = 0;
+        for (int i = 0; i < n && rc == 0; i++) {
+            rc = transfer(me, w, i, &seed);
+            if (i + 1 == first && started_fd >= 0 && write(started_fd, "w", 1) != 1) _exit(3);
+        }
+        if (rc) fprintf(stderr, "writer %d: %s\n", w, sqlite3_errmsg(me));
+        sqlite3_close(me);
+        _exit(rc != 0);
+    }
+    return pid;
+}
+
+/* Readers opened as `uri` with `flags` (as user `uid`/`gid` when uid != 0) while a writer
+ * commits; `base` transfers were committed before. */
+static void readers_during_writes(const char *path, const char *uri[], const int flags[], int nreaders, uid_t uid,
+                                  gid_t gid, int64_t base) {
+    enum { N = 120 };
+    int done[2], started[2];
+    if (pipe2(done, O_NONBLOCK) != 0 || pipe(started) != 0) exit(2);
+    pid_t w = bank_writer(path, 7, 5, N, started[1]);
+    char c;
+    CHECK(read(started[0], &c, 1) == 1); /* some commits are in before the readers start */
+    pid_t r[4];
+    for (int i = 0; i < nreaders; i++)
+        if ((r[i] = fork()) == 0) {
+            close(done[1]);
+            if (uid != 0 && (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0)) _exit(4);
+            if (uid != 0 && (access(path, W_OK) == 0 || geteuid() != uid)) _exit(5);
+            _exit(ro_reader(uri[i], flags[i], done[0], base + N));
+        }
+    CHECK(child_wait(w) == 0);
+    close(done[1]);
+    for (int i = 0; i < nreaders; i++) {
+        int code = child_wait(r[i]);
+        if (code != 0) fprintf(stderr, "read-only reader %s exited %d\n", uri[i], code);
+        CHECK(code == 0);
+    }
+    close(done[0]), close(started[0]), close(started[1]);
+}
+
+static void readonly_writable_db(const char *path) {
+    sqlite3 *db = fresh(path);
+    setup_bank(db);
+    sqlite3_close(db);
+    char ro[700];
+    snprintf(ro, sizeof ro, "file:%s?mode=ro", path);
+    const char *uri[] = {ro, path};
+    const int flags[] = {SQLITE_OPEN_READONLY, SQLITE_OPEN_READONLY};
+    readers_during_writes(path, uri, flags, 2, 0, 0, 0);
+    db = open_db(path, "tshm");
+    CHECK(scalar(db, "SELECT transfers FROM meta") == 120);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+}
+
+/* The uid/gid of an unprivileged user for the read-only tests (created if needed), or -1. */
+static int test_user(uid_t *uid, gid_t *gid) {
+    const char *name = "tshm-ro";
+    struct passwd *pw = getpwnam(name);
+    if (pw == NULL && geteuid() == 0 && access("/usr/sbin/useradd", X_OK) == 0) {
+        char cmd[200];
+        snprintf(cmd, sizeof cmd, "/usr/sbin/useradd --system --no-create-home --shell /usr/sbin/nologin %s", name);
+        if (system(cmd) != 0) return -1;
+        pw = getpwnam(name);
+    }
+    if (pw == NULL || pw->pw_uid == 0) return -1;
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    return 0;
+}
+
+/* As a user who can write neither the directory nor the files (-shm and -tshm included). */
+static void readonly_other_user(const char *base) {
+    uid_t uid;
+    gid_t gid;
+    if (geteuid() != 0 || test_user(&uid, &gid) != 0) {
+        printf("  SKIPPED read-only reader as another user: needs root and useradd\n");
+        return;
+    }
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s-dir", base);
+    mkdir(dir, 0755);
+    chmod(dir, 0755);
+    snprintf(path, sizeof path, "%s/ro.db", dir);
+    sqlite3 *db = fresh(path);
+    setup_bank(db);
+    exec(db, "PRAGMA wal_autocheckpoint=0");
+    uint64_t seed = 3;
+    for (int i = 0; i < 10; i++) CHECK(transfer(db, 9, i, &seed) == 0);
+    sqlite3_close(db);
+    /* (a) nobody attached, the WAL holds committed frames a checkpoint has not copied (the
+     *     last process was killed): the reader builds its own index from the WAL, as stock
+     *     SQLite does, and switches to the shared one once a writer attaches */
+    int rel;
+    pid_t keep = holder(path, "tshm", &rel); /* keeps the last close from checkpointing */
+    pid_t w = bank_writer(path, 8, 0, 10, -1);
+    CHECK(child_wait(w) == 0);
+    child_kill(keep);
+    close(rel);
+    char wal[800];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    struct stat st;
+    CHECK(stat(wal, &st) == 0 && st.st_size > 0);
+    const char *uri[] = {path, path};
+    const int flags[] = {SQLITE_OPEN_READWRITE, SQLITE_OPEN_READONLY}; /* READWRITE falls back */
+    int done[2];
+    if (pipe2(done, O_NONBLOCK) != 0) exit(2);
+    int gate[2];
+    if (pipe(gate) != 0) exit(2);
+    pid_t r = fork();
+    if (r == 0) {
+        close(done[1]);
+        close(gate[0]);
+        if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) _exit(4);
+        if (access(path, W_OK) == 0 || access(dir, W_OK) == 0) _exit(5);
+        sqlite3 *me = NULL;
+        if (sqlite3_open_v2(path, &me, SQLITE_OPEN_READONLY, "tshm") != SQLITE_OK) _exit(6);
+        int ok = scalar(me, "SELECT transfers FROM meta") == 20 && scalar(me, "SELECT count(*) FROM log") == 20 &&
+                 scalar(me, "SELECT sum(bal) FROM acct") == ACCOUNTS * 1000;
+        if (!ok) fprintf(stderr, "read-only reader alone: %s\n", sqlite3_errmsg(me));
+        if (write(gate[1], &ok, sizeof ok) != sizeof ok) _exit(3);
+        sqlite3_close(me);
+        _exit(ro_reader(path, SQLITE_OPEN_READONLY, done[0], 20 + 120) || !ok);
+    }
+    close(gate[1]);
+    int ok = 0;
+    CHECK(read(gate[0], &ok, sizeof ok) == sizeof ok && ok);
+    close(gate[0]);
+    w = bank_writer(path, 6, 0, 120, -1);
+    CHECK(child_wait(w) == 0);
+    close(done[1]);
+    CHECK(child_wait(r) == 0);
+    close(done[0]);
+    /* (b) readers as that user while a root writer commits */
+    readers_during_writes(path, uri, flags, 2, uid, gid, 140);
+    db = open_db(path, "tshm");
+    CHECK(scalar(db, "SELECT transfers FROM meta") == 260);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     ext = getenv("TSHM_SQLITE_EXT");
@@ -448,6 +756,7 @@ int main(void) {
     }
     load_shim();
     CHECK(sqlite3_vfs_find("tshm") != NULL);
+    register_stock_fast();
     double t = now_ms();
     shmlock_table(test_db("shmlock.db"));
     printf("  xShmLock table, one process and three: %.0f ms\n", now_ms() - t);
@@ -463,5 +772,14 @@ int main(void) {
     t = now_ms();
     last_close_and_cli(test_db("cli.db"));
     printf("  last close, inspector, sqlite3 shell: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    stock_in_guard_windows();
+    printf("  stock SQLite inside the guard's steps, first and joining: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    readonly_writable_db(test_db("rw-ro.db"));
+    printf("  mode=ro and SQLITE_OPEN_READONLY readers during writes: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    readonly_other_user(test_db("other"));
+    printf("  read-only reader as another user, alone and during writes: %.0f ms\n", now_ms() - t);
     return harness_done("test_sqlite");
 }

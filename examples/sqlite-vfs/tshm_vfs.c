@@ -19,12 +19,28 @@
  *
  * Fail-closed against stock SQLite: a process using the plain unix VFS on the same database
  * would use <db>-shm and never see libtshm's locks. So every shim connection also holds
- * open-file-description read locks on <db>-shm bytes 120 (SQLite's WAL write lock) and 128 (its
- * dead-man switch), and the shim keeps that file empty. A stock process that arrives later is
- * not first (byte 128 is held), finds no valid wal-index, and cannot take the write lock to
- * recover or write: every query fails with SQLITE_BUSY. A stock process that is already there
- * has initialized <db>-shm; a shim connection that finds it non-empty while byte 128 is held
- * refuses with SQLITE_PROTOCOL.
+ * open-file-description read locks on <db>-shm bytes 120, 121 and 122 (SQLite's WAL write,
+ * checkpoint and recover locks) and 128 (its dead-man switch), and the shim keeps that file
+ * empty. It takes the first three before it looks at the dead-man switch, so a stock process
+ * that arrives at any moment is not first (byte 128 is held) or cannot build a wal-index: it
+ * finds none, and cannot take the write or recover lock to recover, write or checkpoint;
+ * every query fails with SQLITE_BUSY or SQLITE_PROTOCOL. A stock process that is already
+ * there has initialized <db>-shm or holds one of those locks; a shim connection that finds
+ * that refuses with SQLITE_PROTOCOL.
+ *
+ * Read-only connections work as with stock SQLite. Where this user can write <db>-shm and the
+ * sidecar, a read-only connection uses an ordinary handle. Where not (a database, -shm or
+ * sidecar it cannot write, a directory it cannot write, or ?readonly_shm=1), <db>-shm is
+ * opened read-only (read locks need no more), and:
+ *   - while another shim connection has a libtshm handle (each holds a read lock on <db>-shm
+ *     byte 129 while it does), the connection opens a read-only handle: xShmMap answers
+ *     SQLITE_READONLY with the regions mapped read-only, and SQLite takes only SHARED locks,
+ *     which libtshm gives read-only handles as kernel read locks its EXCLUSIVE lockers check;
+ *   - while none has, the sidecar's regions may be left from an earlier session, so xShmMap
+ *     answers SQLITE_READONLY_CANTINIT and SQLite builds a private wal-index from the WAL for
+ *     each read transaction, holding WAL_READ_LOCK(0) as a read lock on <db>-shm byte 123,
+ *     which shim checkpointers respect. SQLite asks again at each transaction and switches to
+ *     the shared regions once a handle can be opened.
  *
  * Loading sets the VFS as the default when the environment variable TSHM_SQLITE_DEFAULT is
  * set to 1; otherwise open with vfs "tshm" (URI ?vfs=tshm or sqlite3_open_v2's zVfs).
@@ -35,20 +51,31 @@ SQLITE_EXTENSION_INIT1
 
 #include "tshm.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define UNIX_SHM_WRITE 120 /* SQLite's unix VFS: lock byte of WAL_WRITE_LOCK in <db>-shm */
-#define UNIX_SHM_DMS 128   /* ... and its dead-man switch */
+/* Bytes of <db>-shm that SQLite's unix VFS locks: 120 + slot for its 8 lock slots, 128 its
+ * dead-man switch. 129 is the shim's own. */
+#define UNIX_SHM_BASE 120
+#define UNIX_SHM_WRITE 120   /* WAL_WRITE_LOCK */
+#define UNIX_SHM_CKPT 121    /* WAL_CKPT_LOCK */
+#define UNIX_SHM_RECOVER 122 /* WAL_RECOVER_LOCK */
+#define UNIX_SHM_READ0 123   /* WAL_READ_LOCK(0) */
+#define UNIX_SHM_DMS 128
+#define SHIM_ATTACHED 129 /* held shared by every shim connection that has a libtshm handle */
 
 typedef struct ShimFile {
     sqlite3_file base;
-    tshm *h;         /* this connection's libtshm handle, opened at the first xShmMap */
-    int readonly;    /* the handle could not open the sidecar for writing */
-    int guard_fd;    /* <db>-shm, holding the read locks of the stock-SQLite guard */
+    tshm *h;          /* this connection's libtshm handle, opened at the first xShmMap */
+    int readonly;     /* h is read-only: the wal-index is mapped read-only (SQLITE_READONLY) */
+    int guard_fd;     /* <db>-shm, holding the read locks of the stock-SQLite guard */
+    int guard_rdonly; /* ... opened O_RDONLY (this user cannot write it) */
+    unsigned guard_slots; /* lock slots held SHARED on <db>-shm bytes while h is NULL */
     const char *path; /* SQLite keeps the name valid until xClose */
 } ShimFile;
 
@@ -70,44 +97,144 @@ static int ofd_lock(int fd, short type, off_t byte) {
     return fcntl(fd, F_OFD_SETLK, &l);
 }
 
+/* Whether another open file description (any process, or another connection here) holds a
+ * lock on `byte`: 1 yes, 0 no, -1 error. */
+static int ofd_held(int fd, off_t byte) {
+    struct flock l;
+    memset(&l, 0, sizeof l);
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    l.l_start = byte;
+    l.l_len = 1;
+    if (fcntl(fd, F_OFD_GETLK, &l) != 0) return -1;
+    return l.l_type != F_UNLCK;
+}
+
+/* Test stop point: TSHM_SQLITE_TEST_STOP="<name>:<notify fd>:<resume fd>", read once per
+ * connection when it attaches. At the named point the connection writes one byte to the
+ * notify descriptor and waits for one byte on the resume descriptor. */
+typedef struct { char name[16]; int notify, resume; } StopPoint;
+
+static void stop_point_read(StopPoint *sp) {
+    const char *v = getenv("TSHM_SQLITE_TEST_STOP");
+    sp->name[0] = 0;
+    if (v == NULL || sscanf(v, "%15[a-z]:%d:%d", sp->name, &sp->notify, &sp->resume) != 3) sp->name[0] = 0;
+}
+
+static void stop_point(const StopPoint *sp, const char *name) {
+    char c = 's';
+    if (sp->name[0] == 0 || strcmp(sp->name, name) != 0) return;
+    if (write(sp->notify, &c, 1) == 1 && read(sp->resume, &c, 1) == 1) {}
+}
+
+static char *suffixed(const char *path, const char *sfx) {
+    size_t n = strlen(path), m = strlen(sfx);
+    char *r = malloc(n + m + 1);
+    if (r != NULL) {
+        memcpy(r, path, n);
+        memcpy(r + n, sfx, m + 1);
+    }
+    return r;
+}
+
+/* Takes the guard: every lock first, then the decisions, so that a stock process can never
+ * find a moment in which it could recover or checkpoint:
+ *   1. read locks on 120, 121, 122 (write, checkpoint, recover): a stock process that joins
+ *      from now on can take none of them exclusively, so it can never build a wal-index of
+ *      its own, write or checkpoint; failing here means a stock process is at work;
+ *   2. the dead-man switch 128: exclusive when nobody (stock or shim) has the database open,
+ *      then empty <db>-shm and downgrade in place; shared otherwise;
+ *   3. <db>-shm must be empty: only stock SQLite ever writes it.
+ * A user who cannot write <db>-shm opens it read-only (read locks need only read access) and
+ * never takes the switch exclusively; as with stock SQLite, there is no -shm without a
+ * writer having created it. */
 static int guard_take(ShimFile *p) {
-    size_t n = strlen(p->path);
-    char *shm = malloc(n + 5);
+    StopPoint sp;
+    stop_point_read(&sp);
+    char *shm = suffixed(p->path, "-shm");
     if (shm == NULL) return SQLITE_NOMEM;
-    memcpy(shm, p->path, n);
-    memcpy(shm + n, "-shm", 5);
     struct stat st;
     mode_t mode = stat(p->path, &st) == 0 ? (st.st_mode & 0666) : 0644;
-    int fd = open(shm, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
-    free(shm);
-    if (fd < 0) return SQLITE_IOERR_SHMOPEN;
-    int rc = SQLITE_OK;
-    if (ofd_lock(fd, F_WRLCK, UNIX_SHM_DMS) == 0) {
-        /* nobody, stock or shim, has the database open: start from an empty <db>-shm */
-        if (ftruncate(fd, 0) != 0 || ofd_lock(fd, F_RDLCK, UNIX_SHM_DMS) != 0) rc = SQLITE_IOERR_SHMOPEN;
-    } else if (ofd_lock(fd, F_RDLCK, UNIX_SHM_DMS) != 0) {
-        rc = SQLITE_BUSY; /* a stock process is initializing <db>-shm right now */
-    } else if (fstat(fd, &st) != 0 || st.st_size > 0) {
-        rc = SQLITE_PROTOCOL; /* only stock SQLite writes <db>-shm: it is using the database */
+    int rdonly = sqlite3_uri_boolean(p->path, "readonly_shm", 0);
+    int fd = rdonly ? -1 : open(shm, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0 && (rdonly || errno == EACCES || errno == EROFS || errno == EPERM)) {
+        rdonly = 1;
+        fd = open(shm, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     }
-    if (rc == SQLITE_OK && ofd_lock(fd, F_RDLCK, UNIX_SHM_WRITE) != 0)
-        rc = SQLITE_PROTOCOL; /* a stock writer holds its write lock */
+    free(shm);
+    if (fd < 0) return SQLITE_CANTOPEN;
+    int rc = SQLITE_OK;
+    if (ofd_lock(fd, F_RDLCK, UNIX_SHM_WRITE) != 0 || ofd_lock(fd, F_RDLCK, UNIX_SHM_CKPT) != 0 ||
+        ofd_lock(fd, F_RDLCK, UNIX_SHM_RECOVER) != 0)
+        rc = errno == EAGAIN || errno == EACCES ? SQLITE_PROTOCOL : SQLITE_IOERR_SHMOPEN;
+    stop_point(&sp, "locked");
+    if (rc == SQLITE_OK) {
+        if (!rdonly && ofd_lock(fd, F_WRLCK, UNIX_SHM_DMS) == 0) {
+            /* nobody, stock or shim, has the database open: start from an empty <db>-shm */
+            if (ftruncate(fd, 0) != 0 || ofd_lock(fd, F_RDLCK, UNIX_SHM_DMS) != 0) rc = SQLITE_IOERR_SHMOPEN;
+        } else if (ofd_lock(fd, F_RDLCK, UNIX_SHM_DMS) != 0) {
+            rc = SQLITE_BUSY; /* a stock process is initializing <db>-shm right now */
+        }
+    }
+    stop_point(&sp, "dms");
+    if (rc == SQLITE_OK && (fstat(fd, &st) != 0 || st.st_size > 0))
+        rc = SQLITE_PROTOCOL; /* only stock SQLite writes <db>-shm: it is using the database */
+    stop_point(&sp, "checked");
     if (rc != SQLITE_OK) {
         close(fd);
         return rc;
     }
     p->guard_fd = fd;
+    p->guard_rdonly = rdonly;
     return SQLITE_OK;
 }
 
+/* A read-only handle on the sidecar: only while another shim connection has a handle open
+ * (SHIM_ATTACHED), which proves the wal-index in the sidecar belongs to this session of the
+ * database, like a held dead-man switch for stock SQLite. Returns 1 when opened; 0 when
+ * nobody is attached (SQLite then keeps a private wal-index, READONLY_CANTINIT). */
+static int open_readonly(ShimFile *p) {
+    if (ofd_held(p->guard_fd, SHIM_ATTACHED) != 1) return 0;
+    tshm_options o;
+    tshm_options_init(&o);
+    o.flags = TSHM_OPEN_READONLY;
+    if (tshm_open(p->path, &o, &p->h) != TSHM_OK) {
+        p->h = NULL;
+        return 0;
+    }
+    p->readonly = 1;
+    ofd_lock(p->guard_fd, F_RDLCK, SHIM_ATTACHED);
+    return 1;
+}
+
+/* Whether this user can write the sidecar (or, when it does not exist yet, create it). */
+static int sidecar_writable(const char *path) {
+    char *side = suffixed(path, "-tshm");
+    if (side == NULL) return 1;
+    int ok = faccessat(AT_FDCWD, side, W_OK, AT_EACCESS) == 0 || errno == ENOENT;
+    free(side);
+    return ok;
+}
+
 static int attach(ShimFile *p) {
-    if (p->h != NULL) return SQLITE_OK;
+    if (p->guard_fd >= 0) return SQLITE_OK;
     int rc = guard_take(p);
     if (rc != SQLITE_OK) return rc;
+    if (p->guard_rdonly || !sidecar_writable(p->path)) {
+        open_readonly(p); /* or no handle yet: see shimShmMap */
+        return SQLITE_OK;
+    }
     rc = tshm_open(p->path, NULL, &p->h);
     if (rc == TSHM_OK) {
         tshm_info info;
-        p->readonly = tshm_info_get(p->h, &info) == TSHM_OK && info.readonly;
+        if (tshm_info_get(p->h, &info) == TSHM_OK && info.readonly) {
+            /* the sidecar turned out read-only: the rules of open_readonly apply */
+            tshm_close(p->h, NULL);
+            p->h = NULL;
+            open_readonly(p);
+            return SQLITE_OK;
+        }
+        ofd_lock(p->guard_fd, F_RDLCK, SHIM_ATTACHED);
         return SQLITE_OK;
     }
     close(p->guard_fd);
@@ -117,8 +244,19 @@ static int attach(ShimFile *p) {
 }
 
 static void detach(ShimFile *p) {
-    if (p->h != NULL) tshm_close(p->h, NULL);
+    if (p->h != NULL) {
+        struct flock l;
+        memset(&l, 0, sizeof l);
+        l.l_type = F_UNLCK;
+        l.l_whence = SEEK_SET;
+        l.l_start = SHIM_ATTACHED;
+        l.l_len = 1;
+        fcntl(p->guard_fd, F_OFD_SETLK, &l); /* before the handle goes: see open_readonly */
+        tshm_close(p->h, NULL);
+    }
     p->h = NULL;
+    p->readonly = 0;
+    p->guard_slots = 0;
     if (p->guard_fd >= 0) close(p->guard_fd);
     p->guard_fd = -1;
 }
@@ -126,17 +264,36 @@ static void detach(ShimFile *p) {
 /* ---------------------------------------------------------------------------------------- */
 /* Shared memory                                                                              */
 
+/* Read-only connections (a -shm or sidecar this user cannot write), as with stock SQLite:
+ * while another shim connection has the sidecar open, the wal-index regions are mapped
+ * read-only and every xShmMap answers SQLITE_READONLY; SQLite then only reads them and takes
+ * only SHARED locks (libtshm's read-only holders). While nobody has, xShmMap answers
+ * SQLITE_READONLY_CANTINIT: SQLite builds a private wal-index from the WAL for each read
+ * transaction, holding WAL_READ_LOCK(0) as a read lock on <db>-shm byte 123 (as stock SQLite
+ * does), which a shim checkpointer respects (shimShmLock); it asks xShmMap again at every
+ * transaction and switches over once a handle can be opened. */
 static int shimShmMap(sqlite3_file *f, int iRegion, int szRegion, int bExtend, void volatile **pp) {
     ShimFile *p = (ShimFile *)f;
     int rc = attach(p);
     if (rc != SQLITE_OK) return rc;
-    /* a sidecar this user cannot write: SQLite falls back to its private wal-index */
-    if (p->readonly) return SQLITE_READONLY_CANTINIT;
+    *pp = NULL;
+    if (p->h == NULL && !open_readonly(p)) return SQLITE_READONLY_CANTINIT;
     void *ptr = NULL;
-    rc = tshm_region(p->h, (uint32_t)iRegion, (size_t)szRegion, bExtend, &ptr);
-    if (rc == TSHM_READONLY) return SQLITE_READONLY_CANTINIT;
+    rc = tshm_region(p->h, (uint32_t)iRegion, (size_t)szRegion, p->readonly ? 0 : bExtend, &ptr);
     if (rc != TSHM_OK) return SQLITE_IOERR_SHMMAP;
     *pp = ptr;
+    return p->readonly ? SQLITE_READONLY : SQLITE_OK;
+}
+
+/* Without a libtshm handle (READONLY_CANTINIT): SHARED locks are read locks on <db>-shm, as
+ * stock SQLite takes them; 120..122 are held by the guard already. */
+static int guard_shm_lock(ShimFile *p, int offset, int n, int flags) {
+    if (flags & SQLITE_SHM_EXCLUSIVE) return (flags & SQLITE_SHM_UNLOCK) ? SQLITE_OK : SQLITE_READONLY;
+    if (n != 1 || offset < 3 || (flags & SQLITE_SHM_UNLOCK)) return SQLITE_OK;
+    if (p->guard_slots & 1u << offset) return SQLITE_OK;
+    if (ofd_lock(p->guard_fd, F_RDLCK, UNIX_SHM_BASE + offset) != 0)
+        return errno == EAGAIN || errno == EACCES ? SQLITE_BUSY : SQLITE_IOERR_SHMLOCK;
+    p->guard_slots |= 1u << offset;
     return SQLITE_OK;
 }
 
@@ -144,11 +301,31 @@ static int shimShmLock(sqlite3_file *f, int offset, int n, int flags) {
     ShimFile *p = (ShimFile *)f;
     int rc = attach(p);
     if (rc != SQLITE_OK) return rc;
+    if ((flags & SQLITE_SHM_UNLOCK) && n == 1 && offset < 8 && (p->guard_slots & 1u << offset)) {
+        /* taken before this connection had a handle */
+        struct flock l;
+        memset(&l, 0, sizeof l);
+        l.l_type = F_UNLCK;
+        l.l_whence = SEEK_SET;
+        l.l_start = UNIX_SHM_BASE + offset;
+        l.l_len = 1;
+        p->guard_slots &= ~(1u << offset);
+        return fcntl(p->guard_fd, F_OFD_SETLK, &l) == 0 ? SQLITE_OK : SQLITE_IOERR_SHMLOCK;
+    }
+    if (p->h == NULL) return guard_shm_lock(p, offset, n, flags);
     uint32_t tf = (flags & SQLITE_SHM_SHARED) ? TSHM_LOCK_SHARED : TSHM_LOCK_EXCLUSIVE;
     if (flags & SQLITE_SHM_UNLOCK) tf |= TSHM_LOCK_UNLOCK;
     rc = tshm_lock(p->h, (uint32_t)offset, (uint32_t)n, tf);
+    if (rc == TSHM_OK && tf == TSHM_LOCK_EXCLUSIVE && offset <= 3 && offset + n > 3 &&
+        ofd_held(p->guard_fd, UNIX_SHM_READ0) != 0) {
+        /* a connection without a handle reads with its own wal-index under WAL_READ_LOCK(0):
+         * no checkpoint may copy frames into the database meanwhile */
+        tshm_lock(p->h, (uint32_t)offset, (uint32_t)n, TSHM_LOCK_EXCLUSIVE | TSHM_LOCK_UNLOCK);
+        return SQLITE_BUSY;
+    }
     if (rc == TSHM_OK) return SQLITE_OK;
     if (rc == TSHM_BUSY) return SQLITE_BUSY;
+    if (rc == TSHM_READONLY) return SQLITE_READONLY;
     /* releasing a lock that is not held is harmless, as in the unix VFS; converting a slot
      * this connection holds in the other mode is refused as a conflict, never granted */
     if (rc == TSHM_MISUSE) return (flags & SQLITE_SHM_UNLOCK) ? SQLITE_OK : SQLITE_BUSY;
