@@ -214,11 +214,11 @@ static void test_readwrite_open_after_readonly_open_in_one_process(void) {
     CHECK_RC(tshm_open(db, NULL, &w), TSHM_OK);
     if (w != NULL) {
         CHECK(info_of(w).readonly == 0);
-        /* nobody else is attached: the writable handle is the session's first opener, as it
-         * would have been without the read-only handle before it */
-        CHECK(info_of(w).initialized == 1);
+        /* it joins the session the read-only handle opened: the state it finds is intact */
+        CHECK(info_of(w).initialized == 0);
         uint64_t f = 0;
-        CHECK_RC(tshm_index_find(w, 7, UINT64_MAX, &f), TSHM_NOTFOUND);
+        CHECK_RC(tshm_index_find(w, 7, UINT64_MAX, &f), TSHM_OK);
+        CHECK(f == 1);
         CHECK_RC(tshm_writer_acquire(w, 0), TSHM_OK);
         publish_max_frame(w, 9);
         CHECK_RC(tshm_writer_release(w), TSHM_OK);
@@ -228,6 +228,17 @@ static void test_readwrite_open_after_readonly_open_in_one_process(void) {
         CHECK(s.max_frame == 9);
         /* the read-only handle stays read-only */
         CHECK_RC(tshm_writer_acquire(r, 0), TSHM_READONLY);
+        /* an EXCLUSIVE open against this process's SHARED handles fails and changes nothing:
+         * another process still joins */
+        tshm *x = NULL;
+        CHECK(open_with(db, TSHM_OPEN_EXCLUSIVE, 0, 0) == NULL);
+        fflush(NULL);
+        pid_t kid = fork();
+        if (kid == 0) {
+            x = open_with(db, 0, 0, 0);
+            _exit(x != NULL && tshm_close(x, NULL) == TSHM_OK ? 0 : 1);
+        }
+        CHECK(child_wait(kid) == 0);
         close_ok(w);
     }
     close_ok(r);
@@ -648,6 +659,24 @@ static void test_option_sizes_out_of_any_range_are_refused(void) {
     close_ok(h);
 }
 
+struct ro_rw_race {
+    const char *db;
+    volatile int stop;
+    int bad;
+};
+
+static void *ro_open_close_loop(void *p) {
+    struct ro_rw_race *r = p;
+    tshm_options o;
+    tshm_options_init(&o);
+    o.flags = TSHM_OPEN_READONLY;
+    while (!r->stop) {
+        tshm *h = NULL;
+        if (tshm_open(r->db, &o, &h) == TSHM_OK) tshm_close(h, NULL);
+    }
+    return NULL;
+}
+
 static void open_in_unwritable_directory(void *arg) {
     const char *dir = arg;
     if (geteuid() == 0) {
@@ -681,6 +710,25 @@ static void open_in_unwritable_directory(void *arg) {
         CHECK_RC(tshm_snapshot_get(h, &s), TSHM_OK);
         close_ok(h);
     }
+    /* Read-only and (refused) read-write opens of that sidecar racing in two threads. */
+    snprintf(db, sizeof db, "%s/readable.db", dir);
+    struct ro_rw_race race = {db, 0, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, ro_open_close_loop, &race);
+    for (int i = 0; i < 3000; i++) {
+        tshm *x = NULL;
+        int rc = tshm_open(db, NULL, &x);
+        if (rc == TSHM_OK) {
+            if (info_of(x).readonly != 1) race.bad++;
+            tshm_close(x, NULL);
+        } else if (rc != TSHM_READONLY) {
+            race.bad++;
+        }
+    }
+    race.stop = 1;
+    pthread_join(t, NULL);
+    CHECK(race.bad == 0);
+
     /* A FIFO where the sidecar should be is refused at once (it would block an open). */
     snprintf(db, sizeof db, "%s/fifo.db", dir);
     h = NULL;

@@ -575,7 +575,9 @@ int tshm_options_init(struct tshm_options *opts);
  *   read-only path;
  * * `TSHM_READONLY`: `TSHM_OPEN_EXCLUSIVE` on a sidecar this process cannot write; a read-write
  *   open while this process holds the sidecar through a read-only descriptor (it was not
- *   writable when first opened here: close every handle on it first); a read-only filesystem;
+ *   writable when first opened here: close every handle on it first). (An existing sidecar
+ *   this process may not write, e.g. on a read-only filesystem, gives a read-only handle; one
+ *   that cannot be created there is `TSHM_CANTOPEN`.)
  * * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid);
  * * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
  *   re-initializes instead);
@@ -780,7 +782,8 @@ int tshm_index_find(const struct tshm *h, uint32_t page, uint64_t max_frame, uin
  * committed entry.
  *
  * Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, `max_frame` below the committed one,
- * bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT`; `TSHM_INTERNAL`.
+ * bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT`; `TSHM_IOERR` (mapping a
+ * grown part of the index failed); `TSHM_INTERNAL`.
  *
  * # Safety
  * `h` is NULL or a handle.

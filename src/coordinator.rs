@@ -264,10 +264,12 @@ impl Coordinator {
             // Only the process's first handle runs the open protocol and needs the init byte;
             // a later one joins under `open_close` alone, so a process stopped in the middle of
             // its own open never holds up this process's other handles.
-            let first = {
-                let att = node.attached.lock().unwrap_or_else(|e| e.into_inner());
-                att.handles == 0 || (att.joined_readonly && !readonly)
-            };
+            let first = node
+                .attached
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .handles
+                == 0;
             if first {
                 let init_kind = if node.writable {
                     Kind::Exclusive
@@ -314,19 +316,6 @@ impl Coordinator {
         let mut att = node.attached.lock().unwrap_or_else(|e| e.into_inner());
         let mut initialized = false;
         let first = att.handles == 0;
-        if !first && !readonly && att.joined_readonly {
-            // The process's handles so far are read-only and could not initialize. Alone now
-            // (the lifetime byte converts to exclusive in place), this one does what the first
-            // opener would have done; otherwise others are attached and it simply joins.
-            att.joined_readonly = false;
-            if node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive)? {
-                if let Err(e) = Self::first_open(node, opts, readers) {
-                    node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)?;
-                    return Err(e);
-                }
-                initialized = true;
-            }
-        }
         if !first && att.exclusive != opts.exclusive {
             return Err(Error::Conflict(format!(
                 "this process already has the sidecar open in {} mode",
@@ -344,7 +333,6 @@ impl Coordinator {
                 node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
                 return Err(e);
             }
-            att.joined_readonly = readonly;
         }
         let ident = if readonly {
             None

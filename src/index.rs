@@ -245,9 +245,13 @@ impl<'a> Index<'a> {
             n = u * NODES_PER_UNIT + 1;
             end.store(n + NODES_PER_UNIT, Release);
         }
+        // a node number is a u32 in every table word: a mutated allocator beyond that is corrupt,
+        // not a reason to hand out a truncated (existing) node page
+        let n32 = u32::try_from(n)
+            .map_err(|_| Error::Corrupt(format!("index node allocator at page {n}")))?;
         next.store(n + 1, Release);
         word(self.shm, H_IX_NODES).fetch_add(1, Relaxed);
-        Ok(n as u32)
+        Ok(n32)
     }
 
     /// Pool offset of block `b`, giving it a unit when it has none (writer only).
@@ -428,6 +432,11 @@ impl<'a> Index<'a> {
                             return Ok(tree);
                         }
                     }
+                    if full {
+                        // the whole chain, not only down to its newest live entry (no frame is
+                        // at or below 0): chains are per page, so this is O(entries) in all
+                        self.walk(page, d, g, 0)?;
+                    }
                 }
             }
         }
@@ -446,6 +455,31 @@ impl<'a> Index<'a> {
             return Err(Error::Busy(
                 "the frame index was reset during the check".into(),
             ));
+        }
+        // The dead counter counts exactly the marks below the floor (marks above it are a
+        // killed rollback's, which the next trim counts).
+        let count = word(self.shm, H_IX_COUNT).load(Acquire);
+        let trim = word(self.shm, H_IX_FLOOR).load(Acquire);
+        let (floor, dead) = split_trim(trim);
+        if floor > count {
+            return Err(Error::Corrupt(format!(
+                "index trim floor {floor} beyond the {count} entries"
+            )));
+        }
+        let mut marks = 0;
+        for slot in 0..floor {
+            marks += (self.entry(slot)?.frame & DEAD != 0) as u64;
+        }
+        fence(Acquire);
+        if word(self.shm, H_IX_FLOOR).load(Relaxed) != trim {
+            return Err(Error::Busy(
+                "the frame index was rolled back during the check".into(),
+            ));
+        }
+        if marks != dead {
+            return Err(Error::Corrupt(format!(
+                "index counts {dead} dead entries below its floor {floor} but {marks} are marked"
+            )));
         }
         let units = self.units();
         let reserved = word(self.shm, H_IX_RESERVED).load(Acquire);
@@ -549,16 +583,29 @@ impl<'a> Index<'a> {
 
     /// Empties the index (the WAL restarted). Writer only. Keeps the pool's space for reuse.
     pub fn reset(&self) {
-        // The counters first, then the generation (Release), then the count: a joiner that
-        // reads the generation before and after its loads (validate) and sees it unchanged
-        // read counters of one generation, with the trim word at most the count.
-        for off in [H_IX_FLOOR, H_IX_FLOOR_FRAME, H_IX_TAIL] {
+        let _ = self.reset_steps();
+    }
+
+    /// [`Index::reset`]'s stores, each after a stop point (tests stop it there: a kill).
+    fn reset_steps(&self) -> Result<()> {
+        // The trim words first, then the generation (Release), then the count, the tail last:
+        // a joiner that reads the generation before and after its loads (validate) and sees it
+        // unchanged read counters of one generation, with the trim word at most the count; and
+        // a kill at any store leaves a tail above the committed frame (the next writer's trim
+        // finishes the job) or the index empty, never old entries under a tail of 0.
+        for off in [H_IX_FLOOR, H_IX_FLOOR_FRAME] {
+            stop_point()?;
             word(self.shm, off).store(0, Relaxed);
         }
         let gen = word(self.shm, H_IX_GEN);
+        stop_point()?;
         gen.store(gen.load(Relaxed).wrapping_add(1), Release);
         fence(Release);
+        stop_point()?;
         word(self.shm, H_IX_COUNT).store(0, Release);
+        stop_point()?;
+        word(self.shm, H_IX_TAIL).store(0, Release);
+        Ok(())
     }
 
     /// Empties the index and forgets the pool and the engine regions in it (first opener,
@@ -1182,6 +1229,55 @@ mod killed_truncates {
             .filter(|s| ix.entry(*s).unwrap().frame & DEAD != 0)
             .count() as u64;
         (st.entries, st.dead, marks)
+    }
+
+    /// A reset (after the WAL restarted) killed at any store, then the next writer's trim to
+    /// the committed frame (0) and the new WAL's first frame: no lookup answers from the old WAL.
+    #[test]
+    fn reset_killed_at_any_store_never_answers_from_the_old_wal() {
+        for k in 0.. {
+            let (_f, m) = fresh("reset.tshm");
+            let ix = Index::new(&m);
+            for (p, f) in [(1u32, 1u64), (2, 2), (3, 3)] {
+                ix.append(p, f, 0).unwrap();
+            }
+            STOP.with(|s| s.set(Some(k)));
+            let stopped = ix.reset_steps().is_err();
+            STOP.with(|s| s.set(None));
+            if ix.tail() > 0 {
+                ix.truncate(0).unwrap(); // what the next writer's acquire does
+            }
+            ix.append(2, 1, 0).unwrap();
+            assert_eq!(ix.find(1, 1).unwrap(), None, "kill after {k} stores");
+            assert_eq!(ix.find(2, 1).unwrap(), Some(1), "kill after {k} stores");
+            assert_eq!(ix.find(3, 1).unwrap(), None, "kill after {k} stores");
+            if !stopped {
+                break;
+            }
+        }
+    }
+
+    /// The inspector's check follows every chain to its end and counts the dead marks.
+    #[test]
+    fn check_finds_a_broken_link_below_the_newest_entry_and_a_wrong_dead_count() {
+        let (_f, m) = fresh("check.tshm");
+        let ix = Index::new(&m);
+        for f in 1..=4 {
+            ix.append(1, f, 0).unwrap();
+        }
+        ix.truncate(3).unwrap();
+        ix.check().unwrap();
+        // the dead counter says 0 while slot 3 is marked
+        let trim = word(&m.shm, H_IX_FLOOR);
+        let good = trim.load(Relaxed);
+        let (floor, _) = split_trim(good);
+        trim.store(make_trim(floor, 0), Relaxed);
+        assert!(matches!(ix.check(), Err(Error::Corrupt(_))));
+        trim.store(good, Relaxed);
+        // slot 0, under the newest live entry of page 1's chain, claims page 7
+        let off = ix.entry_off(0).unwrap();
+        m.pool.u64(off).unwrap().store(7, Relaxed);
+        assert!(matches!(ix.check(), Err(Error::Corrupt(_))));
     }
 
     #[test]

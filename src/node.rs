@@ -85,9 +85,6 @@ pub struct Mapped {
 pub struct Attached {
     pub handles: u32,
     pub exclusive: bool,
-    /// The process joined through a read-only first handle, which may not initialize: the next
-    /// writable handle tries the first-open protocol again.
-    pub joined_readonly: bool,
 }
 
 pub struct Node {
@@ -100,6 +97,10 @@ pub struct Node {
     table: Mutex<ByteTable>,
     pub open_close: Mutex<()>,
     pub attached: Mutex<Attached>,
+    /// Descriptors on the same inode that racing openers opened before they found this node:
+    /// closing one while the node holds locks would drop them (POSIX), so they are closed with
+    /// the node's own.
+    spare_fds: Mutex<Vec<RawFd>>,
 }
 
 /// Bumped in the child after every `fork()`; handles and nodes remember the value they were
@@ -192,6 +193,7 @@ fn lookup(reg: &Registry, key: &(u64, u64)) -> Found {
 impl Node {
     /// Returns this process's node for the sidecar of `db_path`, opening the sidecar when the
     /// process has none. `readonly`/`create` are passed to [`crate::region::open_sidecar`].
+    /// No file-system call is made under the registry lock: a hung mount stalls only the opener.
     pub fn get(
         db_path: &std::path::Path,
         readonly: bool,
@@ -202,9 +204,14 @@ impl Node {
         let path = crate::region::sidecar_path(db_path);
         let mut waited = false;
         loop {
+            // The sidecar itself, not what a symbolic link points to (the open refuses links).
+            let key = std::fs::symlink_metadata(&path).ok().map(|meta| {
+                use std::os::unix::fs::MetadataExt;
+                (meta.dev(), meta.ino())
+            });
             // Declared before the registry guard, so every node they hold outlives it.
             let mut inherited = Vec::new();
-            let step;
+            let found;
             {
                 let mut reg = registry();
                 let now = fork_gen();
@@ -221,27 +228,27 @@ impl Node {
                     }
                     false
                 });
-                // The sidecar itself, not what a symbolic link points to (the open refuses
-                // links).
-                let key = std::fs::symlink_metadata(&path).ok().map(|meta| {
-                    use std::os::unix::fs::MetadataExt;
-                    (meta.dev(), meta.ino())
-                });
-                step = match key.map_or(Found::Absent, |k| lookup(&reg, &k)) {
-                    Found::Live(n) if !readonly && !n.writable => Err(Error::ReadOnly(format!(
+                found = key.map_or(Found::Absent, |k| lookup(&reg, &k));
+            }
+            drop(inherited);
+            // (node, whether it existed before this call)
+            let got = match found {
+                Found::Live(n) => Some((n, true)),
+                Found::Dying => None,
+                Found::Absent => Self::create(db_path, readonly, create, forced)?,
+            };
+            match got {
+                // A node this call created is read-only because the file is: a read-only handle.
+                // One that existed may be read-only only because a read-only open came first.
+                Some((n, true)) if !readonly && !n.writable => {
+                    return Err(Error::ReadOnly(format!(
                         "{} is open in this process through a read-only descriptor (the \
                          sidecar was not writable when it was first opened here; close every \
                          handle on it first)",
                         path.display()
-                    ))),
-                    Found::Live(n) => Ok(Some(n)),
-                    Found::Dying => Ok(None),
-                    Found::Absent => Self::create(&mut reg, db_path, readonly, create, forced, now),
-                };
-            }
-            drop(inherited);
-            match step? {
-                Some(n) => return Ok(n),
+                    )))
+                }
+                Some((n, _)) => return Ok(n),
                 None => {
                     if !waited {
                         crate::testpoint::note("node_get_waits");
@@ -253,16 +260,15 @@ impl Node {
         }
     }
 
-    /// Opens the sidecar and registers a new node for it. `Ok(None)`: the file turned out to be
-    /// an inode whose node is being dropped; the caller retries once that drop is done.
+    /// Opens the sidecar and registers a new node for it: the node, and whether another thread
+    /// had registered it first. `Ok(None)`: the file turned out to be an inode whose node is
+    /// being dropped; the caller retries once that drop is done.
     fn create(
-        reg: &mut Registry,
         db_path: &std::path::Path,
         readonly: bool,
         create: bool,
         forced: Option<Backend>,
-        now: u64,
-    ) -> Result<Option<Arc<Node>>> {
+    ) -> Result<Option<(Arc<Node>, bool)>> {
         let opened = crate::region::open_sidecar(db_path, readonly, create)?;
         let key = match crate::region::file_key(opened.fd) {
             Ok(k) => k,
@@ -271,38 +277,52 @@ impl Node {
                 return Err(e);
             }
         };
-        match lookup(reg, &key) {
-            // The path was replaced between stat and open and now names a file a node already
-            // holds. Closing the new descriptor would drop that node's POSIX locks, so it is
-            // left open (rare: one descriptor per such race).
-            Found::Live(n) => return Ok(Some(n)),
-            // A dying node holds no lock any more: closing this descriptor drops nothing.
-            Found::Dying => {
-                unsafe { libc::close(opened.fd) };
-                return Ok(None);
-            }
-            Found::Absent => {}
-        }
-        let backend = lock::choose(opened.fd, forced);
+        let now = fork_gen();
         let node = Arc::new(Node {
             key,
             fd: AtomicI32::new(opened.fd),
-            backend,
+            backend: lock::choose(opened.fd, forced),
             writable: opened.writable,
             fork_gen: now,
             mapped: OnceLock::new(),
             table: Mutex::new(ByteTable::default()),
             open_close: Mutex::new(()),
             attached: Mutex::new(Attached::default()),
+            spare_fds: Mutex::new(Vec::new()),
         });
-        reg.insert(
-            key,
-            Entry {
-                node: Arc::downgrade(&node),
-                fork_gen: now,
-            },
-        );
-        Ok(Some(node))
+        // Declared before the registry guard, so it outlives it.
+        let found;
+        {
+            let mut reg = registry();
+            found = lookup(&reg, &key);
+            if let Found::Absent = found {
+                reg.insert(
+                    key,
+                    Entry {
+                        node: Arc::downgrade(&node),
+                        fork_gen: now,
+                    },
+                );
+                return Ok(Some((node, false)));
+            }
+        }
+        // Another thread registered the inode meanwhile. The new descriptor must not be closed
+        // while a live node holds locks on the inode: it goes with that node's. A dying node
+        // holds none, so then it is closed at once.
+        let fd = node.fd.swap(-1, Ordering::Relaxed);
+        match found {
+            Found::Live(n) => {
+                n.spare_fds
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(fd);
+                Ok(Some((n, true)))
+            }
+            _ => {
+                unsafe { libc::close(fd) };
+                Ok(None)
+            }
+        }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -311,8 +331,9 @@ impl Node {
 
     fn purge(&self) {
         let fd = self.fd.swap(-1, Ordering::Relaxed);
-        if fd >= 0 {
-            // SAFETY: the descriptor was owned by this node and is closed once.
+        let spares = std::mem::take(&mut *self.spare_fds.lock().unwrap_or_else(|e| e.into_inner()));
+        for fd in spares.into_iter().chain(Some(fd)).filter(|fd| *fd >= 0) {
+            // SAFETY: the descriptors were owned by this node and are closed once.
             unsafe { libc::close(fd) };
         }
     }

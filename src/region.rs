@@ -362,12 +362,25 @@ pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Open
     let path = sidecar_path(db_path);
     let c = cpath(&path)?;
     let base = libc::O_CLOEXEC | libc::O_NOFOLLOW;
-    // O_NONBLOCK: a FIFO or device planted at the path must not hang the open (the registry
-    // lock is held across it); anything but a regular file is refused.
-    let base = base | libc::O_NONBLOCK;
+    // Only a regular file is a sidecar: anything else at the path is refused before it is
+    // opened (a device's open has effects), and the open is non-blocking so that a FIFO swapped
+    // in meanwhile cannot hang it (the check after the open then refuses it). A lease holder
+    // makes a non-blocking open fail with EAGAIN: then it waits for the lease like any open.
+    let not_regular = || std::io::Error::from_raw_os_error(libc::EINVAL);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_file()) {
+        return Err(Error::CantOpen {
+            what: format!("{} is not a regular file", path.display()),
+            source: not_regular(),
+        });
+    }
     let open = |flags: libc::c_int, mode: libc::mode_t| {
         // SAFETY: c is NUL-terminated.
-        let fd = unsafe { libc::open(c.as_ptr(), flags, mode as libc::c_uint) };
+        let mut fd =
+            unsafe { libc::open(c.as_ptr(), flags | libc::O_NONBLOCK, mode as libc::c_uint) };
+        if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+            // SAFETY: as above.
+            fd = unsafe { libc::open(c.as_ptr(), flags, mode as libc::c_uint) };
+        }
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -377,9 +390,9 @@ pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Open
             unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG;
         if !regular {
             unsafe { libc::close(fd) };
-            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            return Err(not_regular());
         }
-        // SAFETY: clears the flag on a descriptor we own.
+        // SAFETY: clears O_NONBLOCK on a descriptor we own.
         unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
         Ok(fd)
     };

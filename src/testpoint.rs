@@ -14,8 +14,7 @@
 //! * [`note`] writes `<name>\n` to the pause descriptor without blocking the thread (so a test
 //!   learns that a thread reached a wait it cannot announce otherwise).
 
-use std::sync::atomic::{AtomicU8, Ordering::*};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
 
 const UNKNOWN: u8 = 0;
 const DISARMED: u8 = 1;
@@ -30,12 +29,9 @@ struct Arming {
     pause_fd: i32,
 }
 
-static ARMING: Mutex<Arming> = Mutex::new(Arming {
-    crash_at: None,
-    fail_at: None,
-    pause_at: None,
-    pause_fd: -1,
-});
+/// The arming read last; published once and never freed (at most one per process and fork).
+/// No lock guards it, so a child forked while another thread read the arming cannot block on one.
+static ARMING: AtomicPtr<Arming> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Forgets the arming, so the next point re-reads the environment. Async-signal-safe: called by
 /// the `fork()` child handler.
@@ -43,24 +39,43 @@ pub fn forget_after_fork() {
     STATE.store(UNKNOWN, Relaxed);
 }
 
-fn arming() -> Option<std::sync::MutexGuard<'static, Arming>> {
-    match STATE.load(Relaxed) {
+/// `getenv` without the Rust environment lock (which a thread of the parent may have held at
+/// `fork()`); test points read the environment only, never change it.
+fn env(name: &std::ffi::CStr) -> Option<String> {
+    // SAFETY: name is NUL-terminated; the result, if any, is a NUL-terminated string.
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    (!v.is_null()).then(|| {
+        unsafe { std::ffi::CStr::from_ptr(v) }
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+fn arming() -> Option<&'static Arming> {
+    match STATE.load(Acquire) {
         DISARMED => return None,
-        ARMED => return Some(ARMING.lock().unwrap_or_else(|e| e.into_inner())),
+        // SAFETY: ARMED is stored after ARMING points to a leaked, never-freed Arming.
+        ARMED => return unsafe { ARMING.load(Acquire).as_ref() },
         _ => {}
     }
-    let mut a = ARMING.lock().unwrap_or_else(|e| e.into_inner());
-    a.crash_at = std::env::var("TSHM_TEST_CRASH_AT").ok();
-    a.fail_at = std::env::var("TSHM_TEST_FAIL_AT").ok();
-    a.pause_at = std::env::var("TSHM_TEST_PAUSE_AT").ok();
-    a.pause_fd = std::env::var("TSHM_TEST_PAUSE_FD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1);
+    let a = Arming {
+        crash_at: env(c"TSHM_TEST_CRASH_AT"),
+        fail_at: env(c"TSHM_TEST_FAIL_AT"),
+        pause_at: env(c"TSHM_TEST_PAUSE_AT"),
+        pause_fd: env(c"TSHM_TEST_PAUSE_FD")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1),
+    };
     let armed =
         a.crash_at.is_some() || a.fail_at.is_some() || (a.pause_at.is_some() && a.pause_fd >= 0);
-    STATE.store(if armed { ARMED } else { DISARMED }, Relaxed);
-    armed.then_some(a)
+    if !armed {
+        STATE.store(DISARMED, Release);
+        return None;
+    }
+    let a: &'static Arming = Box::leak(Box::new(a));
+    ARMING.store(a as *const Arming as *mut Arming, Release);
+    STATE.store(ARMED, Release);
+    Some(a)
 }
 
 fn send(fd: i32, name: &str) {
@@ -82,7 +97,6 @@ pub fn hit(name: &str) {
     }
     if a.pause_at.as_deref() == Some(name) {
         let fd = a.pause_fd;
-        drop(a);
         send(fd, name);
         let mut b = 0u8;
         // SAFETY: reads one byte into a local.
