@@ -331,7 +331,13 @@ impl Node {
 
     fn purge(&self) {
         let fd = self.fd.swap(-1, Ordering::Relaxed);
-        let spares = std::mem::take(&mut *self.spare_fds.lock().unwrap_or_else(|e| e.into_inner()));
+        // (try_lock: in a child purging an inherited node, a parent thread that held the list at
+        // fork() does not exist; those descriptors then stay open)
+        let spares = match self.spare_fds.try_lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(std::sync::TryLockError::Poisoned(e)) => std::mem::take(&mut *e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => Vec::new(),
+        };
         for fd in spares.into_iter().chain(Some(fd)).filter(|fd| *fd >= 0) {
             // SAFETY: the descriptors were owned by this node and are closed once.
             unsafe { libc::close(fd) };

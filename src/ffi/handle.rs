@@ -40,8 +40,31 @@ unsafe impl Send for Quarantined {}
 
 static CLOSED_HANDLES: Mutex<VecDeque<Quarantined>> = Mutex::new(VecDeque::new());
 
+thread_local! {
+    /// The quarantine guard the forking thread holds across `fork()`.
+    static HELD_FOR_FORK: std::cell::RefCell<Option<std::sync::MutexGuard<'static, VecDeque<Quarantined>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Before `fork()`: take the quarantine, so a child (which may close inherited handles) never
+/// inherits it locked by a thread that does not exist there.
+extern "C" fn before_fork() {
+    let g = CLOSED_HANDLES.lock().unwrap_or_else(|e| e.into_inner());
+    HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(g));
+}
+
+/// After `fork()`, in the parent and in the child.
+extern "C" fn after_fork() {
+    HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
+}
+
 impl tshm {
     pub fn new(coord: Coordinator, on_last: tshm_last_close_fn, ctx: *mut c_void) -> *mut tshm {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registers handlers that only take and release the quarantine mutex.
+        ONCE.call_once(|| unsafe {
+            libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork));
+        });
         Box::into_raw(Box::new(tshm {
             state: AtomicU32::new(OPEN),
             coord: Some(coord).into(),
