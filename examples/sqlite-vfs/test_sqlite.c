@@ -578,8 +578,13 @@ static int ro_reader(const char *uri, int flags, int done_fd, int64_t total) {
         int64_t sum = v[0], logs = v[1], transfers = v[2], again = v[3];
         if (rc != SQLITE_OK || end != SQLITE_OK || sum < 0 || logs < 0 || transfers < 0 || again < 0) {
             /* what stock SQLite's read-only connections also meet while a writer updates the
-             * header or attaches: BUSY, READONLY_RECOVERY; retried as an application would */
-            if (primary(e) != SQLITE_BUSY && e != SQLITE_READONLY_RECOVERY) {
+             * header or attaches: BUSY, READONLY_RECOVERY; retried as an application would.
+             * And READONLY_CANTINIT: a connection that cannot write the wal-index can only use
+             * a read mark a writable connection left at or below its snapshot; when a writer
+             * commits and moves the only usable mark past the header this connection has just
+             * read, SQLite finds none and returns it from the read transaction (the same with
+             * stock SQLite and readonly_shm); the next attempt reads the newer header */
+            if (primary(e) != SQLITE_BUSY && e != SQLITE_READONLY_RECOVERY && e != SQLITE_READONLY_CANTINIT) {
                 fprintf(stderr, "read-only reader: %s (%d)\n", sqlite3_errstr(e), e);
                 bad++;
                 break;
