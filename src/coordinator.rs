@@ -108,6 +108,8 @@ pub struct tshm_info {
 pub const TSHM_MODE_SHARED: u32 = 1;
 /// `tshm_info.mode`: one process holds the sidecar exclusively.
 pub const TSHM_MODE_EXCLUSIVE: u32 = 2;
+// The C names of the byte map's mode values (the header needs literals).
+const _: () = assert!(TSHM_MODE_SHARED == MODE_SHARED && TSHM_MODE_EXCLUSIVE == MODE_EXCLUSIVE);
 /// `tshm_info.backend`: Linux open-file-description locks.
 pub const TSHM_BACKEND_OFD: u32 = 1;
 /// `tshm_info.backend`: POSIX process-associated record locks.

@@ -277,12 +277,6 @@ pub fn split_tag(tag: u64) -> Option<(u32, u64)> {
     }
 }
 
-const _: () = assert!(MODE_SHARED == crate::coordinator::TSHM_MODE_SHARED);
-const _: () = assert!(MODE_EXCLUSIVE == crate::coordinator::TSHM_MODE_EXCLUSIVE);
-const _: () = assert!(READERS_CAS == crate::ffi::TSHM_READERS_CAS);
-const _: () = assert!(READERS_BYTELOCK == crate::ffi::TSHM_READERS_BYTELOCK);
-const _: () = assert!(NO_FRAME == crate::ffi::TSHM_NO_FRAME);
-
 #[cfg(test)]
 mod tests {
     use super::*;

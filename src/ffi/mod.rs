@@ -58,6 +58,12 @@ pub const TSHM_ROLE_READER0: u32 = 3;
 
 /// "No frame": `tshm_min_reader_frame` when no reader pins one.
 pub const TSHM_NO_FRAME: u64 = u64::MAX;
+// The C names of the byte map's values (the header needs literals).
+const _: () = assert!(
+    TSHM_READERS_CAS == crate::layout::READERS_CAS
+        && TSHM_READERS_BYTELOCK == crate::layout::READERS_BYTELOCK
+        && TSHM_NO_FRAME == crate::layout::NO_FRAME
+);
 
 /// Options for `tshm_open`. Initialize with `tshm_options_init()`, then change fields.
 #[allow(non_camel_case_types)]
