@@ -323,7 +323,7 @@ static void killed_holder(const char *db) {
 }
 
 /* A liveness probe that fails midway through a lock request leaves nothing taken. The child's
- * probes fail (TSHM_TEST_FAIL_ENGINE_PROBE, read once per process); its handle stays open, so
+ * probes fail (TSHM_TEST_FAIL_AT=engine_probe, read once per process); its handle stays open, so
  * anything it left behind would be held by a live instance and block the others. */
 static void probe_error_leaves_nothing(const char *db) {
     tshm *p = open_with(db, 0, 0, 0), *q = open_with(db, 0, 0, 0);
@@ -342,7 +342,7 @@ static void probe_error_leaves_nothing(const char *db) {
     pid_t kid = fork();
     if (kid == 0) {
         close(cmd.fd[1]);
-        setenv("TSHM_TEST_FAIL_ENGINE_PROBE", "1", 1);
+        setenv("TSHM_TEST_FAIL_AT", "engine_probe", 1);
         tshm *k = open_with(db, 0, 0, 0);
         int step;
         while (channel_recv(&cmd, &step, sizeof step)) {

@@ -98,26 +98,12 @@ pub fn region(node: &Node, idx: u32, size: u64, extend: bool) -> Result<Option<*
     Ok(Some(m.pool.range(off, size, 8)?))
 }
 
-/// Test hook: when `TSHM_TEST_FAIL_ENGINE_PROBE=1` is set in a process, every liveness probe
-/// of an engine lock request fails there with an I/O error, so tests can check that a failed
-/// request leaves nothing taken. The variable is read once per process (again after `fork()`),
-/// only on the conflict path, which already costs a syscall.
+/// Test point `engine_probe` (`TSHM_TEST_FAIL_AT=engine_probe`): every liveness probe of an
+/// engine lock request fails, so tests can check that a failed request leaves nothing taken.
+/// Only on the conflict path, which already costs a syscall.
 fn probe_fault() -> Result<()> {
-    use std::sync::atomic::AtomicU64 as Cached;
-    // bit 63: read; bit 62: fail; low bits: the fork generation it was read in
-    static STATE: Cached = Cached::new(0);
-    let gen = crate::node::fork_gen() & ((1 << 62) - 1);
-    let mut st = STATE.load(Relaxed);
-    if st >> 63 == 0 || st & ((1 << 62) - 1) != gen {
-        let fail = std::env::var_os("TSHM_TEST_FAIL_ENGINE_PROBE").is_some_and(|v| v == "1");
-        st = 1 << 63 | (fail as u64) << 62 | gen;
-        STATE.store(st, Relaxed);
-    }
-    if st >> 62 & 1 == 1 {
-        return Err(Error::io(
-            "engine lock liveness probe (failure injected by TSHM_TEST_FAIL_ENGINE_PROBE)",
-            std::io::Error::from_raw_os_error(libc::EIO),
-        ));
+    if crate::testpoint::fail("engine_probe") {
+        return Err(crate::testpoint::injected("engine_probe"));
     }
     Ok(())
 }
