@@ -357,11 +357,12 @@ fn lock_readonly(
         }
         return r;
     }
-    let fresh: Vec<usize> = range.filter(|s| held[*s] == 0).collect();
+    // the slots this call takes (no allocation: the range is at most ENGINE_LOCKS long)
+    let fresh = || range.clone().filter(|s| held[*s] == 0);
     let mut taken = 0;
     let mut r = Ok(true);
-    for s in &fresh {
-        match node.try_lock(hid, byte(*s), Kind::Shared) {
+    for s in fresh() {
+        match node.try_lock(hid, byte(s), Kind::Shared) {
             Ok(true) => taken += 1,
             other => {
                 r = other;
@@ -372,8 +373,8 @@ fn lock_readonly(
     if matches!(r, Ok(true)) {
         fence(SeqCst);
         r = (|| {
-            for s in &fresh {
-                let x = owner_of(m, *s).load(SeqCst);
+            for s in fresh() {
+                let x = owner_of(m, s).load(SeqCst);
                 if x != 0 && tag_alive(node, x)? {
                     return Ok(false);
                 }
@@ -381,14 +382,14 @@ fn lock_readonly(
             Ok(true)
         })();
     }
-    if matches!(r, Ok(true)) {
-        for s in fresh {
-            held[s] = 1;
+    if !matches!(r, Ok(true)) {
+        for s in fresh().take(taken) {
+            r = r.and_then(|ok| node.unlock(hid, byte(s)).map(|_| ok));
         }
         return r;
     }
-    for s in &fresh[..taken] {
-        r = r.and_then(|ok| node.unlock(hid, byte(*s)).map(|_| ok));
+    for s in range {
+        held[s] = 1;
     }
     r
 }
