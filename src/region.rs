@@ -396,6 +396,17 @@ pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Open
         unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
         Ok(fd)
     };
+    let missing = || {
+        Error::NotFound(if readonly {
+            format!(
+                "no sidecar at {}; a read-only opener cannot create one (use the engine's \
+                 legacy read-only path)",
+                path.display()
+            )
+        } else {
+            format!("no sidecar at {}", path.display())
+        })
+    };
     let cant_open = |what: &str, e: std::io::Error| Error::CantOpen {
         what: format!("{what} {}", path.display()),
         source: e,
@@ -424,17 +435,7 @@ pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Open
         {
             e
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !create => {
-            return Err(Error::NotFound(if readonly {
-                format!(
-                    "no sidecar at {}; a read-only opener cannot create one (use the engine's \
-                     legacy read-only path)",
-                    path.display()
-                )
-            } else {
-                format!("no sidecar at {}", path.display())
-            }))
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !create => return Err(missing()),
         Err(e) => return Err(cant_open("open", e)),
     };
     match open(base | libc::O_RDONLY, 0) {
@@ -442,13 +443,7 @@ pub fn open_sidecar(db_path: &Path, readonly: bool, create: bool) -> Result<Open
             fd,
             writable: false,
         }),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && readonly => {
-            Err(Error::NotFound(format!(
-                "no sidecar at {}; a read-only opener cannot create one (use the engine's \
-                 legacy read-only path)",
-                path.display()
-            )))
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && readonly => Err(missing()),
         // Missing and not creatable: the reason is the one creating it met.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(cant_open("create", denied)),
         Err(e) => Err(cant_open("open", e)),
