@@ -266,12 +266,7 @@ impl Coordinator {
             // Only the process's first handle runs the open protocol and needs the init byte;
             // a later one joins under `open_close` alone, so a process stopped in the middle of
             // its own open never holds up this process's other handles.
-            let first = node
-                .attached
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .handles
-                == 0;
+            let first = node.attached().handles == 0;
             if first {
                 let init_kind = if node.writable {
                     Kind::Exclusive
@@ -315,7 +310,7 @@ impl Coordinator {
         readers: u32,
         readonly: bool,
     ) -> Result<(Option<Ident>, bool)> {
-        let mut att = node.attached.lock().unwrap_or_else(|e| e.into_inner());
+        let mut att = node.attached();
         let mut initialized = false;
         let first = att.handles == 0;
         if !first && att.exclusive != opts.exclusive {
@@ -795,12 +790,7 @@ impl Coordinator {
         let node = self.node.clone();
         let _serial = node.open_close.lock().unwrap_or_else(|e| e.into_inner());
         let mut result = self.release_everything();
-        let last_here = node
-            .attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .handles
-            == 1;
+        let last_here = node.attached().handles == 1;
         let mut was_last = false;
         if last_here && self.ident.is_some() {
             let alone = if crate::testpoint::fail("close_init") {
@@ -839,10 +829,7 @@ impl Coordinator {
             result = result.and(node.unlock(NODE_HOLDER, LOCK_LIFETIME).map(|_| ()));
         }
         result = result.and(node.unlock_all(self.hid));
-        node.attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .handles -= 1;
+        node.attached().handles -= 1;
         result.map(|_| was_last)
     }
 }

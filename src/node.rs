@@ -96,7 +96,7 @@ pub struct Node {
     pub mapped: OnceLock<Mapped>,
     table: Mutex<ByteTable>,
     pub open_close: Mutex<()>,
-    pub attached: Mutex<Attached>,
+    attached: Mutex<Attached>,
     /// Descriptors on the same inode that racing openers opened before they found this node:
     /// closing one while the node holds locks would drop them (POSIX), so they are closed with
     /// the node's own.
@@ -323,6 +323,11 @@ impl Node {
                 Ok(None)
             }
         }
+    }
+
+    /// The handles attached to the node and their mode.
+    pub fn attached(&self) -> MutexGuard<'_, Attached> {
+        self.attached.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn fd(&self) -> RawFd {
