@@ -28,6 +28,8 @@ B        := build
 BLIB     := $(B)/lib
 BBIN     := $(B)/bin
 RELEASE  := target/release
+# The library the test programs link (and load through rpath).
+TLIB     := $(BLIB)
 # Native libraries a static link of libtshm.a needs (rustc --print native-static-libs).
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
@@ -172,7 +174,11 @@ bench: $(BLIB)/libtshm_sqlite.so $(BBIN)/bench_sqlite
 	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core --bench index --bench sqlite
 	@echo "report: target/bench/report.json"
 
-test: tools lint rust-test c-test kvlog-test sqlite-test systest check-header check-symbols check-header-compile
+# Each file in mk/ adds its own targets, and the ones `make test` runs to TEST_EXTRA.
+TEST_EXTRA :=
+include $(sort $(wildcard mk/*.mk))
+
+test: tools lint rust-test c-test kvlog-test sqlite-test systest check-header check-symbols check-header-compile $(TEST_EXTRA)
 	$(MAKE) --no-print-directory demo DEMO_SECONDS=5
 	@echo "make test: all checks passed"
 
