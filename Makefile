@@ -30,6 +30,9 @@ BBIN     := $(B)/bin
 RELEASE  := target/release
 # The library the test programs link (and load through rpath).
 TLIB     := $(BLIB)
+# The example engine and the SQLite shim as test programs run them (built against $(TLIB)).
+KVLOG_TEST_BIN := $(BBIN)/kvlog
+SHIM_TEST_SO   := $(BLIB)/libtshm_sqlite.so
 # Native libraries a static link of libtshm.a needs (rustc --print native-static-libs).
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
