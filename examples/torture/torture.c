@@ -3,7 +3,8 @@
  * of real processes, with processes SIGKILLed at random moments or at named crash points, and a
  * verification of every round's outcome.
  *
- *   torture [--rounds N] [--seed S] [--only R] [--points "P ..."] [--dir DIR] [--json FILE]
+ *   torture [--rounds N] [--seed S] [--only R] [--scenario NAME] [--points "P ..."] [--dir DIR]
+ *           [--json FILE]
  *   torture sql|kv ...            one worker process (workers.c)
  *
  * Each round starts from fresh databases and runs, side by side:
@@ -41,7 +42,8 @@
  * goes to --json. Every round's plan derives from the seed and the round number, so
  * `--seed S --only R` replays one round's plan (timing differs from run to run).
  *
- * Environment: KVLOG_BIN, TSHM_BIN, TSHM_SQLITE_EXT (required).
+ * Environment: KVLOG_BIN, TSHM_BIN, TSHM_SQLITE_EXT (required); TORTURE_RUN_DIR, where rounds
+ * run (default: a directory of this process in /dev/shm, else DIR/run).
  */
 #define _GNU_SOURCE
 #include "torture.h"
@@ -105,6 +107,7 @@ static char out_dir[PATH_MAX] = "build/torture", json_path[PATH_MAX] = "build/re
 static char *points[64];
 static int npoints;
 static uint64_t seed;
+static int forced_scen = -1; /* --scenario: every round runs this one */
 
 /* totals */
 struct counter { char name[96]; uint64_t n; };
@@ -507,10 +510,13 @@ static void on_sigchld(int sig) {
     errno = e;
 }
 
+static int reaped; /* processes reaped since pump began */
+
 static void reap(void) {
     int st;
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        reaped++;
         for (int i = 0; i < MAXPROC; i++)
             if (procs[i].used && procs[i].pid == pid) {
                 on_death(&procs[i], st);
@@ -527,8 +533,10 @@ static int running(int wl, int role) { /* wl/role -1: any */
 }
 
 /* The event loop: reports, stop points, deaths, deadlines, scheduled kills; until `until`
- * (ms, monotonic) or, with until < 0, until no process of workload `wl` (-1: any) runs. */
+ * (ms, monotonic) or, with until == -1, until no process of workload `wl` (-1: any) runs, or
+ * with until == -2, until any process died. */
 static void pump(double until, int wl) {
+    reaped = 0;
     for (;;) {
         double t = now_ms();
         reap();
@@ -547,7 +555,7 @@ static void pump(double until, int wl) {
             if (!p->killed && p->deadline < next) next = p->deadline;
             if (p->kill_at > 0 && p->kill_at < next) next = p->kill_at;
         }
-        if (until >= 0 ? t >= until : running(wl, -1) == 0) return;
+        if (until >= 0 ? t >= until : until == -1 ? running(wl, -1) == 0 : reaped) return;
         struct pollfd pf[2 * MAXPROC + 1];
         struct proc *who[2 * MAXPROC + 1];
         int n = 0;
@@ -726,13 +734,7 @@ static void stop_non_readers(void) {
     phase = END;
     for (int i = 0; i < MAXPROC; i++)
         if (procs[i].used && procs[i].pid > 0 && procs[i].role != READER) stop_proc(&procs[i]);
-    for (;;) {
-        int others = 0;
-        for (int i = 0; i < MAXPROC; i++)
-            if (procs[i].used && procs[i].pid > 0 && procs[i].role != READER) others++;
-        if (others == 0) break;
-        pump(now_ms() + 50, -1);
-    }
+    while (running(-1, WRITER) + running(-1, CKPT) + running(-1, BIG) > 0) pump(-2, -1);
 }
 
 static void stop_readers(void) {
@@ -948,6 +950,20 @@ static void clear_dir(const char *dir) {
     closedir(d);
 }
 
+static int copy_file(const char *from, const char *to) {
+    int in = open(from, O_RDONLY | O_CLOEXEC), o = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    char buf[65536];
+    ssize_t n = 0;
+    while (in >= 0 && o >= 0 && (n = read(in, buf, sizeof buf)) > 0)
+        if (write(o, buf, (size_t)n) != n) {
+            n = -1;
+            break;
+        }
+    if (in >= 0) close(in);
+    if (o >= 0) close(o);
+    return in >= 0 && o >= 0 && n == 0 ? 0 : -1;
+}
+
 static void keep_files(int r) {
     char dst[PATH_MAX + 64], p[PATH_MAX + 400], q[PATH_MAX + 400];
     snprintf(dst, sizeof dst, "%s/failed-%d", out_dir, r);
@@ -959,17 +975,39 @@ static void keep_files(int r) {
         if (e->d_name[0] == '.') continue;
         snprintf(p, sizeof p, "%s/%s", run_dir, e->d_name);
         snprintf(q, sizeof q, "%s/%s", dst, e->d_name);
-        int in = open(p, O_RDONLY | O_CLOEXEC), o = open(q, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        char buf[65536];
-        ssize_t n;
-        while (in >= 0 && o >= 0 && (n = read(in, buf, sizeof buf)) > 0)
-            if (write(o, buf, (size_t)n) != n) break;
-        if (in >= 0) close(in);
-        if (o >= 0) close(o);
+        copy_file(p, q);
     }
     if (d) closedir(d);
     printf("  round %d failed; its files are in %s (replay its plan: make torture SEED=%" PRIu64 " ONLY=%d)\n",
            r, dst, seed, r);
+}
+
+/* The freshly created databases every round starts from, made once by kvlog's `bank init` and
+ * `torture sql init` (both closed cleanly: the sidecars are left out, each round creates its
+ * own). */
+static char template_dir[PATH_MAX + 16];
+static const char *template_files[] = {"kv.db", "kv.db-wal", "sql.db"};
+
+static int make_template(void) {
+    char saved[sizeof run_dir], kdb[PATH_MAX + 64], sdb[PATH_MAX + 64], n_s[16];
+    snprintf(template_dir, sizeof template_dir, "%s/template", out_dir);
+    mkdir(template_dir, 0755);
+    clear_dir(template_dir);
+    memcpy(saved, run_dir, sizeof saved);
+    snprintf(run_dir, sizeof run_dir, "%s", template_dir);
+    snprintf(kdb, sizeof kdb, "%s/kv.db", template_dir);
+    snprintf(sdb, sizeof sdb, "%s/sql.db", template_dir);
+    snprintf(n_s, sizeof n_s, "%d", ACCOUNTS);
+    char *kinit[] = {kvlog_bin, "bank", "init", kdb, n_s, NULL};
+    char *sinit[] = {self_exe, "sql", "init", sdb, n_s, NULL};
+    backend = "ofd";
+    int rc = run_tool(kinit, "kv-init", NULL, 0, 60000), rc2 = run_tool(sinit, "sql-init", NULL, 0, 60000);
+    memcpy(run_dir, saved, sizeof saved);
+    if (rc != 0 || rc2 != 0) {
+        fprintf(stderr, "torture: creating the databases failed (%d, %d): see %s\n", rc, rc2, template_dir);
+        return -1;
+    }
+    return 0;
 }
 
 static void run_round(int r) {
@@ -985,6 +1023,7 @@ static void run_round(int r) {
         for (int i = 0; i < NSCEN; i++) total += scen_weight[i];
         x = (int)(rnd() % (uint64_t)total);
         for (scen[wl] = 0; x >= scen_weight[scen[wl]]; scen[wl]++) x -= scen_weight[scen[wl]];
+        if (forced_scen >= 0) scen[wl] = forced_scen;
         if (wl == SQ && !strcmp(scenarios[scen[wl]], "unpublished")) scen[wl] = 2; /* kill-all */
         BUMP(rounds_scen, scen_key(wl));
     }
@@ -1003,13 +1042,12 @@ static void run_round(int r) {
     int fd = open(kv_stats, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || ftruncate(fd, sizeof(struct bank_slot_view) * STATS_SLOTS) != 0) { perror(kv_stats); exit(2); }
     close(fd);
-    char n_s[16];
-    snprintf(n_s, sizeof n_s, "%d", ACCOUNTS);
-    char *kinit[] = {kvlog_bin, "bank", "init", kv_db, n_s, NULL};
-    char *sinit[] = {self_exe, "sql", "init", sq_db, n_s, NULL};
-    int rc;
-    if ((rc = run_tool(kinit, "kv-init", NULL, 0, 30000)) != 0) failf("kvlog bank init: exit %d", rc);
-    if ((rc = run_tool(sinit, "sql-init", NULL, 0, 30000)) != 0) failf("sql init: exit %d", rc);
+    for (size_t i = 0; i < sizeof template_files / sizeof template_files[0]; i++) {
+        char from[PATH_MAX + 200], to[PATH_MAX + 200];
+        snprintf(from, sizeof from, "%s/%s", template_dir, template_files[i]);
+        snprintf(to, sizeof to, "%s/%s", run_dir, template_files[i]);
+        if (copy_file(from, to) != 0) failf("cannot copy %s to %s", from, to);
+    }
 
     if (nfail == 0) {
         phase = RUN;
@@ -1030,8 +1068,11 @@ static void run_round(int r) {
         pump(t1, -1);
         for (int wl = 0; wl < NWL; wl++) scenario_event(wl);
         pump(now_ms() + between(40, 100), -1);
+        double t2 = now_ms();
         stop_non_readers();
+        double t3 = now_ms();
         stop_readers();
+        double t4 = now_ms();
         for (int i = 0; i < MAXPROC; i++)
             if (procs[i].used && procs[i].pid > 0) failf("%s still running", pname(&procs[i]));
         for (size_t k = 0; k < nintents; k++) {
@@ -1040,7 +1081,10 @@ static void run_round(int r) {
             total_rolled += intents[k].state == ST_ROLLED;
         }
         verify_kv();
+        double t5 = now_ms();
         verify_sq();
+        note("phases (ms): start %.0f, run %.0f, stop %.0f, readers %.0f, verify kv %.0f, sql %.0f", t0 - round_start,
+             t2 - t0, t3 - t2, t4 - t3, t5 - t4, now_ms() - t5);
     }
     alarm(0);
     note("round %d done: %d failure(s)", r, nfail);
@@ -1100,10 +1144,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 0);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--points") && i + 1 < argc) snprintf(pts, sizeof pts, "%s", argv[++i]);
-        else if (!strcmp(argv[i], "--dir") && i + 1 < argc) snprintf(out_dir, sizeof out_dir, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--scenario") && i + 1 < argc) {
+            i++;
+            for (int k = 0; k < NSCEN; k++)
+                if (!strcmp(argv[i], scenarios[k])) forced_scen = k;
+            if (forced_scen < 0) { fprintf(stderr, "torture: no scenario %s\n", argv[i]); return 2; }
+        } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) snprintf(out_dir, sizeof out_dir, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) snprintf(json_path, sizeof json_path, "%s", argv[++i]);
         else {
-            fprintf(stderr, "usage: torture [--rounds N] [--seed S] [--only R] [--points \"P ...\"] [--dir DIR] [--json FILE]\n");
+            fprintf(stderr, "usage: torture [--rounds N] [--seed S] [--only R] [--scenario NAME] [--points \"P ...\"] [--dir DIR] [--json FILE]\n");
             return 2;
         }
     }
@@ -1151,11 +1200,19 @@ int main(int argc, char **argv) {
         rmdir(p);
     }
     if (od) closedir(od);
-    snprintf(run_dir, sizeof run_dir, "%s/run", out_dir);
+    /* the round's files: in memory when there is a /dev/shm (rounds are I/O-bound otherwise);
+     * a failing round's are copied to out_dir */
+    int own_run_dir = 0;
+    if (getenv("TORTURE_RUN_DIR")) snprintf(run_dir, sizeof run_dir, "%s", getenv("TORTURE_RUN_DIR"));
+    else if (access("/dev/shm", W_OK) == 0) {
+        snprintf(run_dir, sizeof run_dir, "/dev/shm/tshm-torture.%d", (int)getpid());
+        own_run_dir = 1;
+    } else snprintf(run_dir, sizeof run_dir, "%s/run", out_dir);
     mkdir(run_dir, 0755);
     snprintf(kv_db, sizeof kv_db, "%s/kv.db", run_dir);
     snprintf(sq_db, sizeof sq_db, "%s/sql.db", run_dir);
     snprintf(kv_stats, sizeof kv_stats, "%s/kv.stats", run_dir);
+    if (make_template() != 0) return 2;
     printf("torture: %d round(s), seed %" PRIu64 " (SEED=%" PRIu64 " replays), %d crash point(s):", only >= 0 ? 1 : rounds,
            seed, seed, npoints);
     for (int i = 0; i < npoints; i++) printf(" %s", points[i]);
@@ -1204,6 +1261,10 @@ int main(int argc, char **argv) {
                    "  \"transactions_rolled_back\": %" PRIu64 "\n}\n", total_acked, total_inflight, total_rolled);
         fclose(f);
         printf("  summary: %s\n", json_path);
+    }
+    if (own_run_dir) {
+        clear_dir(run_dir);
+        rmdir(run_dir);
     }
     return total_failures ? 1 : 0;
 }
