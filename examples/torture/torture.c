@@ -3,8 +3,8 @@
  * of real processes, with processes SIGKILLed at random moments or at named crash points, and a
  * verification of every round's outcome.
  *
- *   torture [--rounds N] [--seed S] [--only R] [--scenario NAME] [--points "P ..."] [--dir DIR]
- *           [--json FILE]
+ *   torture [--rounds N] [--seed S] [--only R] [--scenario NAME] [--selftest] [--points "P ..."]
+ *           [--dir DIR] [--json FILE]
  *   torture sql|kv ...            one worker process (workers.c)
  *
  * Each round starts from fresh databases and runs, side by side:
@@ -41,6 +41,10 @@
  * copied to DIR/failed-<round>/; the exit status is 1 when any round failed. A JSON summary
  * goes to --json. Every round's plan derives from the seed and the round number, so
  * `--seed S --only R` replays one round's plan (timing differs from run to run).
+ *
+ * --selftest checks the checker: before each verification it falsifies the supervisor's record
+ * of one transaction (acknowledged <-> rolled back), and fails unless every verification
+ * rejects the database against it.
  *
  * Environment: KVLOG_BIN, TSHM_BIN, TSHM_SQLITE_EXT (required); TORTURE_RUN_DIR, where rounds
  * run (default: a directory of this process in /dev/shm, else DIR/run).
@@ -108,6 +112,8 @@ static char *points[64];
 static int npoints;
 static uint64_t seed;
 static int forced_scen = -1; /* --scenario: every round runs this one */
+static int selftest;         /* --selftest: the verifier must notice a falsified record */
+static uint64_t selftest_caught;
 
 /* totals */
 struct counter { char name[96]; uint64_t n; };
@@ -761,6 +767,25 @@ static void check_idle(const char *db) {
     if (rc != 0) failf("tshm check --idle %s: exit %d: %.300s", db, rc, out);
 }
 
+/* What kvlog's bank roles say on stderr when a bounded wait ran out or a snapshot was wrong. */
+static void scan_kv_logs(void) {
+    DIR *d = opendir(run_dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "kv-", 3) != 0) continue;
+        char p[PATH_MAX + 300], line[512];
+        snprintf(p, sizeof p, "%s/%s", run_dir, e->d_name);
+        FILE *f = fopen(p, "r");
+        while (f && fgets(line, sizeof line, f))
+            if (strstr(line, "still busy after") || strstr(line, "snapshot sums to")) {
+                line[strcspn(line, "\n")] = 0;
+                failf("%s: %s", e->d_name, line);
+            }
+        if (f) fclose(f);
+    }
+    if (d) closedir(d);
+}
+
 static void verify_kv(void) {
     static char out[1 << 16];
     char n_s[16];
@@ -872,6 +897,7 @@ static void verify_kv(void) {
         if (bad) failf("kv: readers saw %" PRIu64 " snapshots with a wrong total", bad);
     }
     if (fd >= 0) close(fd);
+    scan_kv_logs();
 }
 
 static int cmp_i64(const void *a, const void *b) {
@@ -1010,6 +1036,36 @@ static int make_template(void) {
     return 0;
 }
 
+/* --selftest: falsifies one resolved transaction of wl in the supervisor's record (an
+ * acknowledged one becomes rolled back, or a rolled-back one acknowledged), so the database no
+ * longer matches it. Returns 0 when the round has none. */
+static int falsify(int wl) {
+    size_t c[64];
+    int n = 0;
+    for (size_t k = 0; k < nintents && n < 64; k++)
+        if (intents[k].wl == wl && !intents[k].big && (intents[k].state == ST_ACKED || intents[k].state == ST_ROLLED))
+            c[n++] = k;
+    if (n == 0) return 0;
+    struct intent *in = &intents[c[rnd() % (uint64_t)n]];
+    in->state = in->state == ST_ACKED ? ST_ROLLED : ST_ACKED;
+    note("selftest: %s transaction %" PRId64 " recorded as %s", wl_name[wl], in->txid,
+         in->state == ST_ACKED ? "acknowledged" : "rolled back");
+    return 1;
+}
+
+/* Runs one verification; in --selftest mode, of a falsified record, which it must reject. */
+static void verify(int wl) {
+    int before = nfail;
+    int falsified = selftest && falsify(wl);
+    if (wl == KV) verify_kv();
+    else verify_sq();
+    if (!selftest) return;
+    int caught = nfail > before;
+    nfail = before;
+    if (falsified && caught) selftest_caught++;
+    else if (falsified) failf("selftest: the %s verifier accepted a falsified record", wl_name[wl]);
+}
+
 static void run_round(int r) {
     round_no = r;
     rng = mix(seed ^ mix((uint64_t)r + 1)) | 1;
@@ -1080,9 +1136,9 @@ static void run_round(int r) {
             total_inflight += intents[k].state == ST_INFLIGHT;
             total_rolled += intents[k].state == ST_ROLLED;
         }
-        verify_kv();
+        verify(KV);
         double t5 = now_ms();
-        verify_sq();
+        verify(SQ);
         note("phases (ms): start %.0f, run %.0f, stop %.0f, readers %.0f, verify kv %.0f, sql %.0f", t0 - round_start,
              t2 - t0, t3 - t2, t4 - t3, t5 - t4, now_ms() - t5);
     }
@@ -1144,6 +1200,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 0);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--points") && i + 1 < argc) snprintf(pts, sizeof pts, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--selftest")) selftest = 1;
         else if (!strcmp(argv[i], "--scenario") && i + 1 < argc) {
             i++;
             for (int k = 0; k < NSCEN; k++)
@@ -1152,7 +1209,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) snprintf(out_dir, sizeof out_dir, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) snprintf(json_path, sizeof json_path, "%s", argv[++i]);
         else {
-            fprintf(stderr, "usage: torture [--rounds N] [--seed S] [--only R] [--scenario NAME] [--points \"P ...\"] [--dir DIR] [--json FILE]\n");
+            fprintf(stderr, "usage: torture [--rounds N] [--seed S] [--only R] [--scenario NAME] [--selftest] [--points \"P ...\"] [--dir DIR] [--json FILE]\n");
             return 2;
         }
     }
@@ -1233,6 +1290,7 @@ int main(int argc, char **argv) {
     PRINTC("kills by point", kills_point);
     PRINTC("kills by scenario", kills_scen);
     PRINTC("armed, never reached", unreached);
+    if (selftest) printf("  selftest: %" PRIu64 " falsified record(s) caught\n", selftest_caught);
     printf("  transactions: %" PRIu64 " acknowledged, %" PRIu64 " in flight at a kill, %" PRIu64 " rolled back\n",
            total_acked, total_inflight, total_rolled);
 
