@@ -252,14 +252,36 @@ static int open_log(const char *name) {
     return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
+/* fork() with the supervisor's signals blocked until the child has its handlers back at their
+ * defaults: a SIGTERM sent to a child that has not reached exec yet ends it, not a copy of the
+ * supervisor. */
+static pid_t fork_child(void) {
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGALRM);
+    sigaddset(&block, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGALRM, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        return 0; /* child_setup unblocks */
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return pid;
+}
+
 /* The child's side of a spawn: fds 1 (reports), 2 (log), 3 (stop notify), 4 (shim resume). */
 static void child_setup(int out_w, int log_fd, int stop_w, int resume_r) {
     dup2(out_w, 1);
     dup2(log_fd, 2);
     if (stop_w >= 0) dup2(stop_w, 3);
     if (resume_r >= 0) dup2(resume_r, 4);
-    signal(SIGPIPE, SIG_DFL);
-    signal(SIGCHLD, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -284,7 +306,7 @@ static void spawn(struct proc *p) {
     int skip = strcmp(pt, "kvlog:mid-write") == 0 ? between(0, 2) : 0; /* a transaction spills often */
     p->slot = spawn_seq % STATS_SLOTS;
     int64_t base = (int64_t)(++spawn_seq) << 24;
-    pid_t pid = fork();
+    pid_t pid = fork_child();
     if (pid < 0) { perror("fork"); exit(2); }
     if (pid == 0) {
         child_setup(out[1], log_fd, stop[1], resume[0]);
@@ -609,7 +631,7 @@ static int run_tool(char *const argv[], const char *logname, char *out, size_t c
     int pp[2];
     if (pipe2(pp, O_CLOEXEC) != 0) exit(2);
     int log_fd = open_log(logname);
-    pid_t pid = fork();
+    pid_t pid = fork_child();
     if (pid == 0) {
         child_setup(pp[1], log_fd, -1, -1);
         execv(argv[0], argv);
@@ -1177,11 +1199,7 @@ static void run_round(int r) {
 static pid_t supervisor_pid;
 
 static void on_alarm(int sig) {
-    if (getpid() != supervisor_pid) { /* a child between fork and exec: it was meant for it */
-        signal(sig, SIG_DFL);
-        raise(sig);
-        _exit(128 + sig);
-    }
+    if (getpid() != supervisor_pid) _exit(128 + sig); /* (fork_child makes this unreachable) */
     static const char m[] = "torture: supervisor watchdog: a round ran past 300 s\n";
     static const char i[] = "torture: interrupted\n";
     if (sig == SIGALRM && write(2, m, sizeof m - 1) < 0) {}
