@@ -12,7 +12,7 @@
 TORTURE_POINTS ?= tshm:publish tshm:reader_end tshm:open_holding_init tshm:node_drop \
                   kvlog:mid-write kvlog:in-read kvlog:mid-checkpoint kvlog:commit-unpublished \
                   kvlog:mid-restart kvfail:publish shim:locked shim:dms shim:checked
-TORTURE_SHORT_ROUNDS ?= 80
+TORTURE_SHORT_ROUNDS ?= 120
 TORTURE_SRC := examples/torture/torture.c examples/torture/workers.c examples/kvlog/kvlog.c
 TORTURE_RUN = KVLOG_BIN=$(KVLOG_TEST_BIN) TSHM_BIN=$(BBIN)/tshm TSHM_SQLITE_EXT=$(abspath $(SHIM_TEST_SO)) \
     $(BBIN)/torture --seed $(or $(SEED),0) --points "$(TORTURE_POINTS)" --dir $(B)/torture
