@@ -28,8 +28,8 @@
 use crate::error::{Error, Result};
 use crate::index::{tshm_index_stats, Index};
 use crate::layout::*;
-use crate::lock::{Backend, Kind};
-use crate::node::{fork_gen, HandleId, Node};
+use crate::lock::{self, Backend, Kind};
+use crate::node::{fork_gen, DbGuard, HandleId, Node};
 use crate::region;
 use crate::slots::{self, Ident, Role};
 use crate::snapshot::{tshm_snapshot, Latch};
@@ -247,6 +247,9 @@ impl Coordinator {
         }
         let forced = opts.posix_locks.then_some(Backend::Posix);
         let node = Node::get(db_path, opts.readonly, !opts.readonly, forced)?;
+        // Before any lock is taken: a failure here leaves nothing behind (the node, unused,
+        // goes with its descriptor).
+        let guard = DbGuard::get(db_path, forced)?;
         if InLastCloseHook::running(node.key) {
             return Err(Error::Misuse(
                 "the database cannot be opened from its own last-close hook: the closing handle \
@@ -276,7 +279,7 @@ impl Coordinator {
                 node.lock_wait(hid, LOCK_INIT, init_kind)?;
                 crate::testpoint::hit("open_holding_init");
             }
-            let r = Self::attach(&node, hid, opts, readers, readonly);
+            let r = Self::attach(&node, hid, opts, readers, readonly, db_path, guard.as_ref());
             let unlocked = if first {
                 node.unlock(hid, LOCK_INIT).map(|_| ())
             } else {
@@ -309,6 +312,8 @@ impl Coordinator {
         opts: &Options,
         readers: u32,
         readonly: bool,
+        db_path: &Path,
+        guard: Option<&Arc<DbGuard>>,
     ) -> Result<(Option<Ident>, bool)> {
         let mut att = node.attached();
         let mut initialized = false;
@@ -319,16 +324,26 @@ impl Coordinator {
                 if att.exclusive { "EXCLUSIVE" } else { "SHARED" }
             )));
         }
+        // What a failed first open gives back: the attach byte before the lifetime byte (a
+        // newcomer that finds itself alone must not see this process still attached).
+        let undo = |e: Error| -> Result<(Option<Ident>, bool)> {
+            node.release_db_guard()?;
+            node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
+            Err(e)
+        };
         if first {
             let alone = !readonly && node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive)?;
+            // Alone on this sidecar: refuse it if others are attached to another one of the
+            // database (it was replaced under them), before anything is written to it.
             let r = if alone {
-                Self::first_open(node, opts, readers).map(|_| initialized = true)
+                node.hold_db_guard(guard, db_path, true)
+                    .and_then(|_| Self::first_open(node, opts, readers))
+                    .map(|_| initialized = true)
             } else {
-                Self::join(node, opts)
+                Self::join(node, opts, db_path, guard)
             };
             if let Err(e) = r {
-                node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
-                return Err(e);
+                return undo(e);
             }
         }
         let ident = if readonly {
@@ -336,12 +351,8 @@ impl Coordinator {
         } else {
             match slots::claim_instance(node, hid) {
                 Ok(id) => Some(id),
-                Err(e) => {
-                    if first {
-                        node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
-                    }
-                    return Err(e);
-                }
+                Err(e) if first => return undo(e),
+                Err(e) => return Err(e),
             }
         };
         let m = node.mapped()?;
@@ -400,8 +411,19 @@ impl Coordinator {
     /// Others are attached: join them, or report the mode conflict.
     /// The mapping is the node's, shared by every handle of the process: its protection follows
     /// the node's descriptor, never the mode of the handle that happens to open first.
-    fn join(node: &Node, opts: &Options) -> Result<()> {
+    fn join(
+        node: &Node,
+        opts: &Options,
+        db_path: &Path,
+        guard: Option<&Arc<DbGuard>>,
+    ) -> Result<()> {
         let shared = !opts.exclusive && node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)?;
+        if shared {
+            // A read-only opener never wins the lifetime byte exclusively; nobody else holding
+            // it shows that it is alone on this sidecar all the same.
+            let alone = lock::probe(node.fd(), node.backend, LOCK_LIFETIME)?.0 == lock::Held::Free;
+            node.hold_db_guard(guard, db_path, alone)?;
+        }
         let shm = map_and_validate(node)?;
         let geom = region::read_header(&shm);
         if !shared {
@@ -824,8 +846,10 @@ impl Coordinator {
             result = result.and(slots::release_instance(&node, id));
         }
         // The lifetime byte goes before the init byte: a newcomer waiting on init must find it
-        // free (and initialize) or shared, never still exclusive.
+        // free (and initialize) or shared, never still exclusive. The attach byte goes before
+        // both: a newcomer alone on the sidecar must not find this process still attached.
         if last_here {
+            result = result.and(node.release_db_guard());
             result = result.and(node.unlock(NODE_HOLDER, LOCK_LIFETIME).map(|_| ()));
         }
         result = result.and(node.unlock_all(self.hid));

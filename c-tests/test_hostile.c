@@ -1,0 +1,582 @@
+/*
+ * test_hostile.c — resource limits and hostile environments.
+ *
+ * Each scenario runs in a child process (a crash, SIGBUS or hang shows as its exit status) and
+ * checks a documented error code and message, then that nothing committed is lost: the state
+ * is still readable by another process, and after a reopen.
+ *
+ *  - a disk that fills up while the sidecar grows (a small tmpfs mounted in a private mount
+ *    namespace; needs root, else SKIP);
+ *  - the file-size limit at the sidecar's creation;
+ *  - no descriptor left at open (RLIMIT_NOFILE);
+ *  - unwritable directories, permissions changed underneath, an unreadable database file;
+ *  - a sidecar replaced (renamed over, unlinked) while processes are attached.
+ *
+ * `test_hostile [name-part]` runs only the tests whose name contains the argument.
+ */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <dirent.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+
+static tshm_info info_of(const tshm *h) {
+    tshm_info i;
+    memset(&i, 0, sizeof i);
+    CHECK_RC(tshm_info_get(h, &i), TSHM_OK);
+    return i;
+}
+
+static void close_ok(tshm *h) {
+    if (h != NULL) CHECK_RC(tshm_close(h, NULL), TSHM_OK);
+}
+
+/* Runs fn in a child and returns its exit status (128 + signal if it died). */
+static int in_child(void (*fn)(void *), void *arg) {
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        harness_failed = 0; /* the child's verdict is its own */
+        alarm(60);
+        fn(arg);
+        printf("  (child: %d passed, %d failed)\n", harness_passed, harness_failed);
+        fflush(NULL);
+        _exit(harness_failed == 0 ? 0 : 1);
+    }
+    return child_wait(kid);
+}
+
+static void check_child(int rc, const char *what) {
+    if (rc != 0) fprintf(stderr, "FAIL %s: child exited %d%s\n", what, rc, rc == 128 + SIGBUS ? " (SIGBUS)" : "");
+    CHECK(rc == 0);
+}
+
+static int msg_has(const char *part) {
+    const char *m = tshm_errmsg();
+    if (m != NULL && strstr(m, part) != NULL) return 1;
+    fprintf(stderr, "  message lacks \"%s\": %s\n", part, m ? m : "(none)");
+    return 0;
+}
+
+/* Creates the database file (the sidecar's owner and mode follow it). */
+static void make_db(const char *db, mode_t mode) {
+    int fd = open(db, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+    if (fd < 0 || write(fd, "db", 2) != 2) {
+        perror(db);
+        exit(2);
+    }
+    fchmod(fd, mode);
+    close(fd);
+}
+
+static int open_rc(const char *db, uint32_t flags, tshm **out) {
+    tshm_options o;
+    tshm_options_init(&o);
+    o.flags = flags;
+    *out = NULL;
+    return tshm_open(db, &o, out);
+}
+
+/* Descriptors open in this process. */
+static int open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (d == NULL) return -1;
+    while (readdir(d) != NULL) n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own descriptor */
+}
+
+/* Root passes permission checks: a child that tests them becomes nobody. */
+static int become_nobody(void) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) {
+        fprintf(stderr, "FAIL cannot become uid 65534: %s\n", strerror(errno));
+        harness_failed++;
+        return 0;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 1. Disk full while the sidecar grows                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+static uint32_t page_of(uint64_t f) { return (uint32_t)((f * 2654435761u) % 50000); }
+
+/* Every committed frame up to `upto` is found as the newest of its page. */
+static int lookups_ok(tshm *h, uint64_t upto) {
+    for (uint64_t f = upto > 3000 ? upto - 3000 : 1; f <= upto; f++) {
+        uint64_t got = 0;
+        int rc = tshm_index_find(h, page_of(f), upto, &got);
+        if (rc != TSHM_OK || got < f) {
+            fprintf(stderr, "  lookup of frame %llu: %s, got %llu\n", (unsigned long long)f,
+                    tshm_errstr(rc), (unsigned long long)got);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int write_file(const char *path, size_t bytes) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    static char buf[65536];
+    memset(buf, 0x5a, sizeof buf);
+    size_t done = 0;
+    while (done < bytes) {
+        ssize_t n = write(fd, buf, bytes - done < sizeof buf ? bytes - done : sizeof buf);
+        if (n <= 0) break;
+        done += (size_t)n;
+    }
+    close(fd);
+    return done == bytes ? 0 : -1;
+}
+
+/* A reader in another process: opens, finds every committed frame, closes. */
+static void reader_finds_committed(void *arg) {
+    const uint64_t *upto = arg;
+    tshm *h = open_with(getenv("HOSTILE_DB"), 0, 0, 0);
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    tshm_snapshot s;
+    CHECK_RC(tshm_snapshot_get(h, &s), TSHM_OK);
+    CHECK(s.max_frame == *upto);
+    CHECK(lookups_ok(h, *upto));
+    void *region = NULL;
+    CHECK_RC(tshm_region(h, 0, 4096, 0, &region), TSHM_OK);
+    CHECK(region != NULL && ((volatile uint64_t *)region)[0] == 0x5eed);
+    close_ok(h);
+}
+
+static void disk_full_in_namespace(void *arg) {
+    const char *mnt = arg;
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tshm-full", mnt, "tmpfs", 0, "size=1536k") != 0) {
+        printf("SKIP test_disk_full_while_the_sidecar_grows: cannot mount a tmpfs in a private "
+               "namespace: %s\n", strerror(errno));
+        fflush(NULL);
+        _exit(0);
+    }
+    char db[700], filler[700], other[700];
+    snprintf(db, sizeof db, "%s/full.db", mnt);
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    snprintf(other, sizeof other, "%s/other.db", mnt);
+    setenv("HOSTILE_DB", db, 1);
+    make_db(db, 0644);
+    make_db(other, 0644);
+    CHECK(write_file(filler, 256 * 1024) == 0);
+
+    tshm *h = open_with(db, 0, 0, 0);
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    void *region = NULL;
+    CHECK_RC(tshm_region(h, 0, 4096, 1, &region), TSHM_OK);
+    if (region != NULL) ((volatile uint64_t *)region)[0] = 0x5eed;
+
+    /* Grow the index until the disk is full, committing as it goes. */
+    uint64_t f = 0;
+    int rc = TSHM_OK;
+    while (f < 10000000) {
+        rc = tshm_index_append(h, page_of(f + 1), f + 1);
+        if (rc != TSHM_OK) break;
+        f++;
+        if (f % 1000 == 0) publish_max_frame(h, f);
+    }
+    CHECK_RC(rc, TSHM_FULL);
+    CHECK(msg_has("No space left on device"));
+    CHECK(f > 10000);
+    /* The uncommitted appends are rolled back; the committed state answers. */
+    publish_max_frame(h, f);
+    CHECK(lookups_ok(h, f));
+    /* Regions grow the same pool: full too, and a failed growth can be retried. */
+    void *r1 = NULL;
+    for (int i = 0; i < 3; i++) {
+        CHECK_RC(tshm_region(h, 1, 4096, 1, &r1), TSHM_FULL);
+        CHECK(r1 == NULL);
+    }
+    tshm_index_stats st;
+    CHECK_RC(tshm_index_stats_get(h, &st), TSHM_OK);
+    CHECK(st.entries == f);
+
+    /* Another process joins the full sidecar and reads everything (maps every grown page). */
+    check_child(in_child(reader_finds_committed, &f), "reader on a full disk");
+    /* A new sidecar cannot even be created on the full disk: FULL, nothing half made. */
+    tshm *o = NULL;
+    CHECK_RC(open_rc(other, 0, &o), TSHM_FULL);
+    CHECK(o == NULL);
+    CHECK(msg_has("No space left on device"));
+
+    /* Space comes back: the writer carries on where it stopped. */
+    CHECK(unlink(filler) == 0);
+    for (int i = 0; i < 2000; i++) {
+        rc = tshm_index_append(h, page_of(f + 1), f + 1);
+        if (rc != TSHM_OK) break;
+        f++;
+    }
+    CHECK_RC(rc, TSHM_OK);
+    publish_max_frame(h, f);
+    CHECK(lookups_ok(h, f));
+    CHECK_RC(tshm_region(h, 1, 4096, 1, &r1), TSHM_OK);
+    CHECK(r1 != NULL);
+    CHECK_RC(open_rc(other, 0, &o), TSHM_OK);
+    close_ok(o);
+    check_child(in_child(reader_finds_committed, &f), "reader after space came back");
+    CHECK_RC(tshm_writer_release(h), TSHM_OK);
+    close_ok(h);
+}
+
+static void test_disk_full_while_the_sidecar_grows(void) {
+    if (geteuid() != 0) {
+        printf("SKIP test_disk_full_while_the_sidecar_grows: needs root to mount a tmpfs\n");
+        return;
+    }
+    char mnt[600];
+    snprintf(mnt, sizeof mnt, "%s.mnt", test_db("full"));
+    mkdir(mnt, 0755);
+    check_child(in_child(disk_full_in_namespace, mnt), "disk full");
+    rmdir(mnt);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 2. The file-size limit when the sidecar is created                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+static void fsize_limit_at_creation(void *arg) {
+    const char *db = arg;
+    signal(SIGXFSZ, SIG_DFL); /* the default kills: the library must never write past it */
+    struct rlimit rl = {.rlim_cur = 16384, .rlim_max = RLIM_INFINITY};
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+    tshm *h = NULL;
+    CHECK_RC(open_rc(db, 0, &h), TSHM_FULL);
+    CHECK(h == NULL);
+    CHECK(msg_has("file-size limit"));
+    struct stat st;
+    CHECK(stat(sidecar_of(db), &st) == 0 && st.st_size <= 16384);
+    rl.rlim_cur = RLIM_INFINITY;
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+    h = open_with(db, 0, 0, 0);
+    CHECK(h != NULL);
+    if (h != NULL) {
+        CHECK(info_of(h).initialized == 1);
+        CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+        CHECK_RC(tshm_index_append(h, 7, 1), TSHM_OK);
+        publish_max_frame(h, 1);
+        CHECK_RC(tshm_writer_release(h), TSHM_OK);
+        close_ok(h);
+    }
+}
+
+static void test_file_size_limit_when_the_sidecar_is_created(void) {
+    const char *db = test_db("hostile-fsize.db");
+    make_db(db, 0644);
+    check_child(in_child(fsize_limit_at_creation, (void *)db), "file-size limit at creation");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 3. No descriptor left at open                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Opens with only `spare` descriptors left below the limit; returns the code. */
+static int open_with_spare_fds(const char *db, int spare, tshm **out) {
+    struct rlimit old, rl;
+    getrlimit(RLIMIT_NOFILE, &old);
+    /* the lowest free descriptor, and every one above it, is free: the limit makes them so */
+    int lowest = dup(0);
+    close(lowest);
+    rl = old;
+    rl.rlim_cur = (rlim_t)(lowest + spare);
+    setrlimit(RLIMIT_NOFILE, &rl);
+    int rc = open_rc(db, 0, out);
+    setrlimit(RLIMIT_NOFILE, &old);
+    return rc;
+}
+
+static void no_descriptor_left(void *arg) {
+    const char *dir = arg;
+    char db[700];
+    for (int spare = 0; spare < 2; spare++) {
+        /* spare 0: the sidecar cannot be opened; spare 1: it can, but nothing more */
+        snprintf(db, sizeof db, "%s/nofile-%d.db", dir, spare);
+        make_db(db, 0644);
+        int before = open_fds();
+        tshm *h = NULL;
+        int rc = open_with_spare_fds(db, spare, &h);
+        if (rc == TSHM_OK) {
+            /* the open needed no more than the spare ones: nothing to test at this count */
+            close_ok(h);
+            continue;
+        }
+        CHECK_RC(rc, TSHM_CANTOPEN);
+        CHECK(tshm_errno() == EMFILE);
+        CHECK(msg_has("Too many open files"));
+        CHECK(h == NULL);
+        CHECK(open_fds() == before); /* nothing half opened is left behind */
+        /* With descriptors again, the open works and the handle is complete. */
+        h = open_with(db, 0, 0, 0);
+        CHECK(h != NULL);
+        if (h == NULL) continue;
+        CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+        CHECK_RC(tshm_index_append(h, 3, 1), TSHM_OK);
+        publish_max_frame(h, 1);
+        CHECK_RC(tshm_writer_release(h), TSHM_OK);
+        /* A second handle of the process needs no descriptor at all. */
+        tshm *h2 = NULL;
+        CHECK_RC(open_with_spare_fds(db, 0, &h2), TSHM_OK);
+        if (h2 != NULL) {
+            uint64_t got = 0;
+            CHECK_RC(tshm_index_find(h2, 3, 1, &got), TSHM_OK);
+            CHECK(got == 1);
+            close_ok(h2);
+        }
+        close_ok(h);
+    }
+}
+
+static void test_no_descriptor_left_at_open(void) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s.d", test_db("nofile"));
+    mkdir(dir, 0755);
+    check_child(in_child(no_descriptor_left, dir), "no descriptor left");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 4. Read-only directories and permissions changed underneath                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+struct perm_case {
+    const char *dir;
+    int go[2], done[2];
+};
+
+/* As nobody, in a directory it cannot write: a missing sidecar cannot be made, an existing
+ * writable one is used as usual, one chmod 0400 underneath is refused, and an unreadable
+ * database file stops nothing (libtshm never reads it). */
+static void perm_opener(void *arg) {
+    struct perm_case *pc = arg;
+    if (!become_nobody()) return;
+    char db[700];
+    tshm *h = NULL;
+    snprintf(db, sizeof db, "%s/missing.db", pc->dir);
+    CHECK_RC(open_rc(db, 0, &h), TSHM_CANTOPEN);
+    CHECK(tshm_errno() == EACCES);
+    CHECK(msg_has("create"));
+    CHECK(access(sidecar_of(db), F_OK) != 0);
+
+    snprintf(db, sizeof db, "%s/shared.db", pc->dir);
+    CHECK_RC(open_rc(db, 0, &h), TSHM_OK);
+    if (h != NULL) {
+        CHECK(info_of(h).readonly == 0);
+        uint64_t got = 0;
+        CHECK_RC(tshm_index_find(h, 5, 1, &got), TSHM_OK);
+        CHECK(got == 1);
+        close_ok(h);
+    }
+    /* the parent chmods the sidecar 0400 while it stays attached */
+    char c = 'g';
+    CHECK(write(pc->go[1], &c, 1) == 1 && read(pc->done[0], &c, 1) == 1);
+    CHECK_RC(open_rc(db, 0, &h), TSHM_CANTOPEN);
+    CHECK(tshm_errno() == EACCES);
+    CHECK(h == NULL);
+    CHECK_RC(open_rc(db, TSHM_OPEN_READONLY, &h), TSHM_CANTOPEN);
+    /* back to 0644 for others: a read-only handle that sees the attached writer's commits */
+    CHECK(write(pc->go[1], &c, 1) == 1 && read(pc->done[0], &c, 1) == 1);
+    CHECK_RC(open_rc(db, 0, &h), TSHM_OK);
+    if (h != NULL) {
+        CHECK(info_of(h).readonly == 1);
+        tshm_snapshot s;
+        CHECK_RC(tshm_snapshot_get(h, &s), TSHM_OK);
+        CHECK(s.max_frame == 2);
+        uint64_t got = 0;
+        CHECK_RC(tshm_index_find(h, 6, 2, &got), TSHM_OK);
+        CHECK(got == 2);
+        close_ok(h);
+    }
+    /* the database file itself unreadable (mode 0000) */
+    CHECK(write(pc->go[1], &c, 1) == 1 && read(pc->done[0], &c, 1) == 1);
+    CHECK_RC(open_rc(db, TSHM_OPEN_READONLY, &h), TSHM_OK);
+    if (h != NULL) {
+        tshm_snapshot s;
+        CHECK_RC(tshm_snapshot_get(h, &s), TSHM_OK);
+        CHECK(s.max_frame == 2);
+        close_ok(h);
+    }
+}
+
+static void test_unwritable_directory_and_permissions_changed_underneath(void) {
+    if (geteuid() != 0) {
+        printf("SKIP test_unwritable_directory_and_permissions_changed_underneath: needs root "
+               "(to test permissions as another user)\n");
+        return;
+    }
+    char dir[600], db[700];
+    snprintf(dir, sizeof dir, "%s.d", test_db("perm"));
+    mkdir(dir, 0755);
+    snprintf(db, sizeof db, "%s/shared.db", dir);
+    make_db(db, 0666);
+    tshm *w = open_with(db, 0, 0, 0); /* root, attached throughout */
+    CHECK(w != NULL);
+    if (w == NULL) return;
+    CHECK_RC(tshm_writer_acquire(w, 0), TSHM_OK);
+    CHECK_RC(tshm_index_append(w, 5, 1), TSHM_OK);
+    publish_max_frame(w, 1);
+    struct perm_case pc = {.dir = dir};
+    if (pipe(pc.go) != 0 || pipe(pc.done) != 0) exit(2);
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        harness_failed = 0;
+        alarm(60);
+        perm_opener(&pc);
+        _exit(harness_failed == 0 ? 0 : 1);
+    }
+    char c;
+    const char *side = sidecar_of(db);
+    /* step 1: chmod 0400 underneath the attached writer */
+    if (read(pc.go[0], &c, 1) == 1) {
+        CHECK(chmod(side, 0400) == 0);
+        CHECK_RC(tshm_index_append(w, 6, 2), TSHM_OK); /* the attached writer carries on */
+        publish_max_frame(w, 2);
+        CHECK(write(pc.done[1], &c, 1) == 1);
+    }
+    /* step 2: readable by others, not writable */
+    if (read(pc.go[0], &c, 1) == 1) {
+        CHECK(chmod(side, 0644) == 0);
+        CHECK(write(pc.done[1], &c, 1) == 1);
+    }
+    /* step 3: the database file unreadable */
+    if (read(pc.go[0], &c, 1) == 1) {
+        CHECK(chmod(db, 0000) == 0);
+        CHECK(write(pc.done[1], &c, 1) == 1);
+    }
+    check_child(child_wait(kid), "opener as nobody");
+    chmod(db, 0666);
+    uint64_t got = 0;
+    CHECK_RC(tshm_index_find(w, 6, 2, &got), TSHM_OK);
+    CHECK(got == 2);
+    CHECK_RC(tshm_writer_release(w), TSHM_OK);
+    close_ok(w);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 5. A sidecar replaced while processes are attached                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+enum replace_how { RENAME_EMPTY, UNLINK, RENAME_COPY };
+
+static void replace_sidecar(const char *db, enum replace_how how) {
+    const char *side = sidecar_of(db);
+    char tmp[800];
+    snprintf(tmp, sizeof tmp, "%s.new", side);
+    if (how == UNLINK) {
+        CHECK(unlink(side) == 0);
+        return;
+    }
+    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    CHECK(out >= 0);
+    if (how == RENAME_COPY) {
+        /* a byte copy through a child: this process must not open and close the sidecar */
+        fflush(NULL);
+        pid_t kid = fork();
+        if (kid == 0) {
+            int in = open(side, O_RDONLY | O_CLOEXEC);
+            char buf[65536];
+            ssize_t n;
+            while (in >= 0 && (n = read(in, buf, sizeof buf)) > 0)
+                if (write(out, buf, (size_t)n) != n) _exit(3);
+            _exit(in >= 0 ? 0 : 3);
+        }
+        CHECK(child_wait(kid) == 0);
+    }
+    close(out);
+    CHECK(rename(tmp, side) == 0);
+}
+
+/* A second process opening after the replacement: refused, never a second writer. */
+static void opener_after_replacement(void *arg) {
+    const char *db = arg;
+    tshm *h = NULL;
+    int rc = open_rc(db, 0, &h);
+    if (rc == TSHM_OK) {
+        int w = tshm_writer_acquire(h, 0);
+        fprintf(stderr, "FAIL the open after the replacement succeeded (initialized %d); writer "
+                        "acquire: %s%s\n",
+                info_of(h).initialized, tshm_errstr(w),
+                w == TSHM_OK ? ": two processes hold the writer role at once" : "");
+        harness_failed++;
+        return;
+    }
+    CHECK_RC(rc, TSHM_BUSY);
+    CHECK(msg_has("replaced"));
+    CHECK(h == NULL);
+    /* a read-only opener is refused the same way (it would read another session's state) */
+    CHECK(open_rc(db, TSHM_OPEN_READONLY, &h) != TSHM_OK);
+    CHECK(h == NULL);
+}
+
+static void replaced_while_attached(enum replace_how how) {
+    const char *names[] = {"repl-rename.db", "repl-unlink.db", "repl-copy.db"};
+    const char *db = test_db(names[how]);
+    make_db(db, 0644);
+    tshm *a = open_with(db, 0, 0, 0);
+    CHECK(a != NULL);
+    if (a == NULL) return;
+    CHECK_RC(tshm_writer_acquire(a, 0), TSHM_OK);
+    CHECK_RC(tshm_index_append(a, 9, 1), TSHM_OK);
+    publish_max_frame(a, 1);
+
+    replace_sidecar(db, how);
+    check_child(in_child(opener_after_replacement, (void *)db), "opener after the replacement");
+
+    /* This process, attached to the old file, is refused a second handle on the new one too. */
+    tshm *a2 = NULL;
+    int rc = open_rc(db, 0, &a2);
+    CHECK_RC(rc, TSHM_BUSY);
+    if (rc == TSHM_OK) close_ok(a2);
+    else CHECK(msg_has("replaced"));
+    /* The attached process carries on undisturbed on the file it has. */
+    CHECK_RC(tshm_index_append(a, 9, 2), TSHM_OK);
+    publish_max_frame(a, 2);
+    uint64_t got = 0;
+    CHECK_RC(tshm_index_find(a, 9, 2, &got), TSHM_OK);
+    CHECK(got == 2);
+    CHECK_RC(tshm_writer_release(a), TSHM_OK);
+    close_ok(a);
+
+    /* Once everyone attached to the old file has gone, the new one starts a fresh session. */
+    tshm *b = open_with(db, 0, 0, 0);
+    CHECK(b != NULL);
+    if (b != NULL) {
+        CHECK(info_of(b).initialized == 1);
+        CHECK_RC(tshm_writer_acquire(b, 0), TSHM_OK);
+        CHECK_RC(tshm_writer_release(b), TSHM_OK);
+        close_ok(b);
+    }
+}
+
+static void test_sidecar_renamed_over_while_attached(void) { replaced_while_attached(RENAME_EMPTY); }
+static void test_sidecar_unlinked_while_attached(void) { replaced_while_attached(UNLINK); }
+static void test_sidecar_replaced_by_a_copy_while_attached(void) { replaced_while_attached(RENAME_COPY); }
+
+int main(int argc, char **argv) {
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } tests[] = {
+#define T(f) {#f, f}
+        T(test_disk_full_while_the_sidecar_grows),
+        T(test_file_size_limit_when_the_sidecar_is_created),
+        T(test_no_descriptor_left_at_open),
+        T(test_unwritable_directory_and_permissions_changed_underneath),
+        T(test_sidecar_renamed_over_while_attached),
+        T(test_sidecar_unlinked_while_attached),
+        T(test_sidecar_replaced_by_a_copy_while_attached),
+#undef T
+    };
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
+        if (argc < 2 || strstr(tests[i].name, argv[1]) != NULL) tests[i].fn();
+    return harness_done("test_hostile");
+}
