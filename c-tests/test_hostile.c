@@ -333,6 +333,16 @@ static void no_descriptor_left(void *arg) {
         }
         close_ok(h);
     }
+    /* A later handle needs no descriptor even when the database file appeared only after the
+     * process's first handle opened (no guard descriptor was opened for it then). */
+    snprintf(db, sizeof db, "%s/nofile-late.db", dir);
+    tshm *first = open_with(db, 0, 0, 0);
+    CHECK(first != NULL);
+    make_db(db, 0644);
+    tshm *later = NULL;
+    CHECK_RC(open_with_spare_fds(db, 0, &later), TSHM_OK);
+    close_ok(later);
+    close_ok(first);
 }
 
 static void test_no_descriptor_left_at_open(void) {
@@ -560,6 +570,33 @@ static void test_sidecar_renamed_over_while_attached(void) { replaced_while_atta
 static void test_sidecar_unlinked_while_attached(void) { replaced_while_attached(UNLINK); }
 static void test_sidecar_replaced_by_a_copy_while_attached(void) { replaced_while_attached(RENAME_COPY); }
 
+/* One database file under two names (a symbolic link): two sidecars, so two sessions on one
+ * database; the second is refused while the first is attached. */
+static void second_name_opener(void *arg) {
+    tshm *h = NULL;
+    CHECK_RC(open_rc(arg, 0, &h), TSHM_BUSY);
+    CHECK(msg_has("another name"));
+}
+
+static void test_database_under_a_second_name_is_refused_while_attached(void) {
+    const char *db = test_db("two-names.db");
+    char alias[700];
+    snprintf(alias, sizeof alias, "%s.alias", db);
+    make_db(db, 0644);
+    unlink(alias);
+    unlink(sidecar_of(alias));
+    CHECK(symlink(db, alias) == 0);
+    tshm *a = open_with(db, 0, 0, 0);
+    CHECK(a != NULL);
+    check_child(in_child(second_name_opener, alias), "opener of the second name");
+    tshm *h = NULL;
+    CHECK_RC(open_rc(alias, 0, &h), TSHM_BUSY);
+    close_ok(a);
+    h = open_with(alias, 0, 0, 0);
+    CHECK(h != NULL);
+    close_ok(h);
+}
+
 int main(int argc, char **argv) {
     static const struct {
         const char *name;
@@ -573,6 +610,7 @@ int main(int argc, char **argv) {
         T(test_sidecar_renamed_over_while_attached),
         T(test_sidecar_unlinked_while_attached),
         T(test_sidecar_replaced_by_a_copy_while_attached),
+        T(test_database_under_a_second_name_is_refused_while_attached),
 #undef T
     };
     signal(SIGPIPE, SIG_IGN);

@@ -247,9 +247,6 @@ impl Coordinator {
         }
         let forced = opts.posix_locks.then_some(Backend::Posix);
         let node = Node::get(db_path, opts.readonly, !opts.readonly, forced)?;
-        // Before any lock is taken: a failure here leaves nothing behind (the node, unused,
-        // goes with its descriptor).
-        let guard = DbGuard::get(db_path, forced)?;
         if InLastCloseHook::running(node.key) {
             return Err(Error::Misuse(
                 "the database cannot be opened from its own last-close hook: the closing handle \
@@ -270,6 +267,14 @@ impl Coordinator {
             // a later one joins under `open_close` alone, so a process stopped in the middle of
             // its own open never holds up this process's other handles.
             let first = node.attached().handles == 0;
+            // Only a first handle takes the database's attach byte, so only it needs the guard's
+            // descriptor. Taken before any lock: a failure leaves nothing behind (the node,
+            // unused, goes with its descriptor).
+            let guard = if first {
+                DbGuard::get(db_path, forced)?
+            } else {
+                None
+            };
             if first {
                 let init_kind = if node.writable {
                     Kind::Exclusive
