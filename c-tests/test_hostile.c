@@ -228,6 +228,132 @@ static void disk_full_in_namespace(void *arg) {
     close_ok(h);
 }
 
+/* Fills the filesystem of `path` with a file at `path` until it is full. */
+static void fill_up(const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    static char buf[4096];
+    memset(buf, 0x5a, sizeof buf);
+    while (fd >= 0 && write(fd, buf, sizeof buf) > 0) {}
+    while (fd >= 0 && write(fd, buf, 1) > 0) {}
+    if (fd >= 0) close(fd);
+}
+
+static void open_sparse_in_child(void *arg) {
+    tshm *h = NULL;
+    int rc = open_rc(arg, 0, &h);
+    CHECK_RC(rc, TSHM_FULL);
+    CHECK(h == NULL);
+    CHECK(msg_has("No space left on device"));
+    CHECK(msg_has("sparse"));
+}
+
+/* A read-only handle whose process may write the file: the process's mapping is writable
+ * (later handles share it), so the holes need storage all the same. */
+static void open_sparse_readonly_in_child(void *arg) {
+    tshm *h = NULL;
+    CHECK_RC(open_rc(arg, TSHM_OPEN_READONLY, &h), TSHM_FULL);
+    CHECK(h == NULL);
+    CHECK(msg_has("sparse"));
+}
+
+/* A sidecar whose pages have no storage behind them (a sparse copy: its header page and
+ * holes) on a full disk: touching a hole through the mapping would be SIGBUS. */
+struct sparse_case {
+    char mnt[600];
+    int no_fallocate; /* as on a filesystem without fallocate (test point) */
+};
+
+static int has_hole(const char *path) {
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    off_t h = fd >= 0 ? lseek(fd, 0, SEEK_HOLE) : -1;
+    int r = fd >= 0 && fstat(fd, &st) == 0 && h < st.st_size;
+    if (fd >= 0) close(fd);
+    return r;
+}
+
+static void sparse_sidecar_in_namespace(void *arg) {
+    const struct sparse_case *sc = arg;
+    const char *mnt = sc->mnt;
+    if (sc->no_fallocate) setenv("TSHM_TEST_FAIL_AT", "fallocate", 1);
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tshm-sparse", mnt, "tmpfs", 0, "size=1m") != 0) {
+        printf("SKIP test_sparse_sidecar_on_a_full_disk: cannot mount a tmpfs in a private "
+               "namespace: %s\n", strerror(errno));
+        fflush(NULL);
+        _exit(0);
+    }
+    char db[700], filler[700], tmp[800];
+    snprintf(db, sizeof db, "%s/sparse.db", mnt);
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    make_db(db, 0644);
+    tshm *h = open_with(db, 0, 0, 0);
+    CHECK(h != NULL);
+    close_ok(h);
+    /* the sparse copy, in a child (this process must not open and close the sidecar) */
+    const char *side = sidecar_of(db);
+    snprintf(tmp, sizeof tmp, "%s.sparse", side);
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        char page[4096];
+        struct stat st;
+        int in = open(side, O_RDONLY | O_CLOEXEC);
+        int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (in < 0 || out < 0 || fstat(in, &st) != 0 || pread(in, page, sizeof page, 0) != 4096 ||
+            ftruncate(out, st.st_size) != 0 || pwrite(out, page, sizeof page, 0) != 4096)
+            _exit(3);
+        _exit(0);
+    }
+    CHECK(child_wait(kid) == 0);
+    CHECK(rename(tmp, side) == 0);
+    fill_up(filler);
+    CHECK(has_hole(side));
+    if (!sc->no_fallocate) {
+        check_child(in_child(open_sparse_in_child, db), "writable open of a sparse sidecar");
+        check_child(in_child(open_sparse_readonly_in_child, db), "read-only open of a sparse sidecar");
+    } else {
+        /* zeros written over the holes instead: FULL all the same */
+        CHECK_RC(open_rc(db, 0, &h), TSHM_FULL);
+        CHECK(h == NULL);
+        CHECK(msg_has("No space left on device"));
+    }
+    /* Space comes back: a writable open gives the holes storage, and everyone can join. */
+    CHECK(unlink(filler) == 0);
+    h = open_with(db, 0, 0, 0);
+    CHECK(!has_hole(side));
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    CHECK_RC(tshm_index_append(h, 8, 1), TSHM_OK);
+    publish_max_frame(h, 1);
+    fill_up(filler);
+    tshm *r = NULL;
+    CHECK_RC(open_rc(db, TSHM_OPEN_READONLY, &r), TSHM_OK);
+    if (r != NULL) {
+        uint64_t got = 0;
+        CHECK_RC(tshm_index_find(r, 8, 1, &got), TSHM_OK);
+        CHECK(got == 1);
+        close_ok(r);
+    }
+    CHECK_RC(tshm_writer_release(h), TSHM_OK);
+    close_ok(h);
+}
+
+static void test_sparse_sidecar_on_a_full_disk(void) {
+    if (geteuid() != 0) {
+        printf("SKIP test_sparse_sidecar_on_a_full_disk: needs root to mount a tmpfs\n");
+        return;
+    }
+    for (int no_fallocate = 0; no_fallocate < 2; no_fallocate++) {
+        struct sparse_case sc = {.no_fallocate = no_fallocate};
+        snprintf(sc.mnt, sizeof sc.mnt, "%s.mnt", test_db("sparse"));
+        mkdir(sc.mnt, 0755);
+        check_child(in_child(sparse_sidecar_in_namespace, &sc), no_fallocate ? "sparse sidecar, no fallocate" : "sparse sidecar");
+        rmdir(sc.mnt);
+    }
+}
+
 static void test_disk_full_while_the_sidecar_grows(void) {
     if (geteuid() != 0) {
         printf("SKIP test_disk_full_while_the_sidecar_grows: needs root to mount a tmpfs\n");
@@ -470,6 +596,70 @@ static void test_unwritable_directory_and_permissions_changed_underneath(void) {
     close_ok(w);
 }
 
+/* A read-only filesystem (a tmpfs remounted read-only in a private namespace): a missing
+ * sidecar cannot be made (CANTOPEN, EROFS); an existing one gives read-only handles that see
+ * the state its last session left. */
+static void read_only_fs_in_namespace(void *arg) {
+    const char *mnt = arg;
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tshm-ro", mnt, "tmpfs", 0, "size=4m") != 0) {
+        printf("SKIP test_read_only_filesystem: cannot mount a tmpfs in a private namespace: %s\n",
+               strerror(errno));
+        fflush(NULL);
+        _exit(0);
+    }
+    char db[700], missing[700];
+    snprintf(db, sizeof db, "%s/ro.db", mnt);
+    snprintf(missing, sizeof missing, "%s/missing.db", mnt);
+    make_db(db, 0644);
+    make_db(missing, 0644);
+    tshm *w = open_with(db, 0, 0, 0);
+    CHECK(w != NULL);
+    if (w == NULL) return;
+    CHECK_RC(tshm_writer_acquire(w, 0), TSHM_OK);
+    CHECK_RC(tshm_index_append(w, 4, 1), TSHM_OK);
+    publish_max_frame(w, 1);
+    CHECK_RC(tshm_writer_release(w), TSHM_OK);
+    close_ok(w);
+    if (mount(NULL, mnt, NULL, MS_REMOUNT | MS_RDONLY, NULL) != 0) {
+        fprintf(stderr, "FAIL remount read-only: %s\n", strerror(errno));
+        harness_failed++;
+        return;
+    }
+    tshm *h = NULL;
+    CHECK_RC(open_rc(missing, 0, &h), TSHM_CANTOPEN);
+    CHECK(tshm_errno() == EROFS);
+    CHECK(msg_has("create"));
+    CHECK_RC(open_rc(db, 0, &h), TSHM_OK);
+    if (h != NULL) {
+        CHECK(info_of(h).readonly == 1);
+        tshm_snapshot snap;
+        CHECK_RC(tshm_snapshot_get(h, &snap), TSHM_OK);
+        CHECK(snap.max_frame == 1);
+        uint64_t got = 0;
+        CHECK_RC(tshm_index_find(h, 4, 1, &got), TSHM_OK);
+        CHECK(got == 1);
+        CHECK_RC(tshm_writer_acquire(h, 0), TSHM_READONLY);
+        void *r = NULL;
+        CHECK_RC(tshm_region(h, 0, 4096, 1, &r), TSHM_READONLY);
+        close_ok(h);
+    }
+    tshm *x = NULL;
+    CHECK_RC(open_rc(db, TSHM_OPEN_EXCLUSIVE, &x), TSHM_READONLY);
+}
+
+static void test_read_only_filesystem(void) {
+    if (geteuid() != 0) {
+        printf("SKIP test_read_only_filesystem: needs root to mount a tmpfs\n");
+        return;
+    }
+    char mnt[600];
+    snprintf(mnt, sizeof mnt, "%s.mnt", test_db("rofs"));
+    mkdir(mnt, 0755);
+    check_child(in_child(read_only_fs_in_namespace, mnt), "read-only filesystem");
+    rmdir(mnt);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* 5. A sidecar replaced while processes are attached                                           */
 /* ------------------------------------------------------------------------------------------ */
@@ -604,9 +794,11 @@ int main(int argc, char **argv) {
     } tests[] = {
 #define T(f) {#f, f}
         T(test_disk_full_while_the_sidecar_grows),
+        T(test_sparse_sidecar_on_a_full_disk),
         T(test_file_size_limit_when_the_sidecar_is_created),
         T(test_no_descriptor_left_at_open),
         T(test_unwritable_directory_and_permissions_changed_underneath),
+        T(test_read_only_filesystem),
         T(test_sidecar_renamed_over_while_attached),
         T(test_sidecar_unlinked_while_attached),
         T(test_sidecar_replaced_by_a_copy_while_attached),

@@ -196,12 +196,18 @@ fn next_hid() -> HandleId {
     NEXT.fetch_add(1, Relaxed)
 }
 
-fn map_and_validate(node: &Node) -> std::result::Result<region::Shm, Error> {
+/// Maps the whole sidecar. A writable node first gives storage to any page without it (see
+/// [`region::fill_holes`]; `alone`: no other process is attached), so that its stores can
+/// never fault; read-only handles only read, which a hole never fails.
+fn map_and_validate(node: &Node, alone: bool) -> std::result::Result<region::Shm, Error> {
     let len = region::file_len(node.fd())?;
     if len < PAGE {
         return Err(Error::Corrupt(format!(
             "sidecar is {len} bytes, shorter than its header"
         )));
+    }
+    if node.writable {
+        region::fill_holes(node.fd(), len, alone)?;
     }
     node.map(len)
 }
@@ -373,7 +379,7 @@ impl Coordinator {
     /// Alone (lifetime byte exclusive): validate or (re)initialize, reset stale owners, then
     /// downgrade in place unless EXCLUSIVE.
     fn first_open(node: &Node, opts: &Options, readers: u32) -> Result<()> {
-        let existing = match map_and_validate(node) {
+        let existing = match map_and_validate(node, true) {
             Ok(shm) => region::read_header(&shm).ok().map(|g| (shm, g)),
             Err(Error::Corrupt(_)) => None,
             Err(e) => return Err(e),
@@ -429,7 +435,7 @@ impl Coordinator {
             let alone = lock::probe(node.fd(), node.backend, LOCK_LIFETIME)?.0 == lock::Held::Free;
             node.hold_db_guard(guard, db_path, alone)?;
         }
-        let shm = map_and_validate(node)?;
+        let shm = map_and_validate(node, false)?;
         let geom = region::read_header(&shm);
         if !shared {
             let msg = Self::conflict_message(node, &shm, geom.as_ref().ok(), opts.exclusive);

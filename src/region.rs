@@ -2,8 +2,9 @@
 //!
 //! Owns: creating and opening `<db>-tshm` (`O_CLOEXEC | O_NOFOLLOW`, the database file's
 //! permissions and owner), refusing network filesystems, growing the file by writing real pages
-//! (never a sparse `ftruncate` whose pages could SIGBUS on a full disk), mapping it `MAP_SHARED`,
-//! and the typed atomic views of its bytes.
+//! (never a sparse `ftruncate` whose pages could SIGBUS on a full disk), giving storage to the
+//! holes of a sidecar made sparse from outside before a writable mapping can store into them,
+//! mapping it `MAP_SHARED`, and the typed atomic views of its bytes.
 //!
 //! Invariant: every access to shared memory goes through [`Shm::u32`] / [`Shm::u64`], which hand
 //! out `&AtomicU32` / `&AtomicU64` for an in-bounds, naturally aligned offset. Offsets come from
@@ -502,6 +503,64 @@ pub fn file_key(fd: RawFd) -> Result<(u64, u64)> {
         return Err(Error::last_os("fstat sidecar"));
     }
     Ok((st.st_dev, st.st_ino))
+}
+
+/// Gives storage to every page of the first `len` bytes that has none (a hole: the file was
+/// made sparse from outside, e.g. by a sparse copy or an `ftruncate`), so that a store through
+/// the mapping never faults on a page the filesystem cannot allocate (SIGBUS on a full disk).
+/// Finding no hole costs one `lseek`. Holes are allocated in place with `fallocate` (their
+/// bytes read as zeros before and after, so this is safe while others use the file); where
+/// the filesystem has no `fallocate`, a process `alone` on the file writes zeros over them
+/// instead, and one that is not leaves them (the first opener filled them). No room for them
+/// is [`Error::Full`].
+pub fn fill_holes(fd: RawFd, len: u64, alone: bool) -> Result<()> {
+    let seek = |off: u64, whence: libc::c_int| -> Option<u64> {
+        // SAFETY: lseek on an owned descriptor; SEEK_DATA/SEEK_HOLE do not move data.
+        let r = unsafe { libc::lseek(fd, off as libc::off_t, whence) };
+        (r >= 0).then_some(r as u64)
+    };
+    // A filesystem without SEEK_HOLE reports none (the end of the file).
+    let Some(hole) = seek(0, libc::SEEK_HOLE).filter(|h| *h < len) else {
+        return Ok(());
+    };
+    let full = |e: std::io::Error| {
+        Error::Full(format!(
+            "giving storage to the sidecar's pages without any (it is sparse) failed: {e}"
+        ))
+    };
+    // Test point `fallocate` (`TSHM_TEST_FAIL_AT=fallocate`): act as on a filesystem without it.
+    while !crate::testpoint::fail("fallocate") {
+        // SAFETY: fallocate on an owned descriptor; KEEP_SIZE never changes the file's length.
+        let rc = unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_KEEP_SIZE,
+                hole as libc::off_t,
+                (len - hole) as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => return Err(full(e)),
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => break,
+            _ => return Err(Error::io("fallocate sidecar", e)),
+        }
+    }
+    if !alone {
+        return Ok(());
+    }
+    // Alone: nobody stores into the holes meanwhile, so zeros written over them lose nothing.
+    let mut off = hole;
+    while off < len {
+        let data = seek(off, libc::SEEK_DATA).unwrap_or(len).min(len);
+        write_zeros(fd, off, data - off)?;
+        off = seek(data, libc::SEEK_HOLE).unwrap_or(len);
+    }
+    Ok(())
 }
 
 /// Grows the file to at least `len` bytes by writing zero pages, so that every page of the

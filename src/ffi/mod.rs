@@ -270,7 +270,8 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 ///   later version of the struct (the caller was built against a later `tshm.h`);
 /// * `TSHM_FULL`: every instance slot is in use, or the disk (`ENOSPC`, quota) or the file-size
 ///   limit stops the sidecar from being created (`tshm_errmsg()` says which; the next open once
-///   there is room initializes it);
+///   there is room initializes it), or there is no room to give storage to the pages of a
+///   sidecar made sparse from outside (which a store through the mapping would need);
 /// * `TSHM_IOERR`, `TSHM_PERM`, `TSHM_NOMEM`: a system call failed (`tshm_errno()`);
 /// * `TSHM_INTERNAL`.
 ///
