@@ -228,6 +228,15 @@ static void disk_full_in_namespace(void *arg) {
     close_ok(h);
 }
 
+static int has_hole(const char *path) {
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    off_t h = fd >= 0 ? lseek(fd, 0, SEEK_HOLE) : -1;
+    int r = fd >= 0 && fstat(fd, &st) == 0 && h < st.st_size;
+    if (fd >= 0) close(fd);
+    return r;
+}
+
 /* Fills the filesystem of `path` with a file at `path` until it is full. */
 static void fill_up(const char *path) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -258,19 +267,28 @@ static void open_sparse_readonly_in_child(void *arg) {
 
 /* A sidecar whose pages have no storage behind them (a sparse copy: its header page and
  * holes) on a full disk: touching a hole through the mapping would be SIGBUS. */
+/* A process that may only read the sidecar, on the full disk, after a writable open gave the
+ * holes storage: reads everything. */
+static void read_sparse_as_reader_in_child(void *arg) {
+    if (!become_nobody()) return;
+    tshm *h = NULL;
+    CHECK_RC(open_rc(arg, 0, &h), TSHM_OK);
+    if (h == NULL) return;
+    CHECK(info_of(h).readonly == 1);
+    uint64_t got = 0;
+    CHECK_RC(tshm_index_find(h, 8, 1, &got), TSHM_OK);
+    CHECK(got == 1);
+    tshm_index_stats st;
+    CHECK_RC(tshm_index_stats_get(h, &st), TSHM_OK);
+    tshm_owner_info oi;
+    for (uint32_t role = 0; role < 3 + 64; role++) tshm_owner(h, role, &oi);
+    close_ok(h);
+}
+
 struct sparse_case {
     char mnt[600];
     int no_fallocate; /* as on a filesystem without fallocate (test point) */
 };
-
-static int has_hole(const char *path) {
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    off_t h = fd >= 0 ? lseek(fd, 0, SEEK_HOLE) : -1;
-    int r = fd >= 0 && fstat(fd, &st) == 0 && h < st.st_size;
-    if (fd >= 0) close(fd);
-    return r;
-}
 
 static void sparse_sidecar_in_namespace(void *arg) {
     const struct sparse_case *sc = arg;
@@ -321,13 +339,13 @@ static void sparse_sidecar_in_namespace(void *arg) {
     /* Space comes back: a writable open gives the holes storage, and everyone can join. */
     CHECK(unlink(filler) == 0);
     h = open_with(db, 0, 0, 0);
-    CHECK(!has_hole(side));
     CHECK(h != NULL);
     if (h == NULL) return;
     CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
     CHECK_RC(tshm_index_append(h, 8, 1), TSHM_OK);
     publish_max_frame(h, 1);
     fill_up(filler);
+    check_child(in_child(read_sparse_as_reader_in_child, db), "reader of a mended sidecar");
     tshm *r = NULL;
     CHECK_RC(open_rc(db, TSHM_OPEN_READONLY, &r), TSHM_OK);
     if (r != NULL) {
@@ -352,6 +370,75 @@ static void test_sparse_sidecar_on_a_full_disk(void) {
         check_child(in_child(sparse_sidecar_in_namespace, &sc), no_fallocate ? "sparse sidecar, no fallocate" : "sparse sidecar");
         rmdir(sc.mnt);
     }
+}
+
+/* Adds `delta` to the u64 at `off` of `path`, in a child: this process must not open and close
+ * a sidecar it has handles on (a POSIX close would drop its locks). */
+static void add_in_child(const char *path, off_t off, uint64_t delta) {
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        uint64_t v = 0;
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0 || pread(fd, &v, 8, off) != 8) _exit(3);
+        v += delta;
+        if (pwrite(fd, &v, 8, off) != 8) _exit(3);
+        _exit(0);
+    }
+    CHECK(child_wait(kid) == 0);
+}
+
+static void reader_of_region_in_child(void *arg) {
+    if (geteuid() == 0 && !become_nobody()) return;
+    tshm *h = NULL;
+    CHECK_RC(open_rc(arg, TSHM_OPEN_READONLY, &h), TSHM_OK);
+    if (h == NULL) return;
+    void *r = NULL;
+    CHECK_RC(tshm_region(h, 1, 4096, 0, &r), TSHM_OK);
+    CHECK(r != NULL && ((volatile uint64_t *)r)[7] == 77);
+    close_ok(h);
+}
+
+/* An allocator killed between reserving a pool unit and writing it (the reservation counter,
+ * header word 616, one ahead of the units written) leaves a unit without storage below the
+ * next one; nothing ever touches it, so a reader on the full disk reads everything else. */
+static void killed_allocator_in_namespace(void *arg) {
+    const char *mnt = arg;
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tshm-hole", mnt, "tmpfs", 0, "size=2m") != 0) {
+        printf("SKIP test_allocator_killed_after_its_reservation_on_a_full_disk: cannot mount a "
+               "tmpfs in a private namespace: %s\n", strerror(errno));
+        fflush(NULL);
+        _exit(0);
+    }
+    char db[700], filler[700];
+    snprintf(db, sizeof db, "%s/hole.db", mnt);
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    make_db(db, 0644);
+    tshm *h = open_with(db, 0, 0, 0);
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    void *r0 = NULL, *r1 = NULL;
+    CHECK_RC(tshm_region(h, 0, 4096, 1, &r0), TSHM_OK);
+    add_in_child(sidecar_of(db), 616, 1); /* the killed allocator's reservation */
+    CHECK_RC(tshm_region(h, 1, 4096, 1, &r1), TSHM_OK);
+    if (r1 != NULL) ((volatile uint64_t *)r1)[7] = 77;
+    fill_up(filler);
+    check_child(in_child(reader_of_region_in_child, (void *)db), "reader of a grown sidecar");
+    close_ok(h);
+}
+
+static void test_allocator_killed_after_its_reservation_on_a_full_disk(void) {
+    if (geteuid() != 0) {
+        printf("SKIP test_allocator_killed_after_its_reservation_on_a_full_disk: needs root to "
+               "mount a tmpfs\n");
+        return;
+    }
+    char mnt[600];
+    snprintf(mnt, sizeof mnt, "%s.mnt", test_db("hole"));
+    mkdir(mnt, 0755);
+    check_child(in_child(killed_allocator_in_namespace, mnt), "killed allocator");
+    rmdir(mnt);
 }
 
 static void test_disk_full_while_the_sidecar_grows(void) {
@@ -795,6 +882,7 @@ int main(int argc, char **argv) {
 #define T(f) {#f, f}
         T(test_disk_full_while_the_sidecar_grows),
         T(test_sparse_sidecar_on_a_full_disk),
+        T(test_allocator_killed_after_its_reservation_on_a_full_disk),
         T(test_file_size_limit_when_the_sidecar_is_created),
         T(test_no_descriptor_left_at_open),
         T(test_unwritable_directory_and_permissions_changed_underneath),

@@ -197,8 +197,11 @@ fn next_hid() -> HandleId {
 }
 
 /// Maps the whole sidecar. A writable node first gives storage to any page without it (see
-/// [`region::fill_holes`]; `alone`: no other process is attached), so that its stores can
-/// never fault; read-only handles only read, which a hole never fails.
+/// [`region::fill_holes`]; `alone`: no other process is attached): a store through a shared
+/// mapping into a hole makes the filesystem allocate a page, which on a full disk fails as
+/// SIGBUS. A read-only node cannot mend a sidecar made sparse from outside (on tmpfs even its
+/// loads of such pages fault on a full disk); that is outside the contract, like shrinking the
+/// file. The library itself never leaves a hole in a page it uses.
 fn map_and_validate(node: &Node, alone: bool) -> std::result::Result<region::Shm, Error> {
     let len = region::file_len(node.fd())?;
     if len < PAGE {

@@ -514,53 +514,61 @@ pub fn file_key(fd: RawFd) -> Result<(u64, u64)> {
 /// instead, and one that is not leaves them (the first opener filled them). No room for them
 /// is [`Error::Full`].
 pub fn fill_holes(fd: RawFd, len: u64, alone: bool) -> Result<()> {
-    let seek = |off: u64, whence: libc::c_int| -> Option<u64> {
-        // SAFETY: lseek on an owned descriptor; SEEK_DATA/SEEK_HOLE do not move data.
-        let r = unsafe { libc::lseek(fd, off as libc::off_t, whence) };
-        (r >= 0).then_some(r as u64)
-    };
-    // A filesystem without SEEK_HOLE reports none (the end of the file).
-    let Some(hole) = seek(0, libc::SEEK_HOLE).filter(|h| *h < len) else {
+    let Some(hole) = first_hole(fd, len) else {
         return Ok(());
     };
-    let full = |e: std::io::Error| {
-        Error::Full(format!(
-            "giving storage to the sidecar's pages without any (it is sparse) failed: {e}"
-        ))
-    };
-    // Test point `fallocate` (`TSHM_TEST_FAIL_AT=fallocate`): act as on a filesystem without it.
-    while !crate::testpoint::fail("fallocate") {
-        // SAFETY: fallocate on an owned descriptor; KEEP_SIZE never changes the file's length.
-        let rc = unsafe {
-            libc::fallocate(
-                fd,
-                libc::FALLOC_FL_KEEP_SIZE,
-                hole as libc::off_t,
-                (len - hole) as libc::off_t,
-            )
-        };
+    if allocate(fd, hole, len - hole, libc::FALLOC_FL_KEEP_SIZE)? || !alone {
+        return Ok(());
+    }
+    // No fallocate here, and alone: nobody stores into the holes meanwhile, so zeros written
+    // over them lose nothing.
+    let mut off = hole;
+    while off < len {
+        let data = seek(fd, off, libc::SEEK_DATA).unwrap_or(len).min(len);
+        write_zeros(fd, off, data - off)?;
+        off = seek(fd, data, libc::SEEK_HOLE).unwrap_or(len);
+    }
+    Ok(())
+}
+
+fn seek(fd: RawFd, off: u64, whence: libc::c_int) -> Option<u64> {
+    // SAFETY: lseek on an owned descriptor; SEEK_DATA/SEEK_HOLE do not move data.
+    let r = unsafe { libc::lseek(fd, off as libc::off_t, whence) };
+    (r >= 0).then_some(r as u64)
+}
+
+/// The first hole (a page without storage, or on some filesystems one given storage that
+/// nothing wrote yet) below `len`, if any. One `lseek`; a filesystem without SEEK_HOLE reports
+/// none.
+fn first_hole(fd: RawFd, len: u64) -> Option<u64> {
+    seek(fd, 0, libc::SEEK_HOLE).filter(|h| *h < len)
+}
+
+/// Gives storage to `[off, off + len)` with `fallocate(mode)`, keeping every byte already
+/// written. `Ok(false)`: the filesystem has no `fallocate` (test point `fallocate` acts so).
+/// No room is [`Error::Full`].
+fn allocate(fd: RawFd, off: u64, len: u64, mode: libc::c_int) -> Result<bool> {
+    if crate::testpoint::fail("fallocate") {
+        return Ok(false);
+    }
+    loop {
+        // SAFETY: fallocate on an owned descriptor.
+        let rc = unsafe { libc::fallocate(fd, mode, off as libc::off_t, len as libc::off_t) };
         if rc == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => return Err(full(e)),
-            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => break,
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => {
+                return Err(Error::Full(format!(
+                    "giving storage to the sidecar's pages without any (it is sparse) failed: {e}"
+                )))
+            }
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => return Ok(false),
             _ => return Err(Error::io("fallocate sidecar", e)),
         }
     }
-    if !alone {
-        return Ok(());
-    }
-    // Alone: nobody stores into the holes meanwhile, so zeros written over them lose nothing.
-    let mut off = hole;
-    while off < len {
-        let data = seek(off, libc::SEEK_DATA).unwrap_or(len).min(len);
-        write_zeros(fd, off, data - off)?;
-        off = seek(data, libc::SEEK_HOLE).unwrap_or(len);
-    }
-    Ok(())
 }
 
 /// Grows the file to at least `len` bytes by writing zero pages, so that every page of the
