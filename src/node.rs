@@ -221,7 +221,6 @@ fn close_inherited_guards() {
 /// the database file in the process (e.g. SQLite closing a connection) drops the process's hold,
 /// so a later replacement may go unnoticed; the OFD backend has no such gap.
 pub struct DbGuard {
-    key: (u64, u64),
     fd: AtomicI32,
     backend: Backend,
     fork_gen: u64,
@@ -284,19 +283,19 @@ impl DbGuard {
             };
         }
         // The file at the path may have changed since the stat: key it by what was opened.
-        let opened = crate::region::file_key(fd);
+        // SAFETY: fstat fills plain data.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let regular =
-            unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG;
-        let key = match opened {
-            Ok(k) if regular => k,
-            _ => {
-                unsafe { libc::close(fd) };
-                return Ok(None);
-            }
-        };
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            // (left open: closing a regular file's descriptor could drop the process's locks)
+            return Err(Error::last_os("fstat the database file"));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            // SAFETY: fd is ours; nobody locks a file that is not a regular one.
+            unsafe { libc::close(fd) };
+            return Ok(None);
+        }
+        let key = (st.st_dev, st.st_ino);
         let g = Arc::new(DbGuard {
-            key,
             fd: AtomicI32::new(fd),
             backend: lock::choose(fd, forced),
             fork_gen: now,
@@ -313,11 +312,6 @@ impl DbGuard {
                 Ok(Some(g))
             }
         }
-    }
-
-    /// (device, inode) of the database file.
-    pub fn key(&self) -> (u64, u64) {
-        self.key
     }
 
     /// Takes the attach byte for a node on sidecar `sidecar`. `alone`: the node's process is the
