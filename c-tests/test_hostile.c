@@ -874,6 +874,48 @@ static void test_database_under_a_second_name_is_refused_while_attached(void) {
     close_ok(h);
 }
 
+/* A process attached to the database forks a child that never uses libtshm, and dies. The
+ * child must not keep the dead parent's attach byte held through an inherited descriptor:
+ * the sidecar removed (nobody is attached), a new opener starts a fresh session. */
+static void test_idle_child_of_a_dead_process_holds_no_attach_byte(void) {
+    const char *db = test_db("idle-child.db");
+    make_db(db, 0644);
+    int ready[2], hold[2];
+    if (pipe(ready) != 0 || pipe(hold) != 0) exit(2);
+    fflush(NULL);
+    pid_t p = fork();
+    if (p == 0) {
+        close(ready[0]);
+        close(hold[1]);
+        tshm *h = open_with(db, 0, 0, 0);
+        if (h == NULL) _exit(3);
+        pid_t q = fork();
+        if (q == 0) {
+            char c;
+            close(ready[1]);
+            while (read(hold[0], &c, 1) < 0 && errno == EINTR) {}
+            _exit(0);
+        }
+        if (q < 0 || write(ready[1], "r", 1) != 1) _exit(3);
+        pause();
+        _exit(0);
+    }
+    close(ready[1]);
+    close(hold[0]);
+    char c;
+    CHECK(read(ready[0], &c, 1) == 1);
+    close(ready[0]);
+    child_kill(p);
+    CHECK(unlink(sidecar_of(db)) == 0);
+    tshm *h = NULL;
+    CHECK_RC(open_rc(db, 0, &h), TSHM_OK);
+    if (h != NULL) {
+        CHECK(info_of(h).initialized == 1);
+        close_ok(h);
+    }
+    close(hold[1]); /* the idle child exits */
+}
+
 int main(int argc, char **argv) {
     static const struct {
         const char *name;
@@ -891,6 +933,7 @@ int main(int argc, char **argv) {
         T(test_sidecar_unlinked_while_attached),
         T(test_sidecar_replaced_by_a_copy_while_attached),
         T(test_database_under_a_second_name_is_refused_while_attached),
+        T(test_idle_child_of_a_dead_process_holds_no_attach_byte),
 #undef T
     };
     signal(SIGPIPE, SIG_IGN);
