@@ -874,6 +874,58 @@ static void test_database_under_a_second_name_is_refused_while_attached(void) {
     close_ok(h);
 }
 
+/* Runs `kvlog <args...>` (KVLOG_BIN); returns its exit status, its stdout in out. */
+static int kvlog_run(char *out, size_t cap, const char *a1, const char *a2, const char *a3,
+                     const char *a4, const char *a5) {
+    int p[2];
+    if (pipe(p) != 0) exit(2);
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        const char *bin = getenv("KVLOG_BIN");
+        execl(bin, bin, a1, a2, a3, a4, a5, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t got = 0;
+    ssize_t n;
+    while (got + 1 < cap && (n = read(p[0], out + got, cap - 1 - got)) > 0) got += (size_t)n;
+    out[got] = 0;
+    close(p[0]);
+    return child_wait(kid);
+}
+
+/* The same with a real engine: a kvlog database whose sidecar is renamed over while another
+ * process is attached and holds the writer role. kvlog's writer is refused (before the fix it
+ * committed beside the attached writer); once that process has gone, every commit is there. */
+static void test_sidecar_replaced_under_a_kvlog_database(void) {
+    if (getenv("KVLOG_BIN") == NULL) {
+        printf("SKIP test_sidecar_replaced_under_a_kvlog_database: set KVLOG_BIN (make "
+               "hostile-kvlog)\n");
+        return;
+    }
+    const char *db = test_db("hostile-kv.db");
+    char out[4096];
+    CHECK(kvlog_run(out, sizeof out, "put", db, "k1", "one", NULL) == 0);
+    tshm *a = open_with(db, 0, 0, 0);
+    CHECK(a != NULL);
+    if (a == NULL) return;
+    CHECK_RC(tshm_writer_acquire(a, 0), TSHM_OK);
+    replace_sidecar(db, RENAME_EMPTY);
+    int rc = kvlog_run(out, sizeof out, "put", db, "k2", "two", NULL);
+    if (rc == 0) fprintf(stderr, "FAIL kvlog committed beside the attached writer\n");
+    CHECK(rc != 0);
+    CHECK_RC(tshm_writer_release(a), TSHM_OK);
+    close_ok(a);
+    CHECK(kvlog_run(out, sizeof out, "put", db, "k3", "three", NULL) == 0);
+    CHECK(kvlog_run(out, sizeof out, "get", db, "k1", NULL, NULL) == 0 && strcmp(out, "one\n") == 0);
+    CHECK(kvlog_run(out, sizeof out, "get", db, "k3", NULL, NULL) == 0 && strcmp(out, "three\n") == 0);
+    CHECK(kvlog_run(out, sizeof out, "check", db, NULL, NULL, NULL) == 0);
+}
+
 /* A process attached to the database forks a child that never uses libtshm, and dies. The
  * child must not keep the dead parent's attach byte held through an inherited descriptor:
  * the sidecar removed (nobody is attached), a new opener starts a fresh session. */
@@ -932,6 +984,7 @@ int main(int argc, char **argv) {
         T(test_sidecar_renamed_over_while_attached),
         T(test_sidecar_unlinked_while_attached),
         T(test_sidecar_replaced_by_a_copy_while_attached),
+        T(test_sidecar_replaced_under_a_kvlog_database),
         T(test_database_under_a_second_name_is_refused_while_attached),
         T(test_idle_child_of_a_dead_process_holds_no_attach_byte),
 #undef T
