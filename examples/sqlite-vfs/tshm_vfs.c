@@ -80,7 +80,7 @@ SQLITE_EXTENSION_INIT1
  *            before it empties <db>-shm and downgrades the switch;
  *   dms      the switch is held shared, <db>-shm not yet checked;
  *   checked  the guard is complete, the libtshm handle not yet opened;
- *   region   xShmMap is about to create (or find) a wal-index region in the sidecar.
+ *   region   xShmMap is about to create a wal-index region in the sidecar.
  * The installed shim has none of them: no environment lookup, no name. */
 #ifdef TSHM_TEST_HOOKS
 typedef struct { char name[16]; int notify, resume, kill; } StopPoint;
@@ -305,7 +305,13 @@ static int shimShmMap(sqlite3_file *f, int iRegion, int szRegion, int bExtend, v
     *pp = NULL;
     if (p->h == NULL && !open_readonly(p)) return SQLITE_READONLY_CANTINIT;
     void *ptr = NULL;
-    if (bExtend && !p->readonly) stop_point(&p->stop, "region");
+#ifdef TSHM_TEST_HOOKS
+    if (bExtend && !p->readonly && p->stop.name[0] != 0) {
+        void *have = NULL; /* the point is where a region is created, not where one is found */
+        if (tshm_region(p->h, (uint32_t)iRegion, (size_t)szRegion, 0, &have) == TSHM_OK && have == NULL)
+            stop_point(&p->stop, "region");
+    }
+#endif
     rc = tshm_region(p->h, (uint32_t)iRegion, (size_t)szRegion, p->readonly ? 0 : bExtend, &ptr);
     if (rc != TSHM_OK) return SQLITE_IOERR_SHMMAP;
     *pp = ptr;
