@@ -216,8 +216,9 @@ c-test: test-lib test-cli $(C_TESTS) $(BBIN)/test_api_static
 
 # The release library and shim hold no test point (no name, no arming variable); the test
 # builds hold every one (so this check can fail). Names come from src/testpoint.rs (NAMES) and
-# the shim's own list (its `stop_point(&sp, "...")` calls). Symbols (exported tshm_* names,
-# the symbol table) are left out: only data and code can hold a point.
+# the shim's own list (its `stop_point(.., "...")` calls). Strings are searched in stripped
+# copies without the exported tshm_* names (function names are not points); the symbol table
+# is searched for testpoint functions.
 HOOK_NAMES = $$(sed -n '/^pub const NAMES/,/^];/p' src/testpoint.rs | grep -o '"[a-z_]*"' | tr -d '"') \
              TSHM_TEST_CRASH_AT TSHM_TEST_PAUSE_AT TSHM_TEST_FAIL_AT
 SHIM_HOOK_NAMES = $$(grep -o 'stop_point([^,]*, "[a-z_]*")' examples/sqlite-vfs/tshm_vfs.c | grep -o '"[a-z_]*"' | tr -d '"') \
@@ -240,7 +241,9 @@ check-no-hooks: release-lib sqlite-vfs test-lib test-cli $(SHIM_TEST_SO)
 	    if grep -qxF "$$p" $$tmp/shim_rel; then echo "release shim holds test point $$p"; exit 1; fi; \
 	    grep -qxF "$$p" $$tmp/shim_test || { echo "test shim lacks test point $$p"; exit 1; }; \
 	done; \
-	echo "release library and shim hold none of $$n + $$m test point names; the test builds hold all"
+	if nm $(BLIB)/libtshm.so.$(VERSION) | grep -q testpoint; then echo "release libtshm.so has testpoint code"; exit 1; fi; \
+	nm $(TLIB)/libtshm.so.$(VERSION) | grep -q testpoint || { echo "test libtshm.so has no testpoint code"; exit 1; }; \
+	echo "release library and shim hold none of $$n + $$m test point names (nor testpoint code); the test builds hold all"
 
 # Benchmarks: ratios against baselines measured in the same run, in target/bench/report.json.
 # `make bench ONLY=core.reader` runs the ids with that prefix.

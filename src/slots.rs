@@ -105,7 +105,7 @@ pub fn claim_instance(node: &Node, hid: HandleId) -> Result<Ident> {
             if !node.try_claim(hid, LOCK_INSTANCE_BASE + i as u64)? {
                 continue;
             }
-            // a record with an id is a dead instance's, taken over
+            // the second pass takes over records that still name an instance: a dead one
             crate::testpoint::hit(if pass == 0 {
                 "instance_claim"
             } else {
