@@ -414,6 +414,7 @@ impl Coordinator {
             },
             Release,
         );
+        crate::testpoint::hit("open_initialized");
         if !opts.exclusive && !node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)? {
             return Err(Error::Internal(
                 "converting the lifetime lock to shared in place failed".into(),
@@ -623,7 +624,7 @@ impl Coordinator {
         let ix = Index::new(m);
         if ix.tail() > 0 {
             let committed = Latch { shm: &m.shm }.read().max_frame;
-            ix.truncate(committed)?;
+            ix.truncate_as(committed, true)?;
         }
         Ok(())
     }
@@ -835,14 +836,17 @@ impl Coordinator {
                 node.lock_wait(self.hid, LOCK_INIT, Kind::Exclusive)
             }
             .and_then(|_| node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive));
+            crate::testpoint::hit("close_upgrade");
             match alone {
                 Ok(true) => {
                     was_last = true;
                     self.closed.store(false, Release);
+                    crate::testpoint::hit("close_last_hook");
                     {
                         let _hook = InLastCloseHook::enter(node.key);
                         on_last(self);
                     }
+                    crate::testpoint::hit("close_last_done");
                     self.closed.store(true, Release);
                     result = result.and(self.release_everything());
                     // Alone: records of processes that died attached are stale; leave none.

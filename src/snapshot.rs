@@ -223,10 +223,11 @@ impl Latch<'_> {
             self.shm.u64(base + 8 * k).store(*w, Relaxed);
             if k == SNAP_WORDS / 2 {
                 // after half of the new copy: the window a crash can hit
-                crate::testpoint::hit("publish");
+                crate::testpoint::hit("publish_copy");
             }
         }
         seq.store(s.wrapping_add(1), Release);
+        crate::testpoint::hit("publish_seq");
         token.store(0, Release);
         Ok(snap)
     }
