@@ -30,6 +30,7 @@
 #define INSTANCES_FULL 8  /* ... and holds every instance slot but a dead process's */
 #define READERS_FULL 16   /* ... and holds every reader slot but a dead process's */
 #define ENGINE_HELD 32    /* ... and holds engine lock slot 5 EXCLUSIVE */
+#define SPARSE 64         /* nobody attached; a page of the sidecar has no storage */
 
 /* How the child reaches the point. */
 enum action { SCRIPT, NODE_RACE, OBSERVE };
@@ -63,6 +64,7 @@ static const struct point POINTS[] = {
     {"engine_release", ALONE | ATTACHED, SCRIPT},
     {"engine_probe", ENGINE_HELD, SCRIPT},
     {"region_create", ALONE | ATTACHED, SCRIPT},
+    {"fallocate", SPARSE, SCRIPT},
     {"close_init", ALONE | ATTACHED, SCRIPT},
     {"close_upgrade", ALONE | ATTACHED, SCRIPT},
     {"close_last_hook", ALONE, SCRIPT},
@@ -259,6 +261,21 @@ static void set_up(struct world *w) {
     w->nslots = 0;
     w->max0 = 0;
     if (w->setup == ALONE) return;
+    if (w->setup == SPARSE) {
+        /* a session came and went, then the sidecar's last page lost its storage (a sparse
+         * copy); the child's writable open gives it storage again */
+        tshm *h = open_db(w->db, 0);
+        CHECK(h != NULL);
+        if (h != NULL) CHECK_RC(tshm_close(h, NULL), TSHM_OK);
+        int sfd = open(sidecar_of(w->db), O_RDWR | O_CLOEXEC);
+        struct stat st;
+        CHECK(sfd >= 0 && fstat(sfd, &st) == 0 && st.st_size >= 8192);
+        if (sfd >= 0) {
+            CHECK(fallocate(sfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size - 4096, 4096) == 0);
+            close(sfd);
+        }
+        return;
+    }
     w->h[w->nh] = open_db(w->db, w->setup == READERS_FULL ? 64 : 0);
     CHECK(w->h[w->nh] != NULL);
     if (w->h[w->nh] == NULL) return;
@@ -409,6 +426,7 @@ static const char *setup_name(int s) {
     case INSTANCES_FULL: return "instances-full";
     case READERS_FULL: return "readers-full";
     case ENGINE_HELD: return "engine-held";
+    case SPARSE: return "sparse";
     }
     return "?";
 }
@@ -422,7 +440,7 @@ int main(void) {
     double t0 = now_ms();
     for (size_t i = 0; i < NPOINTS; i++) {
         const struct point *p = &POINTS[i];
-        for (int setup = 1; setup <= ENGINE_HELD; setup <<= 1) {
+        for (int setup = 1; setup <= SPARSE; setup <<= 1) {
             if (!(p->setups & setup)) continue;
             char name[80], what[128];
             snprintf(name, sizeof name, "crash-%s-%s.db", p->name, setup_name(setup));

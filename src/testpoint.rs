@@ -50,6 +50,8 @@
 //!   `TSHM_TEST_FAIL_AT=engine_probe` makes every probe fail);
 //! * `region_create` — a unit for a new engine region is written, the region table entry not
 //!   yet set;
+//! * `fallocate` — an open gives storage to a sparse sidecar's holes (a fail point too:
+//!   `TSHM_TEST_FAIL_AT=fallocate` acts as a filesystem without `fallocate`);
 //! * `close_init` — a last handle of a process is about to take the init byte to close (a fail
 //!   point too: the wait fails);
 //! * `close_upgrade` — a closing process holds the init byte and tried to convert its lifetime
@@ -85,6 +87,7 @@ pub const NAMES: &[&str] = &[
     "engine_release",
     "engine_probe",
     "region_create",
+    "fallocate",
     "close_init",
     "close_upgrade",
     "close_last_hook",
