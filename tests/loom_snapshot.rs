@@ -166,6 +166,7 @@ fn weakened_missing_publisher_fence_is_caught() {
 fn weakened_relaxed_token_is_caught() {
     let cfg = Cfg {
         token_claim: Relaxed,
+        token_fail: Relaxed,
         token_release: Relaxed,
         ..SOURCE
     };

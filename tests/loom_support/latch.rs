@@ -4,7 +4,7 @@
 //! It mirrors `Latch::publish` and `Latch::read` of `src/snapshot.rs` step by step, with
 //! their orderings:
 //!
-//! * `publish`: take the token with `compare_exchange(0, tag, Acquire, Relaxed)` (spinning),
+//! * `publish`: take the token with `compare_exchange(0, tag, AcqRel, Acquire)` (spinning),
 //!   `s = seq.load(Acquire)`, `fence(Release)`, read copy `s & 1` word by word (Relaxed), merge
 //!   the masked fields and bump the snapshot's own `sequence` word, store the new words into
 //!   copy `(s + 1) & 1` one by one (Relaxed), `seq.store(s + 1, Release)`,
@@ -36,8 +36,9 @@ pub struct Cfg {
     pub publisher_fence: bool,
     /// `fence(Acquire)` between the reader's copy loads and its reload of `seq`.
     pub reader_fence: bool,
-    /// Success ordering of the token claim and ordering of the token release.
+    /// Success and failure orderings of the token claim, and ordering of the token release.
     pub token_claim: Ordering,
+    pub token_fail: Ordering,
     pub token_release: Ordering,
 }
 
@@ -45,7 +46,8 @@ pub const SOURCE: Cfg = Cfg {
     publish_seq_store: Release,
     publisher_fence: true,
     reader_fence: true,
-    token_claim: Acquire,
+    token_claim: AcqRel,
+    token_fail: Acquire,
     token_release: Release,
 };
 
@@ -93,7 +95,7 @@ impl Latch {
     pub fn publish(&self, new: Snap, mask: u32, tag: u64) -> Snap {
         while self
             .token
-            .compare_exchange(0, tag, self.cfg.token_claim, Relaxed)
+            .compare_exchange(0, tag, self.cfg.token_claim, self.cfg.token_fail)
             .is_err()
         {
             thread::yield_now();
