@@ -281,7 +281,7 @@ fn rollback_model(
 
 #[test]
 fn a_lookup_never_mixes_generations() {
-    let (n, seen) = loom_support::check("index.reset", 3, |i| reset_model(SOURCE, i));
+    let (n, seen) = loom_support::check("index.reset", |i| reset_model(SOURCE, i));
     assert!(n > 50, "{n} executions");
     loom_support::covers(
         "index.reset",
@@ -292,7 +292,7 @@ fn a_lookup_never_mixes_generations() {
 
 #[test]
 fn a_lookup_never_returns_a_rolled_back_frame() {
-    let (n, seen) = loom_support::check("index.rollback", 3, |i| rollback_model(SOURCE, LATCH, i));
+    let (n, seen) = loom_support::check("index.rollback", |i| rollback_model(SOURCE, LATCH, i));
     assert!(n > 50, "{n} executions");
     loom_support::covers(
         "index.rollback",
@@ -306,51 +306,57 @@ fn a_lookup_never_returns_a_rolled_back_frame() {
 
 /// Weakened: `append` stores the directory word Relaxed.
 #[test]
-#[should_panic(expected = "not that generation's answer")]
 fn weakened_relaxed_directory_store_is_caught() {
     let cfg = Cfg {
         dir_store: Relaxed,
         ..SOURCE
     };
-    loom_support::check("index.reset/dir-store-relaxed", 3, move |i| {
-        reset_model(cfg, i)
-    });
+    loom_support::check_fails(
+        "index.reset/dir-store-relaxed",
+        "not that generation's answer",
+        move |i| reset_model(cfg, i),
+    );
 }
 
 /// Weakened: no `fence(Acquire)` before `stable`'s generation recheck.
 #[test]
-#[should_panic(expected = "not that generation's answer")]
 fn weakened_missing_find_fence_is_caught() {
     let cfg = Cfg {
         find_fence: false,
         ..SOURCE
     };
-    loom_support::check("index.reset/no-find-fence", 3, move |i| reset_model(cfg, i));
+    loom_support::check_fails(
+        "index.reset/no-find-fence",
+        "not that generation's answer",
+        move |i| reset_model(cfg, i),
+    );
 }
 
 /// Weakened: no `fence(Release)` after the reset's generation store.
 #[test]
-#[should_panic(expected = "not that generation's answer")]
 fn weakened_missing_reset_fence_is_caught() {
     let cfg = Cfg {
         reset_fence: false,
         ..SOURCE
     };
-    loom_support::check("index.reset/no-reset-fence", 3, move |i| {
-        reset_model(cfg, i)
-    });
+    loom_support::check_fails(
+        "index.reset/no-reset-fence",
+        "not that generation's answer",
+        move |i| reset_model(cfg, i),
+    );
 }
 
 /// Weakened: the publish after the rollback stores the sequence Relaxed, without its fence.
 #[test]
-#[should_panic(expected = "a rolled-back frame")]
 fn weakened_publish_after_rollback_is_caught() {
     let latch = loom_support::latch::Cfg {
         publish_seq_store: Relaxed,
         publisher_fence: false,
         ..LATCH
     };
-    loom_support::check("index.rollback/publish-relaxed", 3, move |i| {
-        rollback_model(SOURCE, latch, i)
-    });
+    loom_support::check_fails(
+        "index.rollback/publish-relaxed",
+        "a rolled-back frame",
+        move |i| rollback_model(SOURCE, latch, i),
+    );
 }

@@ -96,7 +96,7 @@ fn publishers_model(cfg: Cfg, iteration: usize) -> (u64, u64, u64) {
 
 #[test]
 fn reader_never_sees_a_torn_or_stale_snapshot() {
-    let (n, seen) = loom_support::check("snapshot.reader", 3, |i| reader_model(SOURCE, i));
+    let (n, seen) = loom_support::check("snapshot.reader", |i| reader_model(SOURCE, i));
     assert!(n > 100, "{n} executions");
     // the reader ran before, between and after the publishes, and learned of each
     let reads: Vec<u64> = seen.iter().map(|o| o.1).collect();
@@ -108,7 +108,7 @@ fn reader_never_sees_a_torn_or_stale_snapshot() {
 
 #[test]
 fn concurrent_masked_publishers_keep_both_fields() {
-    let (n, seen) = loom_support::check("snapshot.publishers", 3, |i| publishers_model(SOURCE, i));
+    let (n, seen) = loom_support::check("snapshot.publishers", |i| publishers_model(SOURCE, i));
     assert!(n > 100, "{n} executions");
     // either publisher first, and the reader before, between and after them
     let reads: Vec<u64> = seen.iter().map(|o| o.2).collect();
@@ -123,46 +123,48 @@ fn concurrent_masked_publishers_keep_both_fields() {
 
 /// Weakened: the publish's `seq` store Relaxed instead of Release.
 #[test]
-#[should_panic(expected = "never published")]
 fn weakened_relaxed_sequence_store_is_caught() {
     let cfg = Cfg {
         publish_seq_store: Relaxed,
         ..SOURCE
     };
-    loom_support::check("snapshot.reader/seq-store-relaxed", 3, move |i| {
-        reader_model(cfg, i)
-    });
+    loom_support::check_fails(
+        "snapshot.reader/seq-store-relaxed",
+        "never published",
+        move |i| reader_model(cfg, i),
+    );
 }
 
 /// Weakened: no `fence(Acquire)` before the reader's recheck of `seq`.
 #[test]
-#[should_panic(expected = "never published")]
 fn weakened_missing_reader_fence_is_caught() {
     let cfg = Cfg {
         reader_fence: false,
         ..SOURCE
     };
-    loom_support::check("snapshot.reader/no-reader-fence", 3, move |i| {
-        reader_model(cfg, i)
-    });
+    loom_support::check_fails(
+        "snapshot.reader/no-reader-fence",
+        "never published",
+        move |i| reader_model(cfg, i),
+    );
 }
 
 /// Weakened: no `fence(Release)` before the publisher's stores into the other copy.
 #[test]
-#[should_panic(expected = "never published")]
 fn weakened_missing_publisher_fence_is_caught() {
     let cfg = Cfg {
         publisher_fence: false,
         ..SOURCE
     };
-    loom_support::check("snapshot.reader/no-publisher-fence", 3, move |i| {
-        reader_model(cfg, i)
-    });
+    loom_support::check_fails(
+        "snapshot.reader/no-publisher-fence",
+        "never published",
+        move |i| reader_model(cfg, i),
+    );
 }
 
 /// Weakened: the token claimed and released Relaxed.
 #[test]
-#[should_panic(expected = "a publish started from a stale copy")]
 fn weakened_relaxed_token_is_caught() {
     let cfg = Cfg {
         token_claim: Relaxed,
@@ -170,7 +172,9 @@ fn weakened_relaxed_token_is_caught() {
         token_release: Relaxed,
         ..SOURCE
     };
-    loom_support::check("snapshot.publishers/token-relaxed", 3, move |i| {
-        publishers_model(cfg, i)
-    });
+    loom_support::check_fails(
+        "snapshot.publishers/token-relaxed",
+        "a publish started from a stale copy",
+        move |i| publishers_model(cfg, i),
+    );
 }
