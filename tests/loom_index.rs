@@ -305,6 +305,9 @@ fn a_lookup_never_returns_a_rolled_back_frame() {
 }
 
 /// Weakened: `append` stores the directory word Relaxed.
+///
+/// Loom (bounds 2 and 3), execution 6: "a lookup validated in generation 2 returned
+/// Frame(5), which is not that generation's answer" (the new word, the old entry).
 #[test]
 fn weakened_relaxed_directory_store_is_caught() {
     let cfg = Cfg {
@@ -319,6 +322,10 @@ fn weakened_relaxed_directory_store_is_caught() {
 }
 
 /// Weakened: no `fence(Acquire)` before `stable`'s generation recheck.
+///
+/// Loom (bounds 2 and 3), execution 3: "a lookup validated in generation 1 returned
+/// Frame(1), which is not that generation's answer" (the old word, the new entry, and a
+/// recheck that still read generation 1).
 #[test]
 fn weakened_missing_find_fence_is_caught() {
     let cfg = Cfg {
@@ -333,6 +340,9 @@ fn weakened_missing_find_fence_is_caught() {
 }
 
 /// Weakened: no `fence(Release)` after the reset's generation store.
+///
+/// Loom (bounds 2 and 3), execution 3: "a lookup validated in generation 1 returned
+/// Frame(1), which is not that generation's answer".
 #[test]
 fn weakened_missing_reset_fence_is_caught() {
     let cfg = Cfg {
@@ -347,6 +357,10 @@ fn weakened_missing_reset_fence_is_caught() {
 }
 
 /// Weakened: the publish after the rollback stores the sequence Relaxed, without its fence.
+///
+/// Loom (bounds 2 and 3), execution 7: "with snapshot 18446744073709551615 page P was found
+/// at Frame(2), a rolled-back frame" (the reader took the other copy's garbage for the
+/// snapshot, and saw the directory from before the trim).
 #[test]
 fn weakened_publish_after_rollback_is_caught() {
     let latch = loom_support::latch::Cfg {

@@ -19,8 +19,8 @@
 //! the snapshot the checkpointer read and pins that one (the Dekker pattern; both fences are
 //! needed, since the snapshot loads on either side are only Acquire).
 //!
-//! Weakened twins (each must make loom fail; what loom reported, in debug builds with the
-//! default preemption bound of 3, is in each one's doc).
+//! Weakened twins: each must make loom fail; what loom reported, with preemption bound 2
+//! (`cargo test`) and 3 (`make loom`), is in each one's doc.
 
 mod loom_support;
 
@@ -131,6 +131,10 @@ fn checkpointer_never_passes_a_pinned_frame() {
 }
 
 /// Weakened: no `fence(SeqCst)` at the start of `min_reader_frame`.
+///
+/// Loom (bounds 2 and 3), execution 5: "the checkpointer may backfill up to frame 2
+/// (snapshot 2) while a live reader is pinned at frame 1" (the scan missed the pin, the
+/// reader's re-read missed the commit).
 #[test]
 fn weakened_missing_scan_fence_is_caught() {
     let cfg = Cfg {
@@ -145,6 +149,8 @@ fn weakened_missing_scan_fence_is_caught() {
 }
 
 /// Weakened: no `fence(SeqCst)` between the reader's pin and its re-read.
+///
+/// Loom (bounds 2 and 3), execution 5: the same report as without the scan's fence.
 #[test]
 fn weakened_missing_reader_fence_is_caught() {
     let cfg = Cfg {

@@ -207,6 +207,10 @@ fn a_live_publisher_keeps_its_token() {
 }
 
 /// Before the fix: `reader_begin` loaded the owner word Relaxed.
+///
+/// Loom (bounds 2 and 3), execution 3: "reader slot 0 is owned twice: a reader took it over
+/// from the live reader of instance 0" (it read instance 0's new tag and its generation from
+/// before the claim).
 #[test]
 fn reader_slot_before_the_fix_is_taken_from_a_live_reader() {
     loom_support::check_fails("reclaim.reader/before-fix", "owned twice", |i| {
@@ -215,6 +219,10 @@ fn reader_slot_before_the_fix_is_taken_from_a_live_reader() {
 }
 
 /// Before the fix: the token claimed `Acquire` (no Release) with a `Relaxed` failure load.
+///
+/// Loom: "Causality violation: Concurrent write accesses to `UnsafeCell`." in execution 16
+/// (bound 2) / 31 (bound 3): instance 1 took the token over from the live instance 0, and
+/// both wrote the latch's other copy.
 #[test]
 fn token_before_the_fix_is_taken_from_a_live_publisher() {
     loom_support::check_fails(

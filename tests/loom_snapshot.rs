@@ -13,8 +13,8 @@
 //!   `nbackfills`) never lose either field: the token serializes them and each starts from the
 //!   other's result.
 //!
-//! Weakened twins (each must make loom fail; what loom reported, in debug builds with the
-//! default preemption bound of 3, is in each one's doc).
+//! Weakened twins: each must make loom fail; what loom reported, with preemption bound 2
+//! (`cargo test`) and 3 (`make loom`), is in each one's doc.
 
 mod loom_support;
 
@@ -122,6 +122,9 @@ fn concurrent_masked_publishers_keep_both_fields() {
 }
 
 /// Weakened: the publish's `seq` store Relaxed instead of Release.
+///
+/// Loom (bounds 2 and 3), execution 18: "the reader returned [18446744073709551615, ...],
+/// which was never published (a torn copy)": the new sequence, the killed publisher's garbage.
 #[test]
 fn weakened_relaxed_sequence_store_is_caught() {
     let cfg = Cfg {
@@ -136,6 +139,9 @@ fn weakened_relaxed_sequence_store_is_caught() {
 }
 
 /// Weakened: no `fence(Acquire)` before the reader's recheck of `seq`.
+///
+/// Loom (bounds 2 and 3), execution 4: "the reader returned [1, 0, 2], which was never
+/// published (a torn copy)": copy 0 half from the first snapshot, half from the third.
 #[test]
 fn weakened_missing_reader_fence_is_caught() {
     let cfg = Cfg {
@@ -150,6 +156,9 @@ fn weakened_missing_reader_fence_is_caught() {
 }
 
 /// Weakened: no `fence(Release)` before the publisher's stores into the other copy.
+///
+/// Loom (bounds 2 and 3), execution 4: "the reader returned [1, 0, 2], which was never
+/// published (a torn copy)".
 #[test]
 fn weakened_missing_publisher_fence_is_caught() {
     let cfg = Cfg {
@@ -164,6 +173,10 @@ fn weakened_missing_publisher_fence_is_caught() {
 }
 
 /// Weakened: the token claimed and released Relaxed.
+///
+/// Loom (bounds 2 and 3), execution 1: "after both publishes the snapshot is [1, 1, 1]
+/// (writer published [2, 0, 1], checkpointer [1, 1, 1]): a publish started from a stale
+/// copy" (the writer's `max_frame` was lost).
 #[test]
 fn weakened_relaxed_token_is_caught() {
     let cfg = Cfg {
