@@ -1,13 +1,15 @@
 //! Memory-model check of the reader pin against `min_reader_frame` (`src/slots.rs`).
 //!
 //! The model mirrors, with the source's orderings:
-//! * `reader_begin` (src/slots.rs, CAS strategy): claim a free slot with
-//!   `owner.compare_exchange(0, tag, AcqRel, Relaxed)`, `snap = Latch::read()`, then loop:
+//! * `reader_begin` (src/slots.rs, CAS strategy): claim the slot — pass 0 when it is free,
+//!   pass 1 also when its owner is not alive — with `owner.load(Acquire)` and
+//!   `owner.compare_exchange(owner, tag, AcqRel, Relaxed)`, `snap = Latch::read()`, then loop:
 //!   `frame.store(snap.max_frame, SeqCst)`, `fence(SeqCst)`, `again = Latch::read()`, done when
 //!   `again.sequence == snap.sequence`, else pin `again`;
 //! * `min_reader_frame` (src/slots.rs): `fence(SeqCst)`, then per slot `owner.load(SeqCst)`,
 //!   `frame.load(SeqCst)`, skip a free owner or `NO_FRAME`, otherwise the frame counts if the
-//!   owner is alive (here it always is; liveness under C11 is `tests/loom_reclaim.rs`);
+//!   owner is alive (the kernel's probe of its liveness byte; generations under C11 are
+//!   `tests/loom_reclaim.rs`);
 //! * the checkpointer's use of it (the contract in `min_reader_frame`'s doc): read the snapshot
 //!   first, then `min_reader_frame`, and backfill no frame above `min(max_frame, result)`;
 //! * the writer's commit: `Latch::publish` of a newer `max_frame` (the latch model of
@@ -15,7 +17,8 @@
 //!
 //! What is checked, under every interleaving and every store each load may read (C11): the
 //! checkpointer's backfill limit never exceeds the frame the reader ended up pinned at, whatever
-//! the interleaving of pin and scan: either the scan sees the pin, or the reader's re-read sees
+//! the interleaving of pin and scan, on a free slot and on a dead reader's slot that the reader
+//! takes over (where the scan may pair the dead owner's tag with the new reader's frame): either the scan sees the pin, or the reader's re-read sees
 //! the snapshot the checkpointer read and pins that one (the Dekker pattern; both fences are
 //! needed, since the snapshot loads on either side are only Acquire).
 //!
@@ -30,7 +33,7 @@ use loom::thread;
 use loom_support::latch::{Latch, MAX_FRAME, SOURCE as LATCH};
 use std::sync::atomic::Ordering::*;
 use tshm::ffi::TSHM_NO_FRAME as NO_FRAME;
-use tshm::layout::make_tag;
+use tshm::layout::{make_tag, split_tag};
 
 /// Which of the two fences the model keeps (the source has both).
 #[derive(Clone, Copy)]
@@ -50,13 +53,29 @@ struct Shared {
     latch: Latch,
     owner: AtomicU64,
     frame: AtomicU64,
+    /// Liveness bytes of instances 0 (the writer), 1 (the reader) and 2 (dead).
+    liveness: [AtomicU64; 3],
+}
+
+impl Shared {
+    /// `reader_alive` for the CAS strategy: `tag_alive`'s probe (every generation here is
+    /// current; a stale generation under C11 is `tests/loom_reclaim.rs`).
+    fn alive(&self, tag: u64) -> bool {
+        split_tag(tag).is_some_and(|(i, _)| self.liveness[i as usize].fetch_add(0, AcqRel) != 0)
+    }
 }
 
 /// `reader_begin`: returns the pinned `max_frame`.
 fn reader_begin(sh: &Shared, cfg: Cfg, tag: u64) -> u64 {
-    sh.owner
-        .compare_exchange(0, tag, AcqRel, Relaxed)
-        .expect("the only reader finds the slot free");
+    let claimed = (0..2).any(|pass| {
+        let owner = sh.owner.load(Acquire);
+        let free = owner == 0 || (pass == 1 && !sh.alive(owner));
+        free && sh
+            .owner
+            .compare_exchange(owner, tag, AcqRel, Relaxed)
+            .is_ok()
+    });
+    assert!(claimed, "the only live reader finds the slot free or stale");
     let mut snap = sh.latch.read();
     loop {
         sh.frame.store(snap[0], SeqCst);
@@ -71,14 +90,14 @@ fn reader_begin(sh: &Shared, cfg: Cfg, tag: u64) -> u64 {
     }
 }
 
-/// `min_reader_frame` over the one slot (its owner alive).
+/// `min_reader_frame` over the one slot.
 fn min_reader_frame(sh: &Shared, cfg: Cfg) -> u64 {
     if cfg.scan_fence {
         fence(SeqCst);
     }
     let owner = sh.owner.load(SeqCst);
     let frame = sh.frame.load(SeqCst);
-    if owner == 0 || frame == NO_FRAME {
+    if owner == 0 || frame == NO_FRAME || !sh.alive(owner) {
         NO_FRAME
     } else {
         frame
@@ -86,13 +105,15 @@ fn min_reader_frame(sh: &Shared, cfg: Cfg) -> u64 {
 }
 
 /// Committed `max_frame` 1; the writer commits frame 2 while a reader begins and a
-/// checkpointer computes its backfill limit. Returns (the checkpointer's snapshot, what its scan
-/// found, the reader's pin).
-fn model(cfg: Cfg, iteration: usize) -> (u64, u64, u64) {
+/// checkpointer computes its backfill limit. With `stale`, the slot still holds a dead
+/// reader's tag and pin (frame 1), which the reader takes over. Returns (the checkpointer's
+/// snapshot, what its scan found, the reader's pin).
+fn model(cfg: Cfg, stale: bool, iteration: usize) -> (u64, u64, u64) {
     let sh = Arc::new(Shared {
         latch: Latch::new(LATCH, [1, 0, 0]),
-        owner: AtomicU64::new(0),
-        frame: AtomicU64::new(NO_FRAME),
+        owner: AtomicU64::new(if stale { make_tag(2, 1) } else { 0 }),
+        frame: AtomicU64::new(if stale { 1 } else { NO_FRAME }),
+        liveness: [AtomicU64::new(1), AtomicU64::new(1), AtomicU64::new(0)],
     });
     let s = sh.clone();
     let writer = thread::spawn(move || {
@@ -118,16 +139,27 @@ fn model(cfg: Cfg, iteration: usize) -> (u64, u64, u64) {
     (max_frame, min, pinned)
 }
 
-#[test]
-fn checkpointer_never_passes_a_pinned_frame() {
-    let (n, seen) = loom_support::check("reader_pin", |i| model(SOURCE, i));
-    assert!(n > 100, "{n} executions");
+fn coverage(seen: &std::collections::BTreeSet<(u64, u64, u64)>) {
     // both snapshots on both sides, and a scan that saw the pin as well as one that came first
     let ck: Vec<u64> = seen.iter().map(|o| o.0).collect();
     let pins: Vec<u64> = seen.iter().map(|o| o.2).collect();
     assert!(ck.contains(&1) && ck.contains(&2), "{seen:?}");
     assert!(pins.contains(&1) && pins.contains(&2), "{seen:?}");
     assert!(seen.iter().any(|o| o.1 == NO_FRAME) && seen.iter().any(|o| o.1 != NO_FRAME));
+}
+
+#[test]
+fn checkpointer_never_passes_a_pinned_frame() {
+    let (n, seen) = loom_support::check("reader_pin", |i| model(SOURCE, false, i));
+    assert!(n > 100, "{n} executions");
+    coverage(&seen);
+}
+
+#[test]
+fn checkpointer_never_passes_the_pin_of_a_reader_reclaiming_a_stale_slot() {
+    let (n, seen) = loom_support::check("reader_pin/stale-slot", |i| model(SOURCE, true, i));
+    assert!(n > 100, "{n} executions");
+    coverage(&seen);
 }
 
 /// Weakened: no `fence(SeqCst)` at the start of `min_reader_frame`.
@@ -144,7 +176,7 @@ fn weakened_missing_scan_fence_is_caught() {
     loom_support::check_fails(
         "reader_pin/no-scan-fence",
         "while a live reader is pinned",
-        move |i| model(cfg, i),
+        move |i| model(cfg, false, i),
     );
 }
 
@@ -160,6 +192,6 @@ fn weakened_missing_reader_fence_is_caught() {
     loom_support::check_fails(
         "reader_pin/no-reader-fence",
         "while a live reader is pinned",
-        move |i| model(cfg, i),
+        move |i| model(cfg, false, i),
     );
 }
