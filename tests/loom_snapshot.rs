@@ -11,7 +11,10 @@
 //!   that publish or a newer one), and two reads of one reader never go backwards;
 //! * two concurrent masked publishers (the writer's `max_frame`, the checkpointer's
 //!   `nbackfills`) never lose either field: the token serializes them and each starts from the
-//!   other's result.
+//!   other's result;
+//! * a publisher killed mid-copy, or after its sequence store but before it gave the token
+//!   back, is taken over once the kernel dropped its liveness byte: no reader ever returns its
+//!   torn copy, and the next publish starts from the last complete snapshot.
 //!
 //! Weakened twins: each must make loom fail; what loom reported, with preemption bound 2
 //! (`cargo test`) and 3 (`make loom`), is in each one's doc.
@@ -21,8 +24,9 @@ mod loom_support;
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;
 use loom::thread;
-use loom_support::latch::{Cfg, Latch, MAX_FRAME, NBACKFILLS, SOURCE};
+use loom_support::latch::{Cfg, Latch, Snap, MAX_FRAME, NBACKFILLS, SOURCE, W};
 use std::sync::atomic::Ordering::*;
+use tshm::layout::{make_tag, split_tag};
 
 /// One publisher publishes `max_frame` 2 then 3 over the initial snapshot (1, 0, sequence 0),
 /// announcing each publish afterwards on `published` (Release); a reader learns of a publish
@@ -94,6 +98,65 @@ fn publishers_model(cfg: Cfg, iteration: usize) -> (u64, u64, u64) {
     (w[2], c[2], seen[2])
 }
 
+/// The writer (instance 0) publishes `max_frame` 2 and is killed after `die_after` stores
+/// (keeping the token; its liveness byte is dropped by the kernel), while the checkpointer
+/// (instance 1) publishes `nbackfills` 1, taking the token over once the holder is dead, and
+/// a reader reads. The reader must see a published snapshot, never the killed publisher's
+/// torn copy; the checkpointer's publish starts from the last complete one. Returns (the
+/// reader's snapshot, the final one).
+fn killed_publisher_model(die_after: usize, iteration: usize) -> (Snap, Snap) {
+    let latch = Arc::new(Latch::new(SOURCE, [1, 0, 0]));
+    // liveness bytes of instances 0 and 1 (the kernel's; AcqRel read-modify-writes)
+    let liveness = Arc::new([AtomicU64::new(1), AtomicU64::new(1)]);
+    let (l, live) = (latch.clone(), liveness.clone());
+    let writer = thread::spawn(move || {
+        let r = l.publish_until(
+            [2, 0, 0],
+            MAX_FRAME,
+            make_tag(0, 1),
+            |_| true,
+            Some(die_after),
+        );
+        assert!(r.is_none());
+        live[0].swap(0, AcqRel); // killed: the kernel drops its locks
+    });
+    let (l, live) = (latch.clone(), liveness.clone());
+    let ckpt = thread::spawn(move || {
+        let alive = |tag: u64| {
+            split_tag(tag).is_some_and(|(i, _)| live[i as usize].fetch_add(0, AcqRel) != 0)
+        };
+        l.publish_until([0, 1, 0], NBACKFILLS, make_tag(1, 1), alive, None)
+            .unwrap()
+    });
+    let l = latch.clone();
+    let reader = thread::spawn(move || l.read());
+    writer.join().unwrap();
+    let c = ckpt.join().unwrap();
+    let seen = reader.join().unwrap();
+    // the killed writer made its sequence store: its snapshot is published (before or after
+    // the checkpointer's, whichever took the token first)
+    let committed = die_after > W;
+    let published: &[Snap] = if committed {
+        &[[1, 0, 0], [2, 0, 1], [1, 1, 1], [2, 1, 2]]
+    } else {
+        &[[1, 0, 0], [1, 1, 1]]
+    };
+    let last = if committed { [2, 1, 2] } else { [1, 1, 1] };
+    for s in [seen, c] {
+        assert!(
+            published.contains(&s),
+            "execution {iteration}: beside a killed publisher {s:?} was read or published, \
+             which is no snapshot either publish could make"
+        );
+    }
+    let r = latch.read();
+    assert_eq!(
+        r, last,
+        "execution {iteration}: after the takeover the snapshot is {r:?}"
+    );
+    (seen, r)
+}
+
 #[test]
 fn reader_never_sees_a_torn_or_stale_snapshot() {
     let (n, seen) = loom_support::check("snapshot.reader", |i| reader_model(SOURCE, i));
@@ -118,6 +181,21 @@ fn concurrent_masked_publishers_keep_both_fields() {
     );
     for k in 0..3 {
         assert!(reads.contains(&k), "{seen:?}");
+    }
+}
+
+#[test]
+fn a_killed_publisher_is_taken_over_and_its_torn_copy_never_read() {
+    // killed in the middle of its copy, and after its sequence store but before the token
+    for (die_after, name) in [
+        (1, "snapshot.killed/mid-copy"),
+        (W + 1, "snapshot.killed/after-seq"),
+    ] {
+        let (n, seen) = loom_support::check(name, move |i| killed_publisher_model(die_after, i));
+        assert!(n > 50, "{n} executions");
+        // the reader ran before and after the takeover
+        assert!(seen.iter().any(|o| o.0 == [1, 0, 0]), "{seen:?}");
+        assert!(seen.iter().any(|o| o.0 == o.1), "{seen:?}");
     }
 }
 

@@ -90,15 +90,41 @@ impl Latch {
         }
     }
 
-    /// `Latch::publish` (src/snapshot.rs), with a live token holder only (takeover of a dead
-    /// one is checked in `loom_reclaim.rs`).
+    /// `Latch::publish` (src/snapshot.rs) by a publisher that stays alive, where every token
+    /// holder is alive too.
     pub fn publish(&self, new: Snap, mask: u32, tag: u64) -> Snap {
-        while self
-            .token
-            .compare_exchange(0, tag, self.cfg.token_claim, self.cfg.token_fail)
-            .is_err()
-        {
-            thread::yield_now();
+        self.publish_until(new, mask, tag, |_| true, None)
+            .expect("a publisher that does not die completes")
+    }
+
+    /// `Latch::publish` (src/snapshot.rs): a holder for which `alive` says false is taken over
+    /// (`compare_exchange(holder, tag, ..)` with the claim's orderings). With `die_after`
+    /// `Some(k)` the publisher dies after `k` stores of its copy (`k` beyond the copy: after
+    /// the sequence store too), keeping the token: `None`.
+    pub fn publish_until(
+        &self,
+        new: Snap,
+        mask: u32,
+        tag: u64,
+        alive: impl Fn(u64) -> bool,
+        die_after: Option<usize>,
+    ) -> Option<Snap> {
+        let (claim, fail) = (self.cfg.token_claim, self.cfg.token_fail);
+        loop {
+            match self.token.compare_exchange(0, tag, claim, fail) {
+                Ok(_) => break,
+                Err(holder) => {
+                    if !alive(holder)
+                        && self
+                            .token
+                            .compare_exchange(holder, tag, claim, fail)
+                            .is_ok()
+                    {
+                        break;
+                    }
+                    thread::yield_now();
+                }
+            }
         }
         let s = self.seq.load(Acquire);
         if self.cfg.publisher_fence {
@@ -114,11 +140,20 @@ impl Latch {
         snap[2] = snap[2].wrapping_add(1);
         let other = ((s + 1) & 1) as usize;
         for (k, w) in snap.iter().enumerate() {
+            if die_after == Some(k) {
+                return None;
+            }
             self.copy[other][k].store(*w, Relaxed);
+        }
+        if die_after == Some(W) {
+            return None;
         }
         self.seq
             .store(s.wrapping_add(1), self.cfg.publish_seq_store);
+        if die_after.is_some() {
+            return None;
+        }
         self.token.store(0, self.cfg.token_release);
-        snap
+        Some(snap)
     }
 }
