@@ -200,6 +200,31 @@ fn run(name: &str, cfg: Cfg, dead_owner: bool, second_exclusive: bool) -> usize 
     n
 }
 
+/// The steps the model mirrors are still the source's.
+#[test]
+fn the_model_mirrors_the_source() {
+    loom_support::source_has(
+        "src/engine.rs",
+        "tests/loom_engine_lock.rs",
+        &[
+            "mine.store(mask(held), SeqCst); fence(SeqCst); let r = shared_look(",
+            "let x = owner.load(SeqCst);",
+            "let _ = owner.compare_exchange(x, 0, AcqRel, Relaxed); if owner.load(SeqCst) != 0 {",
+            "match owner.compare_exchange(0, tag, SeqCst, SeqCst) {",
+            "mask_of(m, id.instance).store(mask(held), SeqCst); fence(SeqCst);",
+            ".u32(H_INSTANCE_HWM) .load(Acquire)",
+            "if mask_of(m, i).load(SeqCst) & bits != 0 && instance_alive(node, i)? {",
+            "owner_of(m, s).store(0, Release); } } mine.store(mask(held), Release);",
+            "let _ = owner_of(m, s).compare_exchange(id.tag(), 0, Release, Relaxed);",
+        ],
+    );
+    loom_support::source_has(
+        "src/slots.rs",
+        "tests/loom_engine_lock.rs",
+        &["m.shm.u32(H_INSTANCE_HWM).fetch_max(i + 1, AcqRel);"],
+    );
+}
+
 #[test]
 fn shared_and_exclusive_never_coexist() {
     let n = run("engine_lock.shared_exclusive", SOURCE, false, false);

@@ -279,6 +279,29 @@ fn rollback_model(
     (max_frame, p, q)
 }
 
+/// The steps the model mirrors are still the source's.
+#[test]
+fn the_model_mirrors_the_source() {
+    loom_support::source_has(
+        "src/index.rs",
+        "tests/loom_index.rs",
+        &[
+            "let w0 = self.pool.u64(off)?.load(Relaxed); let frame = self.pool.u64(off + 8)?.load(Relaxed);",
+            "self.pool.u64(off)?.store(page as u64 | prev << 32, Relaxed); \
+             self.pool.u64(off + 8)?.store(frame, Relaxed); \
+             word(self.shm, H_IX_TAIL).store(frame, Relaxed); \
+             word(self.shm, H_IX_COUNT).store(count + 1, Release); \
+             dir.store(g32 << 32 | (count + 1), Release);",
+            "let g = gen.load(Acquire); let r = f(g); fence(Acquire); if gen.load(Relaxed) == g {",
+            "Some(w) => self.walk(page, w.load(Acquire), g, max_frame),",
+            "dir.store(g32 << 32 | e.prev, Release);",
+            ".store(e.frame | DEAD, Release);",
+            "gen.store(gen.load(Relaxed).wrapping_add(1), Release); fence(Release);",
+            "word(self.shm, H_IX_COUNT).store(0, Release);",
+        ],
+    );
+}
+
 #[test]
 fn a_lookup_never_mixes_generations() {
     let (n, seen) = loom_support::check("index.reset", |i| reset_model(SOURCE, i));

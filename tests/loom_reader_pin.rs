@@ -148,6 +148,24 @@ fn coverage(seen: &std::collections::BTreeSet<(u64, u64, u64)>) {
     assert!(seen.iter().any(|o| o.1 == NO_FRAME) && seen.iter().any(|o| o.1 != NO_FRAME));
 }
 
+/// The steps the model mirrors are still the source's.
+#[test]
+fn the_model_mirrors_the_source() {
+    loom_support::source_has(
+        "src/slots.rs",
+        "tests/loom_reader_pin.rs",
+        &[
+            "let owner = owner_w.load(Acquire);",
+            "let free = owner == 0 || (pass == 1 && !reader_alive(node, i, owner)?);",
+            "owner_w .compare_exchange(owner, tag, AcqRel, Relaxed) .is_ok()",
+            "frame.store(snap.max_frame, SeqCst); fence(SeqCst); let again = latch.read(); \
+             if again.sequence == snap.sequence {",
+            "let m = node.mapped()?; fence(SeqCst); let mut min = NO_FRAME;",
+            "let owner = m.shm.u64(slot).load(SeqCst); let frame = m.shm.u64(slot + 8).load(SeqCst);",
+        ],
+    );
+}
+
 #[test]
 fn checkpointer_never_passes_a_pinned_frame() {
     let (n, seen) = loom_support::check("reader_pin", |i| model(SOURCE, false, i));

@@ -190,6 +190,30 @@ fn token_model(cfg: Cfg) -> bool {
     took_over
 }
 
+/// The steps the model mirrors are still the source's.
+#[test]
+fn the_model_mirrors_the_source() {
+    loom_support::source_has(
+        "src/slots.rs",
+        "tests/loom_reclaim.rs",
+        &[
+            "let generation = m.shm.u64(rec + 16).fetch_add(1, AcqRel).wrapping_add(1);",
+            "let cur = m.shm.u64(m.geom.instance(i) + 16).load(Acquire) & 0xffff_ffff_ffff;",
+            "let owner = owner_w.load(Acquire);",
+            "owner_w .compare_exchange(owner, tag, AcqRel, Relaxed) .is_ok()",
+        ],
+    );
+    loom_support::source_has(
+        "src/snapshot.rs",
+        "tests/loom_reclaim.rs",
+        &[
+            "match token.compare_exchange(0, tag, AcqRel, Acquire) {",
+            "&& token .compare_exchange(holder, tag, AcqRel, Acquire) .is_ok()",
+            "token.store(0, Release);",
+        ],
+    );
+}
+
 #[test]
 fn a_live_reader_slot_is_never_reclaimed() {
     let (n, seen) = loom_support::check("reclaim.reader", |i| reader_model(SOURCE, i));

@@ -157,6 +157,25 @@ fn killed_publisher_model(die_after: usize, iteration: usize) -> (Snap, Snap) {
     (seen, r)
 }
 
+/// The steps the latch model mirrors are still the source's.
+#[test]
+fn the_model_mirrors_the_source() {
+    loom_support::source_has(
+        "src/snapshot.rs",
+        "tests/loom_support/latch.rs",
+        &[
+            "std::array::from_fn(|k| self.shm.u64(base + 8 * k).load(Relaxed))",
+            "let s1 = seq.load(Acquire); let w = self.read_copy((s1 & 1) as usize); \
+             fence(Acquire); if seq.load(Relaxed) == s1 {",
+            "match token.compare_exchange(0, tag, AcqRel, Acquire) {",
+            "&& token .compare_exchange(holder, tag, AcqRel, Acquire) .is_ok()",
+            "let s = seq.load(Acquire); fence(Release);",
+            "self.shm.u64(base + 8 * k).store(*w, Relaxed);",
+            "seq.store(s.wrapping_add(1), Release); token.store(0, Release);",
+        ],
+    );
+}
+
 #[test]
 fn reader_never_sees_a_torn_or_stale_snapshot() {
     let (n, seen) = loom_support::check("snapshot.reader", |i| reader_model(SOURCE, i));

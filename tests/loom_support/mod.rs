@@ -27,6 +27,11 @@
 //! (both sides of each race) were all observed, so an exploration hole fails the check
 //! instead of passing it silently.
 //!
+//! **Tied to the source.** Each check also has a `the_model_mirrors_the_source` test
+//! ([`source_has`]): the source lines its model mirrors, orderings included, must still be in
+//! the source, so weakening (or otherwise changing) one of them in `src/` fails the suite
+//! until the model is brought along and checked again.
+//!
 //! **Running.** [`check`] runs a model with at most [`PREEMPTIONS`] preemptions per execution
 //! (`LOOM_MAX_PREEMPTIONS` overrides it: `make loom` runs the checks with 3) and reports the
 //! executions explored, the time and the outcomes on stderr (`-- --nocapture` shows them).
@@ -188,6 +193,22 @@ pub fn covers<O: Ord + Debug>(name: &str, seen: &BTreeSet<O>, want: &[O]) {
             seen.contains(w),
             "loom model {name} never produced {w:?} (observed {seen:?}): the exploration \
              missed a race the model must contain"
+        );
+    }
+}
+
+/// Asserts that `file` (relative to the crate) still contains every one of `steps`, compared
+/// with all whitespace removed: the lines of the source a model mirrors, with their orderings.
+/// A change there fails this check until the model is brought along (and re-checked).
+pub fn source_has(file: &str, model: &str, steps: &[&str]) {
+    let strip = |s: &str| s.split_whitespace().collect::<String>();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let src = strip(&std::fs::read_to_string(&path).unwrap());
+    for step in steps {
+        assert!(
+            src.contains(&strip(step)),
+            "{file} no longer contains `{step}`: {model} mirrors it, so bring the model along \
+             and check it again"
         );
     }
 }
