@@ -339,7 +339,10 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
         for k in 0..g.readers {
             let i = (start + k) % g.readers;
             let owner_w = m.shm.u64(g.reader_slot(i));
-            let owner = owner_w.load(Relaxed);
+            // Acquire: a tag read here must carry its instance's generation bump (made before
+            // the owner's Release CAS), or `reader_alive` may compare it with the generation
+            // from before that instance's claim and take a live reader's slot for stale.
+            let owner = owner_w.load(Acquire);
             if bytelock {
                 if (pass == 0 && owner != 0)
                     || !node.try_claim(id.hid, LOCK_READER_BASE + i as u64)?
