@@ -214,7 +214,7 @@ fn the_model_mirrors_the_source() {
             "mask_of(m, id.instance).store(mask(held), SeqCst); fence(SeqCst);",
             ".u32(H_INSTANCE_HWM) .load(Acquire)",
             "if mask_of(m, i).load(SeqCst) & bits != 0 && instance_alive(node, i)? {",
-            "owner_of(m, s).store(0, Release); } } mine.store(mask(held), Release);",
+            "owner_of(m, s).store(0, Release); } } if kind == Kind::Exclusive { crate::testpoint::hit(\"engine_release\"); } mine.store(mask(held), Release);",
             "let _ = owner_of(m, s).compare_exchange(id.tag(), 0, Release, Relaxed);",
         ],
     );
