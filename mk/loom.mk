@@ -14,7 +14,7 @@ loom:
 	@rm -rf $(LOOM_OUT) && mkdir -p $(LOOM_OUT) $(B)/reliability
 	@start=$$(date +%s); \
 	LOOM_MAX_PREEMPTIONS=$(LOOM_PREEMPTIONS) TSHM_LOOM_REPORT=$(abspath $(LOOM_OUT)) \
-	    $(CARGO) test --quiet $(addprefix --test ,$(LOOM_TESTS)) || exit 1; \
+	    $(CARGO) test --quiet --features test-hooks $(addprefix --test ,$(LOOM_TESTS)) || exit 1; \
 	end=$$(date +%s); \
 	{ printf '{"tool": "loom", "preemption_bound": %s, "seconds": %s, "models": [' \
 	      $(LOOM_PREEMPTIONS) $$((end - start)); \
