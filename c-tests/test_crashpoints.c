@@ -64,7 +64,7 @@ static const struct point POINTS[] = {
     {"engine_release", ALONE | ATTACHED, SCRIPT},
     {"engine_probe", ENGINE_HELD, SCRIPT},
     {"region_create", ALONE | ATTACHED, SCRIPT},
-    {"fallocate", SPARSE, SCRIPT},
+    {"hole_storage", SPARSE, SCRIPT},
     {"close_init", ALONE | ATTACHED, SCRIPT},
     {"close_upgrade", ALONE | ATTACHED, SCRIPT},
     {"close_last_hook", ALONE, SCRIPT},

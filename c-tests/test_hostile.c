@@ -293,7 +293,7 @@ struct sparse_case {
 static void sparse_sidecar_in_namespace(void *arg) {
     const struct sparse_case *sc = arg;
     const char *mnt = sc->mnt;
-    if (sc->no_fallocate) setenv("TSHM_TEST_FAIL_AT", "fallocate", 1);
+    if (sc->no_fallocate) setenv("TSHM_TEST_FAIL_AT", "hole_storage", 1);
     if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
         mount("tshm-sparse", mnt, "tmpfs", 0, "size=1m") != 0) {
         printf("SKIP test_sparse_sidecar_on_a_full_disk: cannot mount a tmpfs in a private "
@@ -943,12 +943,15 @@ static void test_idle_child_of_a_dead_process_holds_no_attach_byte(void) {
         if (h == NULL) _exit(3);
         pid_t q = fork();
         if (q == 0) {
+            /* ready only once fork() returned here: the child handler already ran */
             char c;
+            if (write(ready[1], "r", 1) != 1) _exit(3);
             close(ready[1]);
             while (read(hold[0], &c, 1) < 0 && errno == EINTR) {}
             _exit(0);
         }
-        if (q < 0 || write(ready[1], "r", 1) != 1) _exit(3);
+        if (q < 0) _exit(3);
+        close(ready[1]);
         pause();
         _exit(0);
     }

@@ -313,12 +313,10 @@ pub fn network_fs_name(magic: i64) -> Option<&'static str> {
     })
 }
 
-/// Refuses a directory on a network filesystem. The environment variable `TSHM_TEST_FS_MAGIC`
-/// (a test hook) substitutes the filesystem magic the kernel reports.
+/// Refuses a directory on a network filesystem. In a build with test hooks the test setting
+/// `TSHM_TEST_FS_MAGIC` substitutes the filesystem magic the kernel reports.
 pub fn check_local_fs(dir: &Path) -> Result<()> {
-    let magic = match std::env::var("TSHM_TEST_FS_MAGIC")
-        .ok()
-        .and_then(|s| parse_magic(&s))
+    let magic = match crate::testpoint::setting(c"TSHM_TEST_FS_MAGIC").and_then(|s| parse_magic(&s))
     {
         Some(m) => m,
         None => {
@@ -545,10 +543,10 @@ fn first_hole(fd: RawFd, len: u64) -> Option<u64> {
 }
 
 /// Gives storage to `[off, off + len)` with `fallocate(mode)`, keeping every byte already
-/// written. `Ok(false)`: the filesystem has no `fallocate` (test point `fallocate` acts so).
+/// written. `Ok(false)`: the filesystem has no `fallocate` (test point `hole_storage` acts so).
 /// No room is [`Error::Full`].
 fn allocate(fd: RawFd, off: u64, len: u64, mode: libc::c_int) -> Result<bool> {
-    if crate::testpoint::fail("fallocate") {
+    if crate::testpoint::fail("hole_storage") {
         return Ok(false);
     }
     loop {

@@ -43,13 +43,12 @@ use std::time::{Duration, Instant};
 /// Longest single futex sleep of a waiter before it retries the lock itself.
 pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(10);
 
-/// [`WAIT_SLICE`], or `TSHM_TEST_WAIT_SLICE_MS` (a test hook: a long slice proves that a waiter
-/// was woken by the release, not by its own retry).
+/// [`WAIT_SLICE`], or in a build with test hooks the test setting `TSHM_TEST_WAIT_SLICE_MS` (a
+/// long slice proves that a waiter was woken by the release, not by its own retry).
 fn wait_slice() -> Duration {
     static SLICE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SLICE.get_or_init(|| {
-        std::env::var("TSHM_TEST_WAIT_SLICE_MS")
-            .ok()
+        crate::testpoint::setting(c"TSHM_TEST_WAIT_SLICE_MS")
             .and_then(|v| v.parse().ok())
             .map_or(WAIT_SLICE, Duration::from_millis)
     })

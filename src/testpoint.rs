@@ -50,8 +50,8 @@
 //!   `TSHM_TEST_FAIL_AT=engine_probe` makes every probe fail);
 //! * `region_create` — a unit for a new engine region is written, the region table entry not
 //!   yet set;
-//! * `fallocate` — an open gives storage to a sparse sidecar's holes (a fail point too:
-//!   `TSHM_TEST_FAIL_AT=fallocate` acts as a filesystem without `fallocate`);
+//! * `hole_storage` — an open gives storage to a sparse sidecar's holes (a fail point too:
+//!   `TSHM_TEST_FAIL_AT=hole_storage` acts as a filesystem without `fallocate`);
 //! * `close_init` — a last handle of a process is about to take the init byte to close (a fail
 //!   point too: the wait fails);
 //! * `close_upgrade` — a closing process holds the init byte and tried to convert its lifetime
@@ -87,7 +87,7 @@ pub const NAMES: &[&str] = &[
     "engine_release",
     "engine_probe",
     "region_create",
-    "fallocate",
+    "hole_storage",
     "close_init",
     "close_upgrade",
     "close_last_hook",
@@ -125,7 +125,7 @@ mod armed {
 
     /// `getenv` without the Rust environment lock (which a thread of the parent may have held
     /// at `fork()`); test points read the environment only, never change it.
-    fn env(name: &std::ffi::CStr) -> Option<String> {
+    pub(super) fn env(name: &std::ffi::CStr) -> Option<String> {
         // SAFETY: name is NUL-terminated; the result, if any, is a NUL-terminated string.
         let v = unsafe { libc::getenv(name.as_ptr()) };
         (!v.is_null()).then(|| {
@@ -253,7 +253,21 @@ pub fn injected(name: &str) -> crate::error::Error {
     )
 }
 
+/// A test setting from the environment variable `name` (read where the caller reads it: at
+/// open, or once per process), for what a test substitutes rather than kills or pauses.
+#[cfg(feature = "test-hooks")]
+pub fn setting(name: &std::ffi::CStr) -> Option<String> {
+    armed::env(name)
+}
+
 // Without `test-hooks`: nothing. The names passed in are dropped with the calls.
+
+/// A test setting (none without `test-hooks`).
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn setting(_name: &std::ffi::CStr) -> Option<String> {
+    None
+}
 
 /// Forgets the arming (nothing to forget without `test-hooks`).
 #[cfg(not(feature = "test-hooks"))]
