@@ -9,9 +9,13 @@
 
 # Crash points: tshm:<name> (TSHM_TEST_CRASH_AT), kvlog:<name> (kvlog's stop points),
 # kvfail:publish (KVLOG_FAIL_AT), shim:<name> (the SQLite shim's stop points).
-TORTURE_POINTS ?= tshm:publish tshm:reader_end tshm:open_holding_init tshm:node_drop \
-                  kvlog:mid-write kvlog:in-read kvlog:mid-checkpoint kvlog:commit-unpublished \
-                  kvlog:mid-restart kvfail:publish shim:locked shim:dms shim:checked
+TORTURE_POINTS ?= $(addprefix tshm:,open_holding_init open_initialized instance_claim instance_reclaim \
+                  writer_claim ckpt_claim writer_release ckpt_release trim_mark truncate_mark \
+                  append_entry pool_zeroed publish_copy publish_seq reader_claim reader_reclaim \
+                  reader_pin reader_end engine_grant engine_release region_create close_init \
+                  close_upgrade close_last_hook close_last_done node_drop) \
+                  $(addprefix kvlog:,mid-write in-read mid-checkpoint commit-unpublished mid-restart) \
+                  kvfail:publish $(addprefix shim:,locked dms_won dms checked region)
 TORTURE_SHORT_ROUNDS ?= 120
 TORTURE_SRC := examples/torture/torture.c examples/torture/workers.c examples/kvlog/kvlog.c
 TORTURE_RUN = KVLOG_BIN=$(KVLOG_TEST_BIN) TSHM_BIN=$(BBIN)/tshm TSHM_SQLITE_EXT=$(abspath $(SHIM_TEST_SO)) \

@@ -230,9 +230,24 @@ static int point_fits(const char *pt, int wl, int role) {
     if (strncmp(pt, "kvfail:", 7) == 0) return wl == KV && role == WRITER;
     if (strncmp(pt, "shim:", 5) == 0) return wl == SQ;
     if (strncmp(pt, "tshm:", 5) == 0) {
-        const char *n = pt + 5;
-        if (!strcmp(n, "publish")) return wl == KV && (role == WRITER || role == CKPT);
-        if (!strcmp(n, "reader_end")) return wl == KV;
+        /* libtshm's points (testpoint::NAMES): who reaches which; unknown names: anyone */
+        static const struct { const char *name; int wl, roles; } where[] = {
+#define W (1 << WRITER)
+#define R (1 << READER)
+#define C (1 << CKPT)
+            {"writer_claim", KV, W | C},   {"writer_release", KV, W | C}, {"ckpt_claim", KV, C},
+            {"ckpt_release", KV, C},       {"trim_mark", KV, W},          {"truncate_mark", KV, W},
+            {"append_entry", KV, W},       {"publish_copy", KV, W | C},   {"publish_seq", KV, W | C},
+            {"reader_claim", KV, W | R | C}, {"reader_reclaim", KV, W | R | C}, {"reader_pin", KV, W | R | C},
+            {"reader_end", KV, W | R | C}, {"engine_grant", SQ, W | R | C}, {"engine_release", SQ, W | R | C},
+            {"region_create", SQ, W | R | C}, {"pool_zeroed", -1, W},
+#undef W
+#undef R
+#undef C
+        };
+        for (size_t i = 0; i < sizeof where / sizeof where[0]; i++)
+            if (!strcmp(pt + 5, where[i].name))
+                return (where[i].wl < 0 || where[i].wl == wl) && (where[i].roles >> role & 1);
         return 1;
     }
     return 0;
@@ -746,13 +761,18 @@ static void scenario_event(int wl) {
         }
     } else if (!strcmp(s, "big")) {
         struct proc *b = add_proc(wl, BIG, 9);
+        /* half the time armed where the growth happens (when listed), else killed at a random
+         * moment or left to commit */
+        const char *grow[] = {wl == KV ? "tshm:pool_zeroed" : "tshm:region_create", wl == KV ? "tshm:append_entry" : "shim:region"};
+        const char *g = grow[rnd() % 2];
+        if (rnd() % 2 && has_point(g)) snprintf(b->point, sizeof b->point, "%s", g);
         spawn(b);
-        if (rnd() % 4) b->kill_at = now_ms() + between(5, 250); /* else it may commit */
+        if (!b->point[0] && rnd() % 4) b->kill_at = now_ms() + between(5, 250);
     } else if (!strcmp(s, "unpublished")) {
         struct proc *v = random_proc(wl, is_writer, NULL);
         if (v == NULL) return;
-        int tp = has_point("tshm:publish") && rnd() % 2;
-        snprintf(v->next_point, sizeof v->next_point, "%s", tp ? "tshm:publish" : "kvlog:commit-unpublished");
+        int tp = has_point("tshm:publish_copy") && rnd() % 2;
+        snprintf(v->next_point, sizeof v->next_point, "%s", tp ? "tshm:publish_copy" : "kvlog:commit-unpublished");
         v->then_kill_all = 1;
         stop_proc(v);
     }
@@ -773,8 +793,8 @@ static void stop_non_readers(void) {
     for (int i = 0; i < MAXPROC; i++) {
         struct proc *p = &procs[i];
         if (!p->used || p->pid <= 0 || p->role == READER) continue;
-        if (p->role == BIG) kill_proc(p, "random"); /* a big transaction still under way */
-        else stop_proc(p);
+        if (p->role == BIG && !p->point[0]) kill_proc(p, "random"); /* still under way */
+        else stop_proc(p); /* (an armed big transaction goes on to its point or its commit) */
     }
     while (running(-1, WRITER) + running(-1, CKPT) + running(-1, BIG) > 0) pump(-2, -1);
 }
