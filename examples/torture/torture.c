@@ -713,9 +713,34 @@ static void kill_all_and_reopen(int wl) {
     kill_all(wl, "random");
     pump(-1, wl);
     phase = RUN;
+    /* half the time one of the reopening processes is armed at a point only a first opener
+     * (or the taker of a dead process's instance slot) reaches */
+    const char *first[] = {"tshm:open_initialized", "tshm:instance_reclaim", "tshm:open_holding_init",
+                           wl == SQ ? "shim:dms_won" : "kvlog:in-read"};
+    const char *pt = first[rnd() % 4];
+    if (rnd() % 2 && has_point(pt)) {
+        struct proc *c[MAXPROC];
+        int n = 0;
+        for (int i = 0; i < MAXPROC; i++)
+            if (procs[i].used && procs[i].wl == wl && procs[i].respawn && !procs[i].next_point[0] &&
+                point_fits(pt, wl, procs[i].role))
+                c[n++] = &procs[i];
+        if (n) {
+            /* it opens alone, so it is the first opener; the others come once it died there
+             * (or after 500 ms) and take over what it left */
+            struct proc *a = c[rnd() % (uint64_t)n];
+            snprintf(a->point, sizeof a->point, "%s", pt);
+            a->respawn = 0;
+            spawn(a);
+            double until = now_ms() + 500;
+            while (a->pid > 0 && now_ms() < until) pump(now_ms() + 5, -1);
+            a->respawn = 1;
+            if (a->pid <= 0) spawn(a); /* unarmed */
+        }
+    }
     for (int i = 0; i < MAXPROC; i++) {
         struct proc *p = &procs[i];
-        if (!p->used || p->wl != wl || !p->respawn) continue;
+        if (!p->used || p->wl != wl || !p->respawn || p->pid > 0) continue;
         memcpy(p->point, p->next_point, sizeof p->point);
         p->next_point[0] = 0;
         spawn(p);
@@ -741,7 +766,10 @@ static void scenario_event(int wl) {
         const char *pt = cand[rnd() % (uint64_t)n];
         struct proc *v = random_proc(wl, fits_point, pt);
         snprintf(v->next_point, sizeof v->next_point, "%s", pt);
-        stop_proc(v); /* restarted armed once it exited */
+        /* restarted armed once it exited; killed when the point is about taking over what a
+         * dead process left */
+        if (strstr(pt, "reclaim") || strstr(pt, "trim_mark")) kill_proc(v, "random");
+        else stop_proc(v);
     } else if (!strcmp(s, "kill-all")) {
         kill_all_and_reopen(wl);
     } else if (!strcmp(s, "open-race")) {
@@ -1168,10 +1196,15 @@ static void run_round(int r) {
             add_proc(wl, WRITER, 2);
             struct proc *rd = add_proc(wl, READER, 1);
             add_proc(wl, CKPT, 1);
-            /* final-ckpt: the reader closes last; in kvlog, half the time it stops in the middle
-             * of that final checkpoint, otherwise it is killed at a random moment of its close */
-            if (wl == KV && !strcmp(scenarios[scen[wl]], "final-ckpt") && rnd() % 2)
-                snprintf(rd->point, sizeof rd->point, "kvlog:mid-checkpoint");
+            /* final-ckpt: the reader closes last; it is armed in the middle of that final
+             * checkpoint (kvlog), or before or after the last-close hook (libtshm), or else
+             * killed at a random moment of its close */
+            if (!strcmp(scenarios[scen[wl]], "final-ckpt")) {
+                const char *last[] = {wl == KV ? "kvlog:mid-checkpoint" : "", "tshm:close_last_hook",
+                                      "tshm:close_last_done", ""};
+                const char *pt = last[rnd() % 4];
+                if (pt[0] && has_point(pt)) snprintf(rd->point, sizeof rd->point, "%s", pt);
+            }
         }
         for (int i = 0; i < MAXPROC; i++)
             if (procs[i].used) spawn(&procs[i]);
