@@ -18,15 +18,21 @@
  *                "tshm:<name>" via TSHM_TEST_CRASH_AT, kvlog's "kvlog:<name>" stop points,
  *                "kvfail:publish", the shim's "shim:<name>" stop points); once it died there (or
  *                failed, for kvfail) it is restarted unarmed
- *   kill-all     every process SIGKILLed at once, then all reopened together
+ *   kill-all     every process SIGKILLed at once, then all reopened together (in half the
+ *                rounds one of them first and alone, armed at a first-opener point:
+ *                tshm:open_initialized, tshm:open_holding_init, shim:dms_won, ...)
  *   open-race    the same, and some of the reopening processes SIGKILLed within milliseconds,
- *                during their first open (one of them armed with tshm:open_holding_init)
+ *                during their first open (one more killed and restarted armed with
+ *                tshm:open_holding_init)
  *   big          a large transaction (frame index / wal-index growth) SIGKILLed at a random
- *                moment (or left to commit)
+ *                moment, or armed at a growth point (tshm:pool_zeroed, tshm:append_entry,
+ *                tshm:region_create, shim:region), or left to commit
  *   final-ckpt   the last process to close is killed during its final checkpoint
+ *                (kvlog:mid-checkpoint, tshm:close_last_hook, tshm:close_last_done, or at a
+ *                random moment of its close)
  *   unpublished  (kv) a writer stopped with its commit frame written but not published
- *                (kvlog:commit-unpublished, or tshm:publish: half the snapshot copied), then
- *                every process of the workload SIGKILLed
+ *                (kvlog:commit-unpublished, or tshm:publish_copy: half the snapshot copied),
+ *                then every process of the workload SIGKILLed
  * At the end of a round every process still running is stopped (SIGTERM), and a fresh process
  * opens each database (recovering it when nobody closed last) and checks:
  *   - every commit whose id a writer reported after its commit returned is there, no rolled
