@@ -16,7 +16,6 @@ use std::sync::OnceLock;
 use tshm_fuzz::{check, expect, Input};
 
 const SLOTS: usize = 3;
-const READERS: u32 = 128;
 const LOCKS: usize = 32;
 const NO_FRAME: u64 = u64::MAX;
 const DEAD_BIT: u64 = 1 << 63;
@@ -64,6 +63,8 @@ struct Model {
     closed: Vec<*mut tshm>,
     node_excl: bool,
     exists: bool,
+    /// reader slots of the sidecar (fixed when it is created)
+    readers: u32,
     writer: Option<usize>,
     ckpt: Option<usize>,
     entries: Vec<(u32, u64, bool)>,
@@ -292,6 +293,7 @@ fn do_open(inp: &mut Input, m: &mut Model) {
         return;
     }
     let first = m.open_count() == 0;
+    let created = !m.exists;
     if first {
         m.node_excl = excl;
         if !ro {
@@ -321,6 +323,17 @@ fn do_open(inp: &mut Input, m: &mut Model) {
     assert_eq!(info.initialized, (first && !ro) as i32, "initialized");
     assert_eq!(info.mode, if excl { 2 } else { 1 });
     assert_eq!(info.instance == u32::MAX, ro);
+    if created {
+        let want = if use_opts && o.reader_slots != 0 {
+            o.reader_slots
+        } else {
+            128
+        };
+        assert_eq!(info.reader_slots, want, "reader slots of a new sidecar");
+        m.readers = info.reader_slots;
+    } else {
+        assert_eq!(info.reader_slots, m.readers, "reader slots stay");
+    }
     if first {
         m.snap = snapshot_of(out);
     } else {
@@ -743,7 +756,7 @@ fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
                 TSHM_MISUSE
             } else if ro {
                 TSHM_READONLY
-            } else if total >= READERS as usize {
+            } else if total >= m.readers as usize {
                 TSHM_BUSY
             } else {
                 TSHM_OK
@@ -751,7 +764,7 @@ fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
             assert_eq!(rc, expected, "reader_begin: {}", tshm_fuzz::errmsg());
             if rc == TSHM_OK {
                 assert!(
-                    slot < READERS && m.reader_held(slot).is_none(),
+                    slot < m.readers && m.reader_held(slot).is_none(),
                     "slot {slot} handed out twice"
                 );
                 assert!(same_published(&s, &m.snap), "reader snapshot");
@@ -806,11 +819,11 @@ fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
                 1 => 1,
                 2 => 2,
                 3 => inp.u32(),
-                _ => 3 + inp.u8() as u32 % (READERS + 2),
+                _ => 3 + inp.u8() as u32 % (m.readers + 2),
             };
             let mut o = tshm_owner_info::default();
             let rc = check("owner", unsafe { tshm_owner(p, role, &mut o) });
-            let expected = if role >= 3 + READERS {
+            let expected = if role >= 3 + m.readers {
                 TSHM_MISUSE
             } else {
                 TSHM_OK
@@ -980,6 +993,7 @@ fn run(data: &[u8]) {
         closed: Vec::new(),
         node_excl: false,
         exists: false,
+        readers: 0,
         writer: None,
         ckpt: None,
         entries: Vec::new(),
