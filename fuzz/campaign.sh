@@ -22,7 +22,7 @@ summary() {
     findings=$((after - before))
     # status lines: "#<execs>  NEW cov: <edges> ft: <features> corp: <units>/<bytes> ...", in
     # fork mode "#<execs>: cov: <edges> ft: <features> corp: <units> ..."
-    last=$(grep -E '^#[0-9]+:?[[:space:]].*cov: ' "$log" | tail -n1)
+    last=$(grep -a -E '^#[0-9]+:?[[:space:]].*cov: ' "$log" | tail -n1)
     execs=$(printf '%s' "$last" | sed -nE 's/^#([0-9]+).*/\1/p')
     cov=$(printf '%s' "$last" | sed -nE 's/.*cov: ([0-9]+).*/\1/p')
     ft=$(printf '%s' "$last" | sed -nE 's/.* ft: ([0-9]+).*/\1/p')
@@ -70,10 +70,11 @@ if [ -n "$smoke" ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     cp "fuzz/corpus/$t"/* "$work"/ 2>/dev/null || true
+    log="$root/build/fuzz/smoke-$t.log"
     (cd fuzz && cargo +nightly fuzz run "$t" "$work" -- "${common[@]}") >"$log" 2>&1
     rc=$?
-    last=$(grep -E '^#[0-9]+:?[[:space:]].*cov: ' "$log" | tail -n1)
-    echo "fuzz-smoke $t: ${last:-no status line} (rc $rc, log build/fuzz/$t.log)"
+    last=$(grep -a -E '^#[0-9]+:?[[:space:]].*cov: ' "$log" | tail -n1)
+    echo "fuzz-smoke $t: ${last:-no status line} (rc $rc, log build/fuzz/smoke-$t.log)"
     if [ "$rc" -ne 0 ]; then
         grep -E 'panicked|ERROR|Test unit written' "$log" | head -n 5
     fi
