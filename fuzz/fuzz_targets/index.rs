@@ -166,6 +166,15 @@ fn run(data: &[u8]) {
                 for i in 0..n {
                     let p = base.wrapping_add((i as u32).wrapping_mul(7) % npages);
                     let f = m.tail + step;
+                    if f >= DEAD_BIT {
+                        // past the largest frame: refused, the index unchanged
+                        let r = c.index_append(p, f);
+                        assert!(
+                            matches!(r, Err(Error::Misuse(_))),
+                            "append({p}, {f}): {r:?}"
+                        );
+                        break;
+                    }
                     match c.index_append(p, f) {
                         Ok(()) => {
                             assert!(m.limit == 0 || (m.entries.len() as u64) < m.limit);
