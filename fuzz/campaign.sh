@@ -22,7 +22,9 @@ summary() {
     findings=$((after - before))
     # status lines: "#<execs>  NEW cov: <edges> ft: <features> corp: <units>/<bytes> ...", in
     # fork mode "#<execs>: cov: <edges> ft: <features> corp: <units> ..."
-    last=$(grep -a -E '^#[0-9]+:?[[:space:]].*cov: ' "$log" | tail -n1)
+    # (the one with the most executions: the newest, whatever else wrote to the log)
+    last=$(grep -a -E '^#[0-9]+:?[[:space:]].*cov: ' "$log" |
+        awk '{ n = $1; gsub(/[#:]/, "", n); if (n + 0 >= m) { m = n + 0; l = $0 } } END { print l }')
     execs=$(printf '%s' "$last" | sed -nE 's/^#([0-9]+).*/\1/p')
     cov=$(printf '%s' "$last" | sed -nE 's/.*cov: ([0-9]+).*/\1/p')
     ft=$(printf '%s' "$last" | sed -nE 's/.* ft: ([0-9]+).*/\1/p')
