@@ -84,11 +84,17 @@ impl Report {
                 self.index.entries.saturating_sub(self.index.dead)
             ));
         }
-        if self.snapshot.nbackfills != self.snapshot.max_frame {
+        // Both words are as published (or as the file holds): neither bounds the other.
+        let (nbackfills, max_frame) = (self.snapshot.nbackfills, self.snapshot.max_frame);
+        if nbackfills < max_frame {
             p.push(format!(
-                "frames {}..{} are not checkpointed",
-                self.snapshot.nbackfills + 1,
-                self.snapshot.max_frame
+                "frames {}..{max_frame} are not checkpointed",
+                nbackfills + 1
+            ));
+        } else if nbackfills > max_frame {
+            p.push(format!(
+                "nbackfills {nbackfills} is above max_frame {max_frame}: the published snapshot \
+                 is inconsistent"
             ));
         }
         p
@@ -175,4 +181,44 @@ pub fn check(db: &Path) -> Result<Report> {
     let m = node.mapped()?;
     Index::new(m).check()?;
     observe(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::snapshot::{tshm_snapshot, TSHM_SNAP_MAX_FRAME, TSHM_SNAP_NBACKFILLS};
+    use crate::{Coordinator, Options, Role};
+
+    /// The snapshot words are whatever the engine published (or the file holds): the idle check
+    /// must describe a backfill count above `max_frame` instead of doing arithmetic that
+    /// assumes it is below.
+    #[test]
+    fn idle_check_reports_nbackfills_above_max_frame() {
+        let dir = std::env::temp_dir().join(format!("tshm-idle-nb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("idle.db");
+        std::fs::write(&db, b"").unwrap();
+        for nbackfills in [u64::MAX, 9] {
+            let c = Coordinator::open(&db, &Options::default()).unwrap();
+            c.acquire(Role::Checkpointer, 0).unwrap();
+            let s = tshm_snapshot {
+                max_frame: 5,
+                nbackfills,
+                ..Default::default()
+            };
+            c.publish(&s, TSHM_SNAP_MAX_FRAME | TSHM_SNAP_NBACKFILLS)
+                .unwrap();
+            c.release(Role::Checkpointer).unwrap();
+            c.close(|_| {}).unwrap();
+            let problems = super::observe(&db).unwrap().idle_problems();
+            assert_eq!(
+                problems,
+                vec![format!(
+                    "nbackfills {nbackfills} is above max_frame 5: the published snapshot is \
+                     inconsistent"
+                )],
+                "nbackfills {nbackfills}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
