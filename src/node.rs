@@ -154,6 +154,16 @@ fn registry() -> MutexGuard<'static, Registry> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
+/// Called after entries leave the registry: once the last one is gone its table is freed, so a
+/// process that has closed every handle holds no memory of the library's (a leak checker in the
+/// embedding program sees nothing). Reopening allocates the table again, once per open of a
+/// first sidecar, never on a lock or read path.
+fn release_if_empty(reg: &mut Registry) {
+    if reg.is_empty() {
+        reg.shrink_to_fit();
+    }
+}
+
 thread_local! {
     /// The registry guard the forking thread holds across `fork()`.
     static HELD_FOR_FORK: std::cell::RefCell<Option<MutexGuard<'static, Registry>>> =
@@ -228,6 +238,7 @@ impl Node {
                     }
                     false
                 });
+                release_if_empty(&mut reg);
                 found = key.map_or(Found::Absent, |k| lookup(&reg, &k));
             }
             drop(inherited);
@@ -503,6 +514,7 @@ impl Drop for Node {
             .is_some_and(|e| std::ptr::eq(e.node.as_ptr(), me))
         {
             reg.remove(&self.key);
+            release_if_empty(&mut reg);
         }
         // An inherited POSIX node in a child: closing it would drop the locks of a node the
         // child has of its own on the same inode; then the descriptor is left open.
