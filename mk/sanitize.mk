@@ -182,7 +182,7 @@ $(VG_BIN)/clean_client: c-tests/sanitize/clean_client.c c-tests/harness.h includ
 # closes what it opened or is SIGKILLed, which leak-checks nothing), and two multi-process
 # harnesses. test_index and test_lifecycle (30 s each here) run under ASan only.
 valgrind: $(VG_BIN)/clean_client $(BBIN)/test_api $(BBIN)/test_engine $(BBIN)/test_multiprocess \
-          $(BBIN)/test_kvlog $(BBIN)/kvlog
+          $(BBIN)/test_kvlog $(KVLOG_TEST_BIN)
 	@command -v $(VALGRIND) >/dev/null || { echo "valgrind: not installed"; exit 1; }
 	@set -e; for t in $(VG_BIN)/clean_client $(BBIN)/test_api; do \
 	    echo "== valgrind $$(basename $$t)"; $(VG_LEAKS) $$t; \
@@ -197,7 +197,7 @@ valgrind: $(VG_BIN)/clean_client $(BBIN)/test_api $(BBIN)/test_engine $(BBIN)/te
 	    fi; \
 	done
 	@echo "== valgrind test_kvlog (and every kvlog it starts)"; \
-	    KVLOG_BIN=$(BBIN)/kvlog $(VG_LEAKS) --trace-children=yes $(BBIN)/test_kvlog
+	    KVLOG_BIN=$(KVLOG_TEST_BIN) $(VG_LEAKS) --trace-children=yes $(BBIN)/test_kvlog
 	@echo "valgrind: all runs clean"
 
 TEST_EXTRA += valgrind
