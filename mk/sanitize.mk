@@ -55,6 +55,13 @@ ASAN_ENV      := $(ASAN_ENV_BASE) ASAN_OPTIONS=$(ASAN_OPTS):detect_leaks=1
 # child (harmless in the test program itself, which links that same runtime first). The shells,
 # sh and the inspector run under ASan with leak checking then, and exit clean.
 
+# The inspector the harnesses exec (TSHM_BIN), as c-test hands it to them: the build with test
+# points where the Makefile has one, else the CLI. It is not instrumented (a Rust executable
+# built with -Zsanitizer links rustc's own runtime, which cannot share a process with the
+# libasan preloaded below).
+SAN_TSHM_BIN := $(or $(TSHM_TEST_CLI),$(BBIN)/tshm)
+SAN_CLI      := $(if $(TSHM_TEST_CLI),test-cli,cli)
+
 ASAN_C_TESTS := $(patsubst c-tests/%.c,$(ASAN_BIN)/%,$(wildcard c-tests/test_*.c))
 
 .PHONY: asan asan-lib asan-abi asan-shipped-clean valgrind
@@ -118,7 +125,7 @@ ASAN_PROGRAMS := $(ASAN_C_TESTS) $(ASAN_BIN)/clean_client $(ASAN_BIN)/asan_canar
 # processes most of its time (30 s here), and the shim reaches the backends only through the
 # library paths the C harnesses already cover on both.
 # The canary must be stopped by a report from inside libtshm (see c-tests/sanitize/asan_canary.c).
-asan: asan-abi $(ASAN_PROGRAMS) cli
+asan: asan-abi $(ASAN_PROGRAMS) $(SAN_CLI)
 	@echo "== asan canary (a use-after-free the library must catch)"; \
 	if $(ASAN_ENV) $(ASAN_BIN)/asan_canary > $(B)/asan/canary.log 2>&1; then \
 	    cat $(B)/asan/canary.log; echo "asan: libtshm is not instrumented"; exit 1; fi; \
@@ -127,14 +134,14 @@ asan: asan-abi $(ASAN_PROGRAMS) cli
 	@set -e; for backend in ofd posix; do \
 	    for t in $(ASAN_C_TESTS) $(ASAN_BIN)/clean_client; do \
 	        echo "== asan $$(basename $$t) ($$backend locks)"; \
-	        TSHM_LOCK_BACKEND=$$backend $(ASAN_ENV) $$t; \
+	        TSHM_LOCK_BACKEND=$$backend TSHM_BIN=$(SAN_TSHM_BIN) $(ASAN_ENV) $$t; \
 	    done; \
 	    echo "== asan test_kvlog ($$backend locks)"; \
 	    TSHM_LOCK_BACKEND=$$backend $(ASAN_ENV) KVLOG_BIN=$(ASAN_BIN)/kvlog $(ASAN_BIN)/test_kvlog; \
 	done
 	@echo "== asan test_sqlite (ofd locks)"; \
 	    TSHM_LOCK_BACKEND=ofd LD_PRELOAD=$$(readlink -f $$($(CC) -print-file-name=libasan.so)) \
-	        $(ASAN_ENV) TSHM_SQLITE_EXT=$(abspath $(ASAN_LIB))/libtshm_sqlite.so TSHM_BIN=$(BBIN)/tshm \
+	        $(ASAN_ENV) TSHM_SQLITE_EXT=$(abspath $(ASAN_LIB))/libtshm_sqlite.so TSHM_BIN=$(SAN_TSHM_BIN) \
 	        $(ASAN_BIN)/test_sqlite
 	@$(MAKE) --no-print-directory asan-shipped-clean
 	@echo "asan: all sanitized runs passed"
@@ -182,22 +189,22 @@ $(VG_BIN)/clean_client: c-tests/sanitize/clean_client.c c-tests/harness.h includ
 # closes what it opened or is SIGKILLed, which leak-checks nothing), and two multi-process
 # harnesses. test_index and test_lifecycle (30 s each here) run under ASan only.
 valgrind: $(VG_BIN)/clean_client $(BBIN)/test_api $(BBIN)/test_engine $(BBIN)/test_multiprocess \
-          $(BBIN)/test_kvlog $(KVLOG_TEST_BIN)
+          $(BBIN)/test_kvlog $(KVLOG_TEST_BIN) $(SAN_CLI)
 	@command -v $(VALGRIND) >/dev/null || { echo "valgrind: not installed"; exit 1; }
 	@set -e; for t in $(VG_BIN)/clean_client $(BBIN)/test_api; do \
-	    echo "== valgrind $$(basename $$t)"; $(VG_LEAKS) $$t; \
+	    echo "== valgrind $$(basename $$t)"; TSHM_BIN=$(SAN_TSHM_BIN) $(VG_LEAKS) $$t; \
 	done
 	@set -e; for t in $(BBIN)/test_engine $(BBIN)/test_multiprocess; do \
 	    n=$$(basename $$t); d=$(VG_LOGS)/$$n; rm -rf $$d; mkdir -p $$d; \
 	    echo "== valgrind $$n (leaks checked in the parent; children inherit open handles)"; \
-	    rc=0; $(VG_PARENT) --log-file=$$d/%p.log $$t & pid=$$!; wait $$pid || rc=$$?; \
+	    rc=0; TSHM_BIN=$(SAN_TSHM_BIN) $(VG_PARENT) --log-file=$$d/%p.log $$t & pid=$$!; wait $$pid || rc=$$?; \
 	    if [ $$rc -ne 0 ] || grep -q 'lost in loss record' $$d/$$pid.log; then \
 	        for f in $$d/*.log; do [ -s $$f ] && { echo "-- $$f"; head -n 60 $$f; }; done; \
 	        echo "valgrind: $$n failed (exit $$rc; parent log $$d/$$pid.log)"; exit 1; \
 	    fi; \
 	done
 	@echo "== valgrind test_kvlog (and every kvlog it starts)"; \
-	    KVLOG_BIN=$(KVLOG_TEST_BIN) $(VG_LEAKS) --trace-children=yes $(BBIN)/test_kvlog
+	    KVLOG_BIN=$(KVLOG_TEST_BIN) TSHM_BIN=$(SAN_TSHM_BIN) $(VG_LEAKS) --trace-children=yes $(BBIN)/test_kvlog
 	@echo "valgrind: all runs clean"
 
 TEST_EXTRA += valgrind
