@@ -111,8 +111,10 @@ $(ASAN_BIN)/test_kvlog: examples/kvlog/test_kvlog.c $(KVLOG_SRC) $(KVLOG_HDR) c-
 	@mkdir -p $(ASAN_BIN)
 	$(CC) $(CFLAGS_EX) $(SAN_CFLAGS) -Ic-tests -o $@ examples/kvlog/test_kvlog.c $(KVLOG_SRC) $(ASAN_LINK)
 
+# The shim as its tests build it: with its stop points (-DTSHM_TEST_HOOKS).
 $(ASAN_LIB)/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h $(ASAN_LIB)/libtshm.so.$(VERSION)
-	$(CC) -std=c11 -O1 -g -Wall -Wextra -Werror $(SAN_CFLAGS) -fPIC -shared -Iinclude -o $@ $< $(ASAN_LINK)
+	$(CC) -std=c11 -O1 -g -Wall -Wextra -Werror $(SAN_CFLAGS) -fPIC -shared -DTSHM_TEST_HOOKS -Iinclude \
+	    -o $@ $< $(ASAN_LINK)
 
 $(ASAN_BIN)/test_sqlite: examples/sqlite-vfs/test_sqlite.c c-tests/harness.h include/tshm.h $(ASAN_LIB)/libtshm.so.$(VERSION)
 	@mkdir -p $(ASAN_BIN)
@@ -134,7 +136,8 @@ asan: asan-abi $(ASAN_PROGRAMS) $(SAN_CLI)
 	@set -e; for backend in ofd posix; do \
 	    for t in $(ASAN_C_TESTS) $(ASAN_BIN)/clean_client; do \
 	        echo "== asan $$(basename $$t) ($$backend locks)"; \
-	        TSHM_LOCK_BACKEND=$$backend TSHM_BIN=$(SAN_TSHM_BIN) $(ASAN_ENV) $$t; \
+	        TSHM_LOCK_BACKEND=$$backend TSHM_BIN=$(SAN_TSHM_BIN) KVLOG_BIN=$(abspath $(ASAN_BIN))/kvlog \
+	            $(ASAN_ENV) $$t; \
 	    done; \
 	    echo "== asan test_kvlog ($$backend locks)"; \
 	    TSHM_LOCK_BACKEND=$$backend $(ASAN_ENV) KVLOG_BIN=$(ASAN_BIN)/kvlog $(ASAN_BIN)/test_kvlog; \
