@@ -5,6 +5,11 @@
 #   make test       every test: lint, Rust tests, C harnesses (both lock backends), the example
 #                   engine's tests and a short demo, header and ABI checks
 #   make install    PREFIX=/usr/local DESTDIR= (headers, libraries, pkg-config file, CLI)
+#   make lib        the release library (build/lib) and the test library (build/test-lib)
+#
+# Two builds of the library: the release one (build/lib, installed, used by `make demo`) has no
+# test points; the test one (cargo feature test-hooks, build/test-lib) has them, and every test
+# program links it. `make check-no-hooks` proves the difference.
 #   make header     regenerate include/tshm.h (cbindgen, pinned)
 
 PREFIX       ?= /usr/local
@@ -28,11 +33,19 @@ B        := build
 BLIB     := $(B)/lib
 BBIN     := $(B)/bin
 RELEASE  := target/release
-# The library the test programs link (and load through rpath).
-TLIB     := $(BLIB)
+# The test build: the library with its test points (feature test-hooks), in a target directory
+# of its own so that the two builds never rebuild each other.
+HOOKS_TARGET := target/hooks
+HOOKS        := $(HOOKS_TARGET)/release
+HOOKS_CARGO  := --release --features test-hooks --target-dir $(HOOKS_TARGET)
+# The library the test programs link (and load through rpath): the test build.
+TLIB     := $(B)/test-lib
+# Test programs built against $(TLIB): the example engine, the inspector with test points.
+TBIN     := $(B)/test-bin
 # The example engine and the SQLite shim as test programs run them (built against $(TLIB)).
-KVLOG_TEST_BIN := $(BBIN)/kvlog
-SHIM_TEST_SO   := $(BLIB)/libtshm_sqlite.so
+KVLOG_TEST_BIN := $(TBIN)/kvlog
+SHIM_TEST_SO   := $(TLIB)/libtshm_sqlite.so
+TSHM_TEST_CLI  := $(TBIN)/tshm
 # Native libraries a static link of libtshm.a needs (rustc --print native-static-libs).
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
@@ -42,18 +55,35 @@ KVLOG_HDR := examples/kvlog/kvlog.h examples/kvlog/bank.h
 CFLAGS_EX := -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude -Iexamples/kvlog
 DEMO_SECONDS ?= 20
 
-.PHONY: all lib cli kvlog sqlite-vfs sqlite-test demo header check-header check-symbols check-header-compile test rust-test \
+.PHONY: all lib release-lib test-lib test-cli check-no-hooks cli kvlog sqlite-vfs sqlite-test demo header check-header check-symbols check-header-compile test rust-test \
         c-test kvlog-test lint systest bench tools install uninstall clean
 
-all: lib cli kvlog sqlite-vfs $(BLIB)/tshm.pc
+all: release-lib cli kvlog sqlite-vfs $(BLIB)/tshm.pc
 
-lib:
+# Both libraries: what test programs (and fragments in mk/) depend on.
+lib: release-lib test-lib
+
+release-lib:
 	$(CARGO) build --release --lib
 	@mkdir -p $(BLIB)
 	cp -f $(RELEASE)/libtshm.a $(BLIB)/libtshm.a
 	cp -f $(RELEASE)/libtshm.so $(BLIB)/libtshm.so.$(VERSION)
 	ln -sf libtshm.so.$(VERSION) $(BLIB)/$(SONAME)
 	ln -sf $(SONAME) $(BLIB)/libtshm.so
+
+test-lib:
+	$(CARGO) build $(HOOKS_CARGO) --lib
+	@mkdir -p $(TLIB)
+	cp -f $(HOOKS)/libtshm.a $(TLIB)/libtshm.a
+	cp -f $(HOOKS)/libtshm.so $(TLIB)/libtshm.so.$(VERSION)
+	ln -sf libtshm.so.$(VERSION) $(TLIB)/$(SONAME)
+	ln -sf $(SONAME) $(TLIB)/libtshm.so
+
+# The inspector with test points (the crash-point test kills it where it observes).
+test-cli:
+	$(CARGO) build $(HOOKS_CARGO) --bins
+	@mkdir -p $(TBIN)
+	cp -f $(HOOKS)/tshm $(TSHM_TEST_CLI)
 
 cli:
 	$(CARGO) build --release --bins
@@ -63,48 +93,59 @@ cli:
 # The example engine: a C program linked against the shared library, as an engine would be.
 kvlog: $(BBIN)/kvlog
 
-$(BBIN)/kvlog: $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h lib
+$(BBIN)/kvlog: $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h release-lib
 	@mkdir -p $(BBIN)
 	$(CC) $(CFLAGS_EX) -o $@ $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c \
 	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
 
-$(BBIN)/test_kvlog: examples/kvlog/test_kvlog.c $(KVLOG_SRC) $(KVLOG_HDR) c-tests/harness.h include/tshm.h lib
+# The same engine against the test library, as the tests run it.
+$(KVLOG_TEST_BIN): $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h test-lib
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_EX) -o $@ $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c \
+	    -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
+
+$(BBIN)/test_kvlog: examples/kvlog/test_kvlog.c $(KVLOG_SRC) $(KVLOG_HDR) c-tests/harness.h include/tshm.h test-lib
 	@mkdir -p $(BBIN)
 	$(CC) $(CFLAGS_EX) -Ic-tests -o $@ examples/kvlog/test_kvlog.c $(KVLOG_SRC) \
-	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+	    -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
 
 # The SQLite VFS shim: a loadable extension built against the system's sqlite3ext.h, linked
-# against libtshm.so and never against a SQLite of its own.
+# against libtshm.so and never against a SQLite of its own. The tests' build has the shim's
+# test points (-DTSHM_TEST_HOOKS) and links the test library; the installed one has neither.
 sqlite-vfs: $(BLIB)/libtshm_sqlite.so
 
-$(BLIB)/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h lib
+$(BLIB)/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h release-lib
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -Iinclude -o $@ $< \
 	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
 
-$(BBIN)/test_sqlite: examples/sqlite-vfs/test_sqlite.c c-tests/harness.h include/tshm.h lib
+$(SHIM_TEST_SO): examples/sqlite-vfs/tshm_vfs.c include/tshm.h test-lib
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -DTSHM_TEST_HOOKS -Iinclude -o $@ $< \
+	    -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
+
+$(BBIN)/test_sqlite: examples/sqlite-vfs/test_sqlite.c c-tests/harness.h include/tshm.h test-lib
 	@mkdir -p $(BBIN)
 	$(CC) -std=c11 -O1 -g -Wall -Wextra -Werror -Iinclude -Ic-tests -o $@ $< -lsqlite3 \
-	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+	    -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
 
 $(BBIN)/bench_sqlite: examples/sqlite-vfs/bench_sqlite.c
 	@mkdir -p $(BBIN)
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -o $@ $< -lsqlite3
 
-sqlite-test: $(BLIB)/libtshm_sqlite.so $(BBIN)/test_sqlite cli
+sqlite-test: $(SHIM_TEST_SO) $(BBIN)/test_sqlite cli
 	@set -e; for backend in ofd posix; do \
 	    echo "== test_sqlite ($$backend locks)"; \
-	    TSHM_LOCK_BACKEND=$$backend TSHM_SQLITE_EXT=$(abspath $(BLIB))/libtshm_sqlite.so \
+	    TSHM_LOCK_BACKEND=$$backend TSHM_SQLITE_EXT=$(abspath $(SHIM_TEST_SO)) \
 	        TSHM_BIN=$(BBIN)/tshm $(BBIN)/test_sqlite; \
 	done
 
 # The main job: writers, readers and a checkpointer on one database, kills, verification.
-demo: lib cli kvlog
+demo: release-lib cli kvlog
 	TSHM_BIN=$(BBIN)/tshm $(BBIN)/kvlog demo $(DEMO_SECONDS) $(B)/demo
 
-kvlog-test: $(BBIN)/test_kvlog $(BBIN)/kvlog cli
+kvlog-test: $(BBIN)/test_kvlog $(KVLOG_TEST_BIN) cli
 	@set -e; for backend in ofd posix; do \
 	    echo "== test_kvlog ($$backend locks)"; \
-	    TSHM_LOCK_BACKEND=$$backend KVLOG_BIN=$(BBIN)/kvlog $(BBIN)/test_kvlog; \
+	    TSHM_LOCK_BACKEND=$$backend KVLOG_BIN=$(KVLOG_TEST_BIN) $(BBIN)/test_kvlog; \
 	done
 
 $(BLIB)/tshm.pc: tshm.pc.in Cargo.toml
@@ -127,7 +168,7 @@ check-header: tools
 	if diff -u include/tshm.h $$tmp/tshm.h; then echo "include/tshm.h is fresh"; rm -rf $$tmp; \
 	else echo "include/tshm.h is stale: run 'make header'"; rm -rf $$tmp; exit 1; fi
 
-check-symbols: lib
+check-symbols: release-lib
 	@bad=$$(nm -D --defined-only $(BLIB)/libtshm.so | awk '{print $$3}' | grep -v '^tshm_' || true); \
 	if [ -n "$$bad" ]; then echo "non-tshm_ symbols exported: $$bad"; exit 1; fi
 	@readelf -d $(BLIB)/libtshm.so | grep -q "SONAME.*\[$(SONAME)\]" || { echo "missing SONAME $(SONAME)"; exit 1; }
@@ -146,30 +187,63 @@ check-header-compile:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features test-hooks --quiet -- -D warnings
 
 # ABI check: constants, struct layouts and symbols of include/tshm.h against the Rust side.
 systest:
 	$(CARGO) run -p systest --quiet
 
 rust-test:
-	$(CARGO) test --quiet
+	$(CARGO) test --quiet --features test-hooks
 
-$(BBIN)/%: c-tests/%.c c-tests/harness.h include/tshm.h lib
+$(BBIN)/%: c-tests/%.c c-tests/harness.h include/tshm.h test-lib
 	@mkdir -p $(BBIN)
-	$(CC) $(CFLAGS_TEST) -o $@ $< -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+	$(CC) $(CFLAGS_TEST) -o $@ $< -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
 
 # The API test also links the static library, proving STATIC_LIBS is the complete list.
-$(BBIN)/test_api_static: c-tests/test_api.c c-tests/harness.h include/tshm.h lib
-	$(CC) $(CFLAGS_TEST) -o $@ $< $(BLIB)/libtshm.a $(STATIC_LIBS)
+$(BBIN)/test_api_static: c-tests/test_api.c c-tests/harness.h include/tshm.h test-lib
+	$(CC) $(CFLAGS_TEST) -o $@ $< $(TLIB)/libtshm.a $(STATIC_LIBS)
 
-# Every C test runs on both lock backends.
-c-test: lib $(C_TESTS) $(BBIN)/test_api_static
+# Every C test runs on both lock backends (the crash-point test with the inspector that has
+# test points, TSHM_BIN).
+c-test: test-lib test-cli $(C_TESTS) $(BBIN)/test_api_static
 	@set -e; for t in $(C_TESTS) $(BBIN)/test_api_static; do \
 	    for backend in ofd posix; do \
 	        echo "== $$(basename $$t) ($$backend locks)"; \
-	        TSHM_LOCK_BACKEND=$$backend $$t; \
+	        TSHM_LOCK_BACKEND=$$backend TSHM_BIN=$(TSHM_TEST_CLI) $$t; \
 	    done; \
 	done
+
+# The release library and shim hold no test point (no name, no arming variable); the test
+# builds hold every one (so this check can fail). Names come from src/testpoint.rs (NAMES) and
+# the shim's own list (its `stop_point(.., "...")` calls). Strings are searched in stripped
+# copies without the exported tshm_* names (function names are not points); the symbol table
+# is searched for testpoint functions.
+HOOK_NAMES = $$(sed -n '/^pub const NAMES/,/^];/p' src/testpoint.rs | grep -o '"[a-z_]*"' | tr -d '"') \
+             TSHM_TEST_CRASH_AT TSHM_TEST_PAUSE_AT TSHM_TEST_FAIL_AT TSHM_TEST_FS_MAGIC TSHM_TEST_WAIT_SLICE_MS
+SHIM_HOOK_NAMES = $$(grep -o 'stop_point([^,]*, "[a-z_]*")' examples/sqlite-vfs/tshm_vfs.c | grep -o '"[a-z_]*"' | tr -d '"') \
+                  TSHM_SQLITE_TEST_STOP
+# strings of a stripped copy of $(1), split at non-identifier bytes (Rust's string data is not
+# NUL-separated), exported names dropped; a C object's strings are whole (NUL-terminated)
+hook_tokens = strip -o $$tmp/s $(1) && strings -n 3 $$tmp/s | tr -c 'A-Za-z0-9_\n' '\n' | grep -v '^tshm_'
+c_strings = strip -o $$tmp/s $(1) && strings -n 3 $$tmp/s
+check-no-hooks: release-lib sqlite-vfs test-lib test-cli $(SHIM_TEST_SO)
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(call hook_tokens,$(BLIB)/libtshm.so.$(VERSION)) > $$tmp/rel; \
+	{ $(call hook_tokens,$(TLIB)/libtshm.so.$(VERSION)); $(call hook_tokens,$(TSHM_TEST_CLI)); } > $$tmp/test; \
+	$(call c_strings,$(BLIB)/libtshm_sqlite.so) > $$tmp/shim_rel; \
+	$(call c_strings,$(SHIM_TEST_SO)) > $$tmp/shim_test; \
+	n=0; for p in $(HOOK_NAMES); do n=$$((n+1)); \
+	    if grep -qF "$$p" $$tmp/rel; then echo "release libtshm.so holds test point $$p"; exit 1; fi; \
+	    grep -qF "$$p" $$tmp/test || { echo "test build lacks test point $$p"; exit 1; }; \
+	done; \
+	m=0; for p in $(SHIM_HOOK_NAMES); do m=$$((m+1)); \
+	    if grep -qxF "$$p" $$tmp/shim_rel; then echo "release shim holds test point $$p"; exit 1; fi; \
+	    grep -qxF "$$p" $$tmp/shim_test || { echo "test shim lacks test point $$p"; exit 1; }; \
+	done; \
+	if nm $(BLIB)/libtshm.so.$(VERSION) | grep -q testpoint; then echo "release libtshm.so has testpoint code"; exit 1; fi; \
+	nm $(TLIB)/libtshm.so.$(VERSION) | grep -q testpoint || { echo "test libtshm.so has no testpoint code"; exit 1; }; \
+	echo "release library and shim hold none of $$n + $$m test point names (nor testpoint code); the test builds hold all"
 
 # Benchmarks: ratios against baselines measured in the same run, in target/bench/report.json.
 # `make bench ONLY=core.reader` runs the ids with that prefix.
@@ -181,7 +255,8 @@ bench: $(BLIB)/libtshm_sqlite.so $(BBIN)/bench_sqlite
 TEST_EXTRA :=
 include $(sort $(wildcard mk/*.mk))
 
-test: tools lint rust-test c-test kvlog-test sqlite-test systest check-header check-symbols check-header-compile $(TEST_EXTRA)
+test: tools lint rust-test c-test kvlog-test sqlite-test systest check-header check-symbols check-header-compile \
+      check-no-hooks $(TEST_EXTRA)
 	$(MAKE) --no-print-directory demo DEMO_SECONDS=5
 	@echo "make test: all checks passed"
 

@@ -178,7 +178,7 @@ static void killed_mid_publish(const char *db) {
 
     pid_t kid = fork();
     if (kid == 0) {
-        setenv("TSHM_TEST_CRASH_AT", "publish", 1); /* test points are armed before the first call */
+        setenv("TSHM_TEST_CRASH_AT", "publish_copy", 1); /* test points are armed before the first call */
         tshm *c = open_with(db, 0, 0, 0);
         tshm_snapshot t;
         memset(&t, 0xff, sizeof t);

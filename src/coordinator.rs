@@ -28,8 +28,8 @@
 use crate::error::{Error, Result};
 use crate::index::{tshm_index_stats, Index};
 use crate::layout::*;
-use crate::lock::{Backend, Kind};
-use crate::node::{fork_gen, HandleId, Node};
+use crate::lock::{self, Backend, Kind};
+use crate::node::{fork_gen, DbGuard, HandleId, Node};
 use crate::region;
 use crate::slots::{self, Ident, Role};
 use crate::snapshot::{tshm_snapshot, Latch};
@@ -196,12 +196,21 @@ fn next_hid() -> HandleId {
     NEXT.fetch_add(1, Relaxed)
 }
 
-fn map_and_validate(node: &Node) -> std::result::Result<region::Shm, Error> {
+/// Maps the whole sidecar. A writable node first gives storage to any page without it (see
+/// [`region::fill_holes`]; `alone`: no other process is attached): a store through a shared
+/// mapping into a hole makes the filesystem allocate a page, which on a full disk fails as
+/// SIGBUS. A read-only node cannot mend a sidecar made sparse from outside (on tmpfs even its
+/// loads of such pages fault on a full disk); that is outside the contract, like shrinking the
+/// file. The library itself never leaves a hole in a page it uses.
+fn map_and_validate(node: &Node, alone: bool) -> std::result::Result<region::Shm, Error> {
     let len = region::file_len(node.fd())?;
     if len < PAGE {
         return Err(Error::Corrupt(format!(
             "sidecar is {len} bytes, shorter than its header"
         )));
+    }
+    if node.writable {
+        region::fill_holes(node.fd(), len, alone)?;
     }
     node.map(len)
 }
@@ -267,6 +276,14 @@ impl Coordinator {
             // a later one joins under `open_close` alone, so a process stopped in the middle of
             // its own open never holds up this process's other handles.
             let first = node.attached().handles == 0;
+            // Only a first handle takes the database's attach byte, so only it needs the guard's
+            // descriptor. Taken before any lock: a failure leaves nothing behind (the node,
+            // unused, goes with its descriptor).
+            let guard = if first {
+                DbGuard::get(db_path, forced)?
+            } else {
+                None
+            };
             if first {
                 let init_kind = if node.writable {
                     Kind::Exclusive
@@ -276,7 +293,7 @@ impl Coordinator {
                 node.lock_wait(hid, LOCK_INIT, init_kind)?;
                 crate::testpoint::hit("open_holding_init");
             }
-            let r = Self::attach(&node, hid, opts, readers, readonly);
+            let r = Self::attach(&node, hid, opts, readers, readonly, db_path, guard.as_ref());
             let unlocked = if first {
                 node.unlock(hid, LOCK_INIT).map(|_| ())
             } else {
@@ -309,6 +326,8 @@ impl Coordinator {
         opts: &Options,
         readers: u32,
         readonly: bool,
+        db_path: &Path,
+        guard: Option<&Arc<DbGuard>>,
     ) -> Result<(Option<Ident>, bool)> {
         let mut att = node.attached();
         let mut initialized = false;
@@ -319,16 +338,26 @@ impl Coordinator {
                 if att.exclusive { "EXCLUSIVE" } else { "SHARED" }
             )));
         }
+        // What a failed first open gives back: the attach byte before the lifetime byte (a
+        // newcomer that finds itself alone must not see this process still attached).
+        let undo = |e: Error| -> Result<(Option<Ident>, bool)> {
+            node.release_db_guard()?;
+            node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
+            Err(e)
+        };
         if first {
             let alone = !readonly && node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive)?;
+            // Alone on this sidecar: refuse it if others are attached to another one of the
+            // database (it was replaced under them), before anything is written to it.
             let r = if alone {
-                Self::first_open(node, opts, readers).map(|_| initialized = true)
+                node.hold_db_guard(guard, db_path, true)
+                    .and_then(|_| Self::first_open(node, opts, readers))
+                    .map(|_| initialized = true)
             } else {
-                Self::join(node, opts)
+                Self::join(node, opts, db_path, guard)
             };
             if let Err(e) = r {
-                node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
-                return Err(e);
+                return undo(e);
             }
         }
         let ident = if readonly {
@@ -336,12 +365,8 @@ impl Coordinator {
         } else {
             match slots::claim_instance(node, hid) {
                 Ok(id) => Some(id),
-                Err(e) => {
-                    if first {
-                        node.unlock(NODE_HOLDER, LOCK_LIFETIME)?;
-                    }
-                    return Err(e);
-                }
+                Err(e) if first => return undo(e),
+                Err(e) => return Err(e),
             }
         };
         let m = node.mapped()?;
@@ -357,7 +382,7 @@ impl Coordinator {
     /// Alone (lifetime byte exclusive): validate or (re)initialize, reset stale owners, then
     /// downgrade in place unless EXCLUSIVE.
     fn first_open(node: &Node, opts: &Options, readers: u32) -> Result<()> {
-        let existing = match map_and_validate(node) {
+        let existing = match map_and_validate(node, true) {
             Ok(shm) => region::read_header(&shm).ok().map(|g| (shm, g)),
             Err(Error::Corrupt(_)) => None,
             Err(e) => return Err(e),
@@ -389,6 +414,7 @@ impl Coordinator {
             },
             Release,
         );
+        crate::testpoint::hit("open_initialized");
         if !opts.exclusive && !node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)? {
             return Err(Error::Internal(
                 "converting the lifetime lock to shared in place failed".into(),
@@ -400,9 +426,20 @@ impl Coordinator {
     /// Others are attached: join them, or report the mode conflict.
     /// The mapping is the node's, shared by every handle of the process: its protection follows
     /// the node's descriptor, never the mode of the handle that happens to open first.
-    fn join(node: &Node, opts: &Options) -> Result<()> {
+    fn join(
+        node: &Node,
+        opts: &Options,
+        db_path: &Path,
+        guard: Option<&Arc<DbGuard>>,
+    ) -> Result<()> {
         let shared = !opts.exclusive && node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Shared)?;
-        let shm = map_and_validate(node)?;
+        if shared {
+            // A read-only opener never wins the lifetime byte exclusively; nobody else holding
+            // it shows that it is alone on this sidecar all the same.
+            let alone = lock::probe(node.fd(), node.backend, LOCK_LIFETIME)?.0 == lock::Held::Free;
+            node.hold_db_guard(guard, db_path, alone)?;
+        }
+        let shm = map_and_validate(node, false)?;
         let geom = region::read_header(&shm);
         if !shared {
             let msg = Self::conflict_message(node, &shm, geom.as_ref().ok(), opts.exclusive);
@@ -587,7 +624,7 @@ impl Coordinator {
         let ix = Index::new(m);
         if ix.tail() > 0 {
             let committed = Latch { shm: &m.shm }.read().max_frame;
-            ix.truncate(committed)?;
+            ix.truncate_as(committed, true)?;
         }
         Ok(())
     }
@@ -799,14 +836,17 @@ impl Coordinator {
                 node.lock_wait(self.hid, LOCK_INIT, Kind::Exclusive)
             }
             .and_then(|_| node.try_lock(NODE_HOLDER, LOCK_LIFETIME, Kind::Exclusive));
+            crate::testpoint::hit("close_upgrade");
             match alone {
                 Ok(true) => {
                     was_last = true;
                     self.closed.store(false, Release);
+                    crate::testpoint::hit("close_last_hook");
                     {
                         let _hook = InLastCloseHook::enter(node.key);
                         on_last(self);
                     }
+                    crate::testpoint::hit("close_last_done");
                     self.closed.store(true, Release);
                     result = result.and(self.release_everything());
                     // Alone: records of processes that died attached are stale; leave none.
@@ -824,8 +864,10 @@ impl Coordinator {
             result = result.and(slots::release_instance(&node, id));
         }
         // The lifetime byte goes before the init byte: a newcomer waiting on init must find it
-        // free (and initialize) or shared, never still exclusive.
+        // free (and initialize) or shared, never still exclusive. The attach byte goes before
+        // both: a newcomer alone on the sidecar must not find this process still attached.
         if last_here {
+            result = result.and(node.release_db_guard());
             result = result.and(node.unlock(NODE_HOLDER, LOCK_LIFETIME).map(|_| ()));
         }
         result = result.and(node.unlock_all(self.hid));

@@ -89,6 +89,7 @@ pub fn region(node: &Node, idx: u32, size: u64, extend: bool) -> Result<Option<*
             }
         }
         let u = crate::index::alloc_unit(&m.shm, &m.pool)? as u32 + 1;
+        crate::testpoint::hit("region_create");
         unit = match slot.compare_exchange(0, u, AcqRel, Acquire) {
             Ok(_) => u,
             Err(theirs) => theirs,
@@ -224,6 +225,9 @@ pub fn lock(
                 owner_of(m, s).store(0, Release);
             }
         }
+        if kind == Kind::Exclusive {
+            crate::testpoint::hit("engine_release");
+        }
         mine.store(mask(held), Release);
         return Ok(true);
     }
@@ -304,6 +308,7 @@ fn exclusive_claim_and_look(
         }
         held[s] = 2;
     }
+    crate::testpoint::hit("engine_grant");
     mask_of(m, id.instance).store(mask(held), SeqCst);
     fence(SeqCst);
     let bits = range

@@ -314,6 +314,7 @@ impl<'a> Index<'a> {
         self.pool.u64(off)?.store(page as u64 | prev << 32, Relaxed);
         self.pool.u64(off + 8)?.store(frame, Relaxed);
         word(self.shm, H_IX_TAIL).store(frame, Relaxed);
+        crate::testpoint::hit("append_entry");
         word(self.shm, H_IX_COUNT).store(count + 1, Release);
         dir.store(g32 << 32 | (count + 1), Release);
         Ok(())
@@ -505,6 +506,12 @@ impl<'a> Index<'a> {
     /// Kill-safe at every store (see "Rollback and its counters" in the module doc): the trim
     /// word (floor and dead count, one atomic) is stored only when it is exact, the tail last.
     pub fn truncate(&self, max_frame: u64) -> Result<u64> {
+        self.truncate_as(max_frame, false)
+    }
+
+    /// [`Index::truncate`]; `by_trim` says that a writer's acquire runs it (its test point, after
+    /// the first entry it marks dead, is then `trim_mark` instead of `truncate_mark`).
+    pub(crate) fn truncate_as(&self, max_frame: u64, by_trim: bool) -> Result<u64> {
         if self.tail() <= max_frame {
             return Ok(0);
         }
@@ -568,6 +575,13 @@ impl<'a> Index<'a> {
             let off = self.entry_off(slot)?;
             stop_point()?;
             self.pool.u64(off + 8)?.store(e.frame | DEAD, Release);
+            if dropped == 0 {
+                crate::testpoint::hit(if by_trim {
+                    "trim_mark"
+                } else {
+                    "truncate_mark"
+                });
+            }
             dropped += 1;
         }
         // Below the new floor (the count) everything is dead or at most max_frame; the tail
@@ -757,6 +771,7 @@ pub(crate) fn alloc_unit(shm: &Shm, pool: &Pool) -> Result<u64> {
         give_back();
         return Err(e);
     }
+    crate::testpoint::hit("pool_zeroed");
     word(shm, H_IX_UNITS).fetch_max(u + 1, Release);
     Ok(u)
 }

@@ -70,6 +70,18 @@
 //! 8192 .. +32  engine lock slots held SHARED by read-only handles (see [`crate::engine`])
 //! ```
 //!
+//! One lock byte lies on the *database file* (a descriptor of its own, opened read-only):
+//!
+//! ```text
+//! DB_ATTACH_BYTE  attach: SHARED by every process attached to the database's sidecar
+//! ```
+//!
+//! It is far beyond any data and clear of the bytes SQLite locks (0x40000000 .. +510). A
+//! process that finds itself alone on the sidecar at its path while another process holds this
+//! byte knows the sidecar was replaced (renamed over or removed) under live users, who
+//! coordinate through the old file: it refuses to start a second session (see
+//! [`crate::node::DbGuard`]).
+//!
 //! The fourth word of an instance record (+24) holds the engine lock slots its handle holds:
 //! bits 0..32 SHARED, bits 32..64 EXCLUSIVE (the SHARED bits are the locks themselves; see
 //! [`crate::engine`]).
@@ -161,11 +173,15 @@ pub(crate) const LOCK_READER_BASE: u64 = 3;
 pub(crate) const LOCK_INIT: u64 = 2048;
 pub(crate) const LOCK_INSTANCE_BASE: u64 = 4096;
 pub(crate) const LOCK_ENGINE_RO_BASE: u64 = 8192;
+/// The attach byte on the database file ('tshm' in the high bytes): far beyond any data and
+/// any lock byte SQLite uses.
+pub(crate) const DB_ATTACH_BYTE: u64 = 0x7473_686d_0000_0000;
 
 /// A frame number meaning "no frame pinned".
 pub(crate) const NO_FRAME: u64 = u64::MAX;
 
 const _: () = assert!(LOCK_READER_BASE + MAX_READERS as u64 <= LOCK_INIT);
+const _: () = assert!(DB_ATTACH_BYTE > 0x4000_0000 + 512 && DB_ATTACH_BYTE < i64::MAX as u64);
 const _: () = assert!(LOCK_INSTANCE_BASE + MAX_INSTANCES as u64 <= LOCK_ENGINE_RO_BASE);
 const _: () = assert!(H_SNAP_COPY[1] + SNAP_WORDS * 8 <= H_IX_GEN);
 const _: () = assert!(H_REGION_SIZE + 4 <= H_REGIONS);

@@ -26,7 +26,7 @@
 //!   through a descriptor on the same inode.
 
 use crate::error::{Error, Result};
-use crate::layout::Geometry;
+use crate::layout::{Geometry, DB_ATTACH_BYTE};
 use crate::lock::{self, Backend, Held, Kind};
 use crate::region::{Pool, Shm};
 use std::collections::HashMap;
@@ -101,6 +101,8 @@ pub struct Node {
     /// closing one while the node holds locks would drop them (POSIX), so they are closed with
     /// the node's own.
     spare_fds: Mutex<Vec<RawFd>>,
+    /// The database's attach guard, while the node has handles and the database has one.
+    pub db_guard: Mutex<Option<Arc<DbGuard>>>,
 }
 
 /// Bumped in the child after every `fork()`; handles and nodes remember the value they were
@@ -110,6 +112,7 @@ static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 extern "C" fn after_fork_in_child() {
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
     crate::testpoint::forget_after_fork();
+    close_inherited_guards();
     after_fork_in_parent();
 }
 
@@ -170,16 +173,224 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Before `fork()`: take the registry, so the child never inherits it locked by a thread that
-/// does not exist there.
+/// Before `fork()`: take the registry and the attach-guard table, so the child never inherits
+/// them locked by a thread that does not exist there.
 extern "C" fn before_fork() {
     let g = registry();
+    let d = guards();
     HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(g));
+    GUARDS_HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(d));
 }
 
 /// After `fork()`, in the parent and in the child: let the registry go again.
 extern "C" fn after_fork_in_parent() {
+    GUARDS_HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
     HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
+}
+
+/// In the child after `fork()`: close the inherited database descriptors of the attach guards.
+/// The child holds no POSIX lock yet (they are not inherited), so the closes drop none, and an
+/// inherited OFD lock stays the parent's (the description lives on in the parent); left open,
+/// it would outlive a parent that dies, and keep the byte held for nobody.
+fn close_inherited_guards() {
+    GUARDS_HELD_FOR_FORK.with(|h| {
+        if let Some(table) = h.borrow().as_ref() {
+            for g in table.values() {
+                let fd = g.fd.swap(-1, Ordering::Relaxed);
+                if fd >= 0 {
+                    // SAFETY: the descriptor belonged to the guard and is closed once.
+                    unsafe { libc::close(fd) };
+                }
+            }
+        }
+    });
+}
+
+/// The attach guard of one database file in this process: a descriptor on the database file
+/// (read-only, opened once and kept for the process's life) through which the process holds
+/// [`DB_ATTACH_BYTE`] SHARED while any of its nodes for that database has handles attached.
+///
+/// Why: the sidecar at `<db>-tshm` may be renamed over or removed while processes are attached.
+/// They keep coordinating through the old inode; a newcomer opening the path finds a new file,
+/// is alone on it and would start a second session (two writers at once). The database file is
+/// the one thing both sides share, so a process that is alone on its sidecar holds the byte and
+/// then checks that nobody else does: someone else holding it is attached to another sidecar
+/// of this database, and the open is refused ([`Error::Busy`]). Within the process, the guard
+/// remembers which sidecar its holders use and refuses a node on another one.
+///
+/// Why never closed: closing any descriptor of the database file drops every POSIX lock this
+/// process holds on it, including the engine's own (SQLite's), so the descriptor stays open
+/// until the process exits or execs (it is `O_CLOEXEC`), or is closed in a `fork()` child that
+/// holds no lock yet. One descriptor per database file per process.
+///
+/// Cost: one `open` of the database file per process and database, and two `fcntl` calls per
+/// process's first handle on a sidecar; nothing per operation.
+///
+/// Limits: without a database file (it need not exist) or without read access to it there is
+/// no guard and no such check. Under the POSIX lock backend, any close of another descriptor of
+/// the database file in the process (e.g. SQLite closing a connection) drops the process's hold,
+/// so a later replacement may go unnoticed; the OFD backend has no such gap.
+pub struct DbGuard {
+    fd: AtomicI32,
+    backend: Backend,
+    fork_gen: u64,
+    /// Nodes of this process holding the byte, and the sidecar (dev, inode) they all use.
+    holders: Mutex<(u32, (u64, u64))>,
+}
+
+type GuardTable = HashMap<(u64, u64), Arc<DbGuard>>;
+
+static GUARDS: OnceLock<Mutex<GuardTable>> = OnceLock::new();
+
+fn guards() -> MutexGuard<'static, GuardTable> {
+    GUARDS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+thread_local! {
+    /// The guard table's lock the forking thread holds across `fork()`.
+    static GUARDS_HELD_FOR_FORK: std::cell::RefCell<Option<MutexGuard<'static, GuardTable>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl DbGuard {
+    /// This process's guard for the database file at `db_path`; `None` when there is none to
+    /// have (no database file, no read access to it, not a regular file). Opens the file the
+    /// first time. Running out of descriptors is [`Error::CantOpen`] (`EMFILE`).
+    pub fn get(db_path: &std::path::Path, forced: Option<Backend>) -> Result<Option<Arc<DbGuard>>> {
+        use std::os::unix::fs::MetadataExt;
+        install_fork_hook();
+        // Only a regular file is opened (a device's open has effects; a FIFO's would block).
+        let Ok(meta) = std::fs::metadata(db_path) else {
+            return Ok(None);
+        };
+        if !meta.file_type().is_file() {
+            return Ok(None);
+        }
+        let key = (meta.dev(), meta.ino());
+        let now = fork_gen();
+        if let Some(g) = guards().get(&key).filter(|g| g.fork_gen == now) {
+            return Ok(Some(g.clone()));
+        }
+        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(db_path.as_os_str()))
+            .map_err(|_| Error::Misuse("path contains a NUL byte".into()))?;
+        let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+        // SAFETY: c is NUL-terminated.
+        let fd = unsafe { libc::open(c.as_ptr(), flags) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::EACCES) | Some(libc::EPERM) => Ok(None),
+                _ => Err(Error::CantOpen {
+                    what: format!(
+                        "open the database file {} (for the lock that guards its sidecar)",
+                        db_path.display()
+                    ),
+                    source: e,
+                }),
+            };
+        }
+        // The file at the path may have changed since the stat: key it by what was opened.
+        // SAFETY: fstat fills plain data.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            // (left open: closing a regular file's descriptor could drop the process's locks)
+            return Err(Error::last_os("fstat the database file"));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            // SAFETY: fd is ours; nobody locks a file that is not a regular one.
+            unsafe { libc::close(fd) };
+            return Ok(None);
+        }
+        let key = (st.st_dev, st.st_ino);
+        let g = Arc::new(DbGuard {
+            fd: AtomicI32::new(fd),
+            backend: lock::choose(fd, forced),
+            fork_gen: now,
+            holders: Mutex::new((0, (0, 0))),
+        });
+        let mut table = guards();
+        match table.get(&key).filter(|old| old.fork_gen == now) {
+            // Another thread opened it meanwhile: this descriptor stays open, unused (a guard
+            // never closes its descriptor), since closing it would drop the process's POSIX
+            // locks on the database file, e.g. the engine's.
+            Some(old) => Ok(Some(old.clone())),
+            None => {
+                table.insert(key, g.clone());
+                Ok(Some(g))
+            }
+        }
+    }
+
+    /// Takes the attach byte for a node on sidecar `sidecar`. `alone`: the node's process is the
+    /// only one attached to that sidecar, so anyone else holding the byte is attached to another
+    /// sidecar of the database: then [`Error::Busy`], and nothing is held.
+    pub fn hold(
+        &self,
+        sidecar: (u64, u64),
+        side_path: &std::path::Path,
+        alone: bool,
+    ) -> Result<()> {
+        let mut h = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        if h.0 > 0 {
+            if h.1 != sidecar {
+                return Err(Error::Busy(format!(
+                    "the sidecar {} was replaced while in use: this process is attached to \
+                     another sidecar of the same database file (the one that was at the path \
+                     before it was renamed over or removed, or the database's under another \
+                     name); close its handles on the database first",
+                    side_path.display()
+                )));
+            }
+            h.0 += 1;
+            return Ok(());
+        }
+        let fd = self.fd.load(Ordering::Relaxed);
+        let replaced = || {
+            Error::Busy(format!(
+                "the sidecar {} was replaced while in use: another process is attached to \
+                 another sidecar of the same database file and coordinates through it (the one \
+                 that was at the path before it was renamed over or removed, or the database's \
+                 under another name); open again once every such process has closed the \
+                 database",
+                side_path.display()
+            ))
+        };
+        if !lock::try_lock(fd, self.backend, DB_ATTACH_BYTE, 1, Kind::Shared)? {
+            return Err(replaced()); // nobody takes it exclusively: not seen in practice
+        }
+        // Held shared first, probed second: two processes alone on two different sidecars at
+        // once both see the other, so at most one session goes on (and possibly none).
+        if alone {
+            let other = lock::probe(fd, self.backend, DB_ATTACH_BYTE);
+            if !matches!(other, Ok((Held::Free, _))) {
+                let _ = lock::unlock(fd, self.backend, DB_ATTACH_BYTE, 1);
+                return Err(other.err().unwrap_or_else(replaced));
+            }
+        }
+        *h = (1, sidecar);
+        Ok(())
+    }
+
+    /// Gives back one node's hold; the byte goes with the last.
+    pub fn release(&self) -> Result<()> {
+        let mut h = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        if h.0 == 0 {
+            return Ok(());
+        }
+        h.0 -= 1;
+        if h.0 == 0 {
+            lock::unlock(
+                self.fd.load(Ordering::Relaxed),
+                self.backend,
+                DB_ATTACH_BYTE,
+                1,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// What the registry knows of an inode.
@@ -300,6 +511,7 @@ impl Node {
             open_close: Mutex::new(()),
             attached: Mutex::new(Attached::default()),
             spare_fds: Mutex::new(Vec::new()),
+            db_guard: Mutex::new(None),
         });
         // Declared before the registry guard, so it outlives it.
         let found;
@@ -334,6 +546,30 @@ impl Node {
                 Ok(None)
             }
         }
+    }
+
+    /// Takes the database's attach byte for this node's first handle (see [`DbGuard::hold`]);
+    /// nothing to do without a guard.
+    pub fn hold_db_guard(
+        &self,
+        guard: Option<&Arc<DbGuard>>,
+        db_path: &std::path::Path,
+        alone: bool,
+    ) -> Result<()> {
+        let Some(g) = guard else { return Ok(()) };
+        g.hold(self.key, &crate::region::sidecar_path(db_path), alone)?;
+        *self.db_guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(g.clone());
+        Ok(())
+    }
+
+    /// Gives back the attach byte when the node's last handle goes.
+    pub fn release_db_guard(&self) -> Result<()> {
+        let g = self
+            .db_guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        g.map_or(Ok(()), |g| g.release())
     }
 
     /// The handles attached to the node and their mode.

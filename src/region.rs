@@ -2,8 +2,9 @@
 //!
 //! Owns: creating and opening `<db>-tshm` (`O_CLOEXEC | O_NOFOLLOW`, the database file's
 //! permissions and owner), refusing network filesystems, growing the file by writing real pages
-//! (never a sparse `ftruncate` whose pages could SIGBUS on a full disk), mapping it `MAP_SHARED`,
-//! and the typed atomic views of its bytes.
+//! (never a sparse `ftruncate` whose pages could SIGBUS on a full disk), giving storage to the
+//! holes of a sidecar made sparse from outside before a writable mapping can store into them,
+//! mapping it `MAP_SHARED`, and the typed atomic views of its bytes.
 //!
 //! Invariant: every access to shared memory goes through [`Shm::u32`] / [`Shm::u64`], which hand
 //! out `&AtomicU32` / `&AtomicU64` for an in-bounds, naturally aligned offset. Offsets come from
@@ -312,12 +313,10 @@ pub fn network_fs_name(magic: i64) -> Option<&'static str> {
     })
 }
 
-/// Refuses a directory on a network filesystem. The environment variable `TSHM_TEST_FS_MAGIC`
-/// (a test hook) substitutes the filesystem magic the kernel reports.
+/// Refuses a directory on a network filesystem. In a build with test hooks the test setting
+/// `TSHM_TEST_FS_MAGIC` substitutes the filesystem magic the kernel reports.
 pub fn check_local_fs(dir: &Path) -> Result<()> {
-    let magic = match std::env::var("TSHM_TEST_FS_MAGIC")
-        .ok()
-        .and_then(|s| parse_magic(&s))
+    let magic = match crate::testpoint::setting(c"TSHM_TEST_FS_MAGIC").and_then(|s| parse_magic(&s))
     {
         Some(m) => m,
         None => {
@@ -502,6 +501,72 @@ pub fn file_key(fd: RawFd) -> Result<(u64, u64)> {
         return Err(Error::last_os("fstat sidecar"));
     }
     Ok((st.st_dev, st.st_ino))
+}
+
+/// Gives storage to every page of the first `len` bytes that has none (a hole: the file was
+/// made sparse from outside, e.g. by a sparse copy or an `ftruncate`), so that a store through
+/// the mapping never faults on a page the filesystem cannot allocate (SIGBUS on a full disk).
+/// Finding no hole costs one `lseek`. Holes are allocated in place with `fallocate` (their
+/// bytes read as zeros before and after, so this is safe while others use the file); where
+/// the filesystem has no `fallocate`, a process `alone` on the file writes zeros over them
+/// instead, and one that is not leaves them (the first opener filled them). No room for them
+/// is [`Error::Full`].
+pub fn fill_holes(fd: RawFd, len: u64, alone: bool) -> Result<()> {
+    let Some(hole) = first_hole(fd, len) else {
+        return Ok(());
+    };
+    if allocate(fd, hole, len - hole, libc::FALLOC_FL_KEEP_SIZE)? || !alone {
+        return Ok(());
+    }
+    // No fallocate here, and alone: nobody stores into the holes meanwhile, so zeros written
+    // over them lose nothing.
+    let mut off = hole;
+    while off < len {
+        let data = seek(fd, off, libc::SEEK_DATA).unwrap_or(len).min(len);
+        write_zeros(fd, off, data - off)?;
+        off = seek(fd, data, libc::SEEK_HOLE).unwrap_or(len);
+    }
+    Ok(())
+}
+
+fn seek(fd: RawFd, off: u64, whence: libc::c_int) -> Option<u64> {
+    // SAFETY: lseek on an owned descriptor; SEEK_DATA/SEEK_HOLE do not move data.
+    let r = unsafe { libc::lseek(fd, off as libc::off_t, whence) };
+    (r >= 0).then_some(r as u64)
+}
+
+/// The first hole (a page without storage, or on some filesystems one given storage that
+/// nothing wrote yet) below `len`, if any. One `lseek`; a filesystem without SEEK_HOLE reports
+/// none.
+fn first_hole(fd: RawFd, len: u64) -> Option<u64> {
+    seek(fd, 0, libc::SEEK_HOLE).filter(|h| *h < len)
+}
+
+/// Gives storage to `[off, off + len)` with `fallocate(mode)`, keeping every byte already
+/// written. `Ok(false)`: the filesystem has no `fallocate` (test point `hole_storage` acts so).
+/// No room is [`Error::Full`].
+fn allocate(fd: RawFd, off: u64, len: u64, mode: libc::c_int) -> Result<bool> {
+    if crate::testpoint::fail("hole_storage") {
+        return Ok(false);
+    }
+    loop {
+        // SAFETY: fallocate on an owned descriptor.
+        let rc = unsafe { libc::fallocate(fd, mode, off as libc::off_t, len as libc::off_t) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => {
+                return Err(Error::Full(format!(
+                    "giving storage to the sidecar's pages without any (it is sparse) failed: {e}"
+                )))
+            }
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => return Ok(false),
+            _ => return Err(Error::io("fallocate sidecar", e)),
+        }
+    }
 }
 
 /// Grows the file to at least `len` bytes by writing zero pages, so that every page of the

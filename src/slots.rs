@@ -43,13 +43,12 @@ use std::time::{Duration, Instant};
 /// Longest single futex sleep of a waiter before it retries the lock itself.
 pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(10);
 
-/// [`WAIT_SLICE`], or `TSHM_TEST_WAIT_SLICE_MS` (a test hook: a long slice proves that a waiter
-/// was woken by the release, not by its own retry).
+/// [`WAIT_SLICE`], or in a build with test hooks the test setting `TSHM_TEST_WAIT_SLICE_MS` (a
+/// long slice proves that a waiter was woken by the release, not by its own retry).
 fn wait_slice() -> Duration {
     static SLICE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SLICE.get_or_init(|| {
-        std::env::var("TSHM_TEST_WAIT_SLICE_MS")
-            .ok()
+        crate::testpoint::setting(c"TSHM_TEST_WAIT_SLICE_MS")
             .and_then(|v| v.parse().ok())
             .map_or(WAIT_SLICE, Duration::from_millis)
     })
@@ -105,6 +104,12 @@ pub fn claim_instance(node: &Node, hid: HandleId) -> Result<Ident> {
             if !node.try_claim(hid, LOCK_INSTANCE_BASE + i as u64)? {
                 continue;
             }
+            // the second pass takes over records that still name an instance: a dead one
+            crate::testpoint::hit(if pass == 0 {
+                "instance_claim"
+            } else {
+                "instance_reclaim"
+            });
             // a previous holder that died may have left engine-lock bits
             m.shm.u64(rec + 24).store(0, Release);
             m.shm.u32(H_INSTANCE_HWM).fetch_max(i + 1, AcqRel);
@@ -246,6 +251,10 @@ pub fn role_acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Res
         if !node.try_lock(id.hid, role.byte(), Kind::Exclusive)? {
             return Ok(false);
         }
+        crate::testpoint::hit(match role {
+            Role::Writer => "writer_claim",
+            Role::Checkpointer => "ckpt_claim",
+        });
         m.shm.u64(role.nonce_off()).store(id.nonce, Relaxed);
         m.shm.u64(role.id_off()).store(id.owner_id(), Release);
         Ok(true)
@@ -293,6 +302,10 @@ pub fn role_release(node: &Node, id: &Ident, role: Role) -> Result<()> {
     let m = node.mapped()?;
     m.shm.u64(role.id_off()).store(0, Release);
     m.shm.u64(role.nonce_off()).store(0, Relaxed);
+    crate::testpoint::hit(match role {
+        Role::Writer => "writer_release",
+        Role::Checkpointer => "ckpt_release",
+    });
     node.unlock(id.hid, role.byte())?;
     let wake = m.shm.u32(role.wake_off());
     wake.fetch_add(1, SeqCst);
@@ -325,7 +338,10 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
         for k in 0..g.readers {
             let i = (start + k) % g.readers;
             let owner_w = m.shm.u64(g.reader_slot(i));
-            let owner = owner_w.load(Relaxed);
+            // Acquire: a tag read here must carry its instance's generation bump (made before
+            // the owner's Release CAS), or `reader_alive` may compare it with the generation
+            // from before that instance's claim and take a live reader's slot for stale.
+            let owner = owner_w.load(Acquire);
             if bytelock {
                 if (pass == 0 && owner != 0)
                     || !node.try_claim(id.hid, LOCK_READER_BASE + i as u64)?
@@ -333,6 +349,11 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
                     continue;
                 }
                 owner_w.store(tag, Relaxed);
+                crate::testpoint::hit(if owner == 0 {
+                    "reader_claim"
+                } else {
+                    "reader_reclaim"
+                });
                 claimed = Some(i);
                 break 'scan;
             }
@@ -342,6 +363,11 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
                     .compare_exchange(owner, tag, AcqRel, Relaxed)
                     .is_ok()
             {
+                crate::testpoint::hit(if owner == 0 {
+                    "reader_claim"
+                } else {
+                    "reader_reclaim"
+                });
                 claimed = Some(i);
                 break 'scan;
             }
@@ -359,6 +385,7 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
     loop {
         frame.store(snap.max_frame, SeqCst);
         fence(SeqCst);
+        crate::testpoint::hit("reader_pin");
         let again = latch.read();
         if again.sequence == snap.sequence {
             return Ok((i, snap));

@@ -18,8 +18,9 @@
 //! overwrites it. There is nothing to repair, and any parity is valid.
 //!
 //! Publishers (the writer and the checkpointer may publish concurrently) are serialized by the
-//! publish token, a CAS-claimed word holding the publisher's instance tag. A token whose owner
-//! instance is dead is taken over. Each publish copies the current snapshot and changes only the
+//! publish token, a CAS-claimed word holding the publisher's instance tag (claimed AcqRel, read
+//! Acquire, so the tag carries its instance's generation). A token whose owner instance is dead
+//! is taken over. Each publish copies the current snapshot and changes only the
 //! fields its mask names, so a checkpointer publishing `nbackfills` can never undo a commit the
 //! writer published a moment earlier.
 //!
@@ -187,16 +188,17 @@ impl Latch<'_> {
         let token = self.shm.u64(H_PUBLISH_TOKEN);
         let mut spins = 0u32;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        // The token holds a tag: claimed with Release and read with Acquire, so that a holder's
+        // tag carries its instance's generation bump to whoever reads it (otherwise `alive`
+        // may compare a live holder's tag with the generation from before its claim).
         loop {
-            match token.compare_exchange(0, tag, Acquire, Relaxed) {
+            match token.compare_exchange(0, tag, AcqRel, Acquire) {
                 Ok(_) => break,
                 Err(holder) => {
                     spins += 1;
                     if spins % 64 == 0 {
                         if !alive(holder)?
-                            && token
-                                .compare_exchange(holder, tag, Acquire, Relaxed)
-                                .is_ok()
+                            && token.compare_exchange(holder, tag, AcqRel, Acquire).is_ok()
                         {
                             break;
                         }
@@ -223,10 +225,11 @@ impl Latch<'_> {
             self.shm.u64(base + 8 * k).store(*w, Relaxed);
             if k == SNAP_WORDS / 2 {
                 // after half of the new copy: the window a crash can hit
-                crate::testpoint::hit("publish");
+                crate::testpoint::hit("publish_copy");
             }
         }
         seq.store(s.wrapping_add(1), Release);
+        crate::testpoint::hit("publish_seq");
         token.store(0, Release);
         Ok(snap)
     }

@@ -764,6 +764,63 @@ static void readonly_other_user(const char *base, int hold) {
     sqlite3_close(db);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* 8. A connection killed at each of the shim's stop points                                    */
+
+/* The shim connection dies (TSHM_SQLITE_TEST_STOP=<point>:kill) inside its guard or where it
+ * creates a wal-index region, as the first connection or joining a shim holder; the database
+ * stays intact and usable, by the shim and afterwards by stock SQLite. */
+static void killed_in_shim(const char *path, const char *point, int join) {
+    sqlite3 *db = fresh(path);
+    setup_bank(db);
+    sqlite3_close(db);
+    int rel = -1;
+    pid_t h = join ? holder(path, "tshm", &rel) : -1;
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        char env[64];
+        snprintf(env, sizeof env, "%s:kill", point);
+        setenv("TSHM_SQLITE_TEST_STOP", env, 1);
+        sqlite3 *me = open_db(path, "tshm");
+        exec(me, "INSERT INTO acct VALUES(5000, 0)");
+        _exit(0);
+    }
+    int st = child_wait(kid);
+    if (st != 128 + SIGKILL)
+        fprintf(stderr, "shim point '%s' (%s): the connection ended with %d, not killed there\n", point,
+                join ? "joining" : "first", st);
+    CHECK(st == 128 + SIGKILL);
+    db = open_db(path, "tshm");
+    CHECK(db != NULL);
+    if (db == NULL) return;
+    CHECK(scalar(db, "SELECT count(*) FROM acct") == ACCOUNTS); /* killed before its commit */
+    CHECK_RC(exec(db, "INSERT INTO acct VALUES(6000, 0)"), SQLITE_OK);
+    CHECK(scalar(db, "SELECT sum(bal) FROM acct") == ACCOUNTS * 1000);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+    if (join) {
+        close(rel);
+        CHECK(child_wait(h) == 0);
+    }
+    sqlite3 *s = open_db(path, "unix"); /* everyone gone: stock SQLite reads the same */
+    CHECK(s != NULL && scalar(s, "SELECT count(*) FROM acct") == ACCOUNTS + 1);
+    CHECK(s != NULL && integrity_ok(s));
+    sqlite3_close(s);
+}
+
+static void killed_in_shim_points(void) {
+    const char *points[] = {"locked", "dms_won", "dms", "checked", "region"};
+    for (int i = 0; i < 5; i++)
+        for (int join = 0; join < 2; join++) {
+            /* only the first connection wins the switch and creates the region */
+            if (join && (strcmp(points[i], "dms_won") == 0 || strcmp(points[i], "region") == 0)) continue;
+            char name[64];
+            snprintf(name, sizeof name, "killed-%s-%d.db", points[i], join);
+            killed_in_shim(test_db(name), points[i], join);
+        }
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     ext = getenv("TSHM_SQLITE_EXT");
@@ -803,5 +860,8 @@ int main(void) {
     t = now_ms();
     readonly_other_user(test_db("other-held"), 1);
     printf("  the same with a writable connection attached throughout: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    killed_in_shim_points();
+    printf("  a connection killed at each shim stop point, first and joining: %.0f ms\n", now_ms() - t);
     return harness_done("test_sqlite");
 }

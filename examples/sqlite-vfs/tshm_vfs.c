@@ -53,6 +53,7 @@ SQLITE_EXTENSION_INIT1
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,46 @@ SQLITE_EXTENSION_INIT1
 #define UNIX_SHM_DMS 128
 #define SHIM_ATTACHED 129 /* held shared by every shim connection that has a libtshm handle */
 
+/* Test stop points, compiled only into the tests' build of the shim (-DTSHM_TEST_HOOKS):
+ * TSHM_SQLITE_TEST_STOP="<name>:<notify fd>:<resume fd>" or "<name>:kill", read once per
+ * connection when it attaches. At the named point the connection writes one byte to the notify
+ * descriptor and waits for one byte on the resume descriptor, or SIGKILLs its process. The
+ * points, each where a stop or a kill leaves a state of its own:
+ *   locked   the guard holds its read locks on the write, checkpoint and recover bytes;
+ *   dms_won  it holds the dead-man switch exclusively (nobody else has the database open),
+ *            before it empties <db>-shm and downgrades the switch;
+ *   dms      the switch is held shared, <db>-shm not yet checked;
+ *   checked  the guard is complete, the libtshm handle not yet opened;
+ *   region   xShmMap is about to create a wal-index region in the sidecar.
+ * The installed shim has none of them: no environment lookup, no name. */
+#ifdef TSHM_TEST_HOOKS
+typedef struct { char name[16]; int notify, resume, kill; } StopPoint;
+
+static void stop_point_read(StopPoint *sp) {
+    const char *v = getenv("TSHM_SQLITE_TEST_STOP");
+    char how[8] = {0};
+    memset(sp, 0, sizeof *sp);
+    if (v == NULL) return;
+    if (sscanf(v, "%15[a-z_]:%d:%d", sp->name, &sp->notify, &sp->resume) == 3) return;
+    if (sscanf(v, "%15[a-z_]:%7[a-z]", sp->name, how) == 2 && strcmp(how, "kill") == 0) {
+        sp->kill = 1;
+        return;
+    }
+    sp->name[0] = 0;
+}
+
+static void stop_point(const StopPoint *sp, const char *name) {
+    char c = 's';
+    if (sp->name[0] == 0 || strcmp(sp->name, name) != 0) return;
+    if (sp->kill) raise(SIGKILL);
+    if (write(sp->notify, &c, 1) == 1 && read(sp->resume, &c, 1) == 1) {}
+}
+#else
+typedef struct { char none; } StopPoint;
+#define stop_point_read(sp) ((void)(sp))
+#define stop_point(sp, name) ((void)(sp))
+#endif
+
 typedef struct ShimFile {
     sqlite3_file base;
     tshm *h;          /* this connection's libtshm handle, opened at the first xShmMap */
@@ -77,6 +118,7 @@ typedef struct ShimFile {
     int guard_rdonly; /* ... opened O_RDONLY (this user cannot write it) */
     unsigned guard_slots; /* lock slots held SHARED on <db>-shm bytes while h is NULL */
     const char *path; /* SQLite keeps the name valid until xClose */
+    StopPoint stop;   /* test builds: this connection's stop point */
 } ShimFile;
 
 #define ORIGFILE(p) ((sqlite3_file *)(((ShimFile *)(p)) + 1))
@@ -110,23 +152,6 @@ static int ofd_held(int fd, off_t byte) {
     return l.l_type != F_UNLCK;
 }
 
-/* Test stop point: TSHM_SQLITE_TEST_STOP="<name>:<notify fd>:<resume fd>", read once per
- * connection when it attaches. At the named point the connection writes one byte to the
- * notify descriptor and waits for one byte on the resume descriptor. */
-typedef struct { char name[16]; int notify, resume; } StopPoint;
-
-static void stop_point_read(StopPoint *sp) {
-    const char *v = getenv("TSHM_SQLITE_TEST_STOP");
-    sp->name[0] = 0;
-    if (v == NULL || sscanf(v, "%15[a-z]:%d:%d", sp->name, &sp->notify, &sp->resume) != 3) sp->name[0] = 0;
-}
-
-static void stop_point(const StopPoint *sp, const char *name) {
-    char c = 's';
-    if (sp->name[0] == 0 || strcmp(sp->name, name) != 0) return;
-    if (write(sp->notify, &c, 1) == 1 && read(sp->resume, &c, 1) == 1) {}
-}
-
 static char *suffixed(const char *path, const char *sfx) {
     size_t n = strlen(path), m = strlen(sfx);
     char *r = malloc(n + m + 1);
@@ -149,8 +174,8 @@ static char *suffixed(const char *path, const char *sfx) {
  * never takes the switch exclusively; as with stock SQLite, there is no -shm without a
  * writer having created it. */
 static int guard_take(ShimFile *p) {
-    StopPoint sp;
-    stop_point_read(&sp);
+    stop_point_read(&p->stop);
+    const StopPoint *sp = &p->stop;
     char *shm = suffixed(p->path, "-shm");
     if (shm == NULL) return SQLITE_NOMEM;
     struct stat st;
@@ -167,19 +192,20 @@ static int guard_take(ShimFile *p) {
     if (ofd_lock(fd, F_RDLCK, UNIX_SHM_WRITE) != 0 || ofd_lock(fd, F_RDLCK, UNIX_SHM_CKPT) != 0 ||
         ofd_lock(fd, F_RDLCK, UNIX_SHM_RECOVER) != 0)
         rc = errno == EAGAIN || errno == EACCES ? SQLITE_PROTOCOL : SQLITE_IOERR_SHMOPEN;
-    stop_point(&sp, "locked");
+    stop_point(sp, "locked");
     if (rc == SQLITE_OK) {
         if (!rdonly && ofd_lock(fd, F_WRLCK, UNIX_SHM_DMS) == 0) {
             /* nobody, stock or shim, has the database open: start from an empty <db>-shm */
+            stop_point(sp, "dms_won");
             if (ftruncate(fd, 0) != 0 || ofd_lock(fd, F_RDLCK, UNIX_SHM_DMS) != 0) rc = SQLITE_IOERR_SHMOPEN;
         } else if (ofd_lock(fd, F_RDLCK, UNIX_SHM_DMS) != 0) {
             rc = SQLITE_BUSY; /* a stock process is initializing <db>-shm right now */
         }
     }
-    stop_point(&sp, "dms");
+    stop_point(sp, "dms");
     if (rc == SQLITE_OK && (fstat(fd, &st) != 0 || st.st_size > 0))
         rc = SQLITE_PROTOCOL; /* only stock SQLite writes <db>-shm: it is using the database */
-    stop_point(&sp, "checked");
+    stop_point(sp, "checked");
     if (rc != SQLITE_OK) {
         close(fd);
         return rc;
@@ -279,6 +305,13 @@ static int shimShmMap(sqlite3_file *f, int iRegion, int szRegion, int bExtend, v
     *pp = NULL;
     if (p->h == NULL && !open_readonly(p)) return SQLITE_READONLY_CANTINIT;
     void *ptr = NULL;
+#ifdef TSHM_TEST_HOOKS
+    if (bExtend && !p->readonly && p->stop.name[0] != 0) {
+        void *have = NULL; /* the point is where a region is created, not where one is found */
+        if (tshm_region(p->h, (uint32_t)iRegion, (size_t)szRegion, 0, &have) == TSHM_OK && have == NULL)
+            stop_point(&p->stop, "region");
+    }
+#endif
     rc = tshm_region(p->h, (uint32_t)iRegion, (size_t)szRegion, p->readonly ? 0 : bExtend, &ptr);
     if (rc != TSHM_OK) return SQLITE_IOERR_SHMMAP;
     *pp = ptr;

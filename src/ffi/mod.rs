@@ -233,6 +233,13 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 /// (also for a `TSHM_OPEN_READONLY` handle, which still writes nothing). A read-write open of a
 /// sidecar this process may only read gives a read-only handle (`tshm_info.readonly`).
 ///
+/// When the database file exists and is readable, the process also opens it once (read-only,
+/// `O_CLOEXEC`) and keeps that descriptor until it exits: while attached it holds a shared
+/// lock on byte `0x7473686d00000000` of the database file (far from any byte SQLite locks),
+/// which lets an opener tell a sidecar replaced under live users (see `TSHM_BUSY`). The
+/// descriptor is never closed, since a close would drop the process's POSIX locks on the
+/// database (e.g. SQLite's). Without a database file there is no such check.
+///
 /// Returns:
 /// * `TSHM_OK`;
 /// * `TSHM_MISUSE`: `db_path` or `out` NULL; `db_path` empty or ending in `/`, `.` or `..`;
@@ -242,8 +249,13 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 ///   `index_limit` above 2^32 - 2; or an open of the database from inside its own
 ///   `on_last_close` hook;
 /// * `TSHM_CANTOPEN`: the sidecar cannot be opened or created (e.g. its directory is not
-///   writable: `tshm_errno()` is `EACCES`), or `db_path` names a directory (`EISDIR`); nothing is
-///   created;
+///   writable, or the sidecar is not readable: `tshm_errno()` is `EACCES`), `db_path` names a
+///   directory (`EISDIR`), or the process has no descriptor left for the sidecar or the
+///   database file (`EMFILE`, `ENFILE`); nothing is created and nothing is left open;
+/// * `TSHM_BUSY`: the sidecar at the path was replaced (renamed over or removed, then made
+///   anew) while other processes, or this one, are attached to the file that was there before
+///   (`tshm_errmsg()` says "was replaced while in use"). Opening it would start a second
+///   session beside theirs, with two writers at once; open again once they have closed;
 /// * `TSHM_NOTFOUND`: `TSHM_OPEN_READONLY` and there is no sidecar: use the engine's legacy
 ///   read-only path;
 /// * `TSHM_READONLY`: `TSHM_OPEN_EXCLUSIVE` on a sidecar this process cannot write; a read-write
@@ -256,8 +268,10 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 ///   re-initializes instead);
 /// * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` is a
 ///   later version of the struct (the caller was built against a later `tshm.h`);
-/// * `TSHM_FULL`: every instance slot is in use, or the disk or file-size limit stops the
-///   sidecar from being created;
+/// * `TSHM_FULL`: every instance slot is in use, or the disk (`ENOSPC`, quota) or the file-size
+///   limit stops the sidecar from being created (`tshm_errmsg()` says which; the next open once
+///   there is room initializes it), or there is no room to give storage to the pages of a
+///   sidecar made sparse from outside (which a store through the mapping would need);
 /// * `TSHM_IOERR`, `TSHM_PERM`, `TSHM_NOMEM`: a system call failed (`tshm_errno()`);
 /// * `TSHM_INTERNAL`.
 ///
