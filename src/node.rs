@@ -238,15 +238,35 @@ pub struct DbGuard {
     holders: Mutex<(u32, (u64, u64))>,
 }
 
-type GuardTable = HashMap<(u64, u64), Arc<DbGuard>>;
+/// The guards by database file (dev, inode). A guard lives as long as the process, so the table
+/// does too: a vector (a handful of database files per process, searched on a first open only),
+/// whose block a leak checker sees pointed to from its start, so the guards of a process that
+/// closed every handle count as still in use, never as possibly lost (a hash table's pointer
+/// points into the middle of its block).
+struct GuardTable(Vec<((u64, u64), Arc<DbGuard>)>);
 
-static GUARDS: OnceLock<Mutex<GuardTable>> = OnceLock::new();
+impl GuardTable {
+    fn get(&self, key: &(u64, u64)) -> Option<&Arc<DbGuard>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, g)| g)
+    }
+
+    /// Adds the guard of `key`, replacing one inherited across `fork()`.
+    fn insert(&mut self, key: (u64, u64), g: Arc<DbGuard>) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(e) => e.1 = g,
+            None => self.0.push((key, g)),
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<DbGuard>> {
+        self.0.iter().map(|(_, g)| g)
+    }
+}
+
+static GUARDS: Mutex<GuardTable> = Mutex::new(GuardTable(Vec::new()));
 
 fn guards() -> MutexGuard<'static, GuardTable> {
-    GUARDS
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    GUARDS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 thread_local! {
