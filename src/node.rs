@@ -157,6 +157,16 @@ fn registry() -> MutexGuard<'static, Registry> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
+/// Called after entries leave the registry: once the last one is gone its table is freed, so a
+/// process that has closed every handle holds no memory of the library's (a leak checker in the
+/// embedding program sees nothing). Reopening allocates the table again, once per open of a
+/// first sidecar, never on a lock or read path.
+fn release_if_empty(reg: &mut Registry) {
+    if reg.is_empty() {
+        reg.shrink_to_fit();
+    }
+}
+
 thread_local! {
     /// The registry guard the forking thread holds across `fork()`.
     static HELD_FOR_FORK: std::cell::RefCell<Option<MutexGuard<'static, Registry>>> =
@@ -228,15 +238,35 @@ pub struct DbGuard {
     holders: Mutex<(u32, (u64, u64))>,
 }
 
-type GuardTable = HashMap<(u64, u64), Arc<DbGuard>>;
+/// The guards by database file (dev, inode). A guard lives as long as the process, so the table
+/// does too: a vector (a handful of database files per process, searched on a first open only),
+/// whose block a leak checker sees pointed to from its start, so the guards of a process that
+/// closed every handle count as still in use, never as possibly lost (a hash table's pointer
+/// points into the middle of its block).
+struct GuardTable(Vec<((u64, u64), Arc<DbGuard>)>);
 
-static GUARDS: OnceLock<Mutex<GuardTable>> = OnceLock::new();
+impl GuardTable {
+    fn get(&self, key: &(u64, u64)) -> Option<&Arc<DbGuard>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, g)| g)
+    }
+
+    /// Adds the guard of `key`, replacing one inherited across `fork()`.
+    fn insert(&mut self, key: (u64, u64), g: Arc<DbGuard>) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(e) => e.1 = g,
+            None => self.0.push((key, g)),
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<DbGuard>> {
+        self.0.iter().map(|(_, g)| g)
+    }
+}
+
+static GUARDS: Mutex<GuardTable> = Mutex::new(GuardTable(Vec::new()));
 
 fn guards() -> MutexGuard<'static, GuardTable> {
-    GUARDS
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    GUARDS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 thread_local! {
@@ -439,6 +469,7 @@ impl Node {
                     }
                     false
                 });
+                release_if_empty(&mut reg);
                 found = key.map_or(Found::Absent, |k| lookup(&reg, &k));
             }
             drop(inherited);
@@ -739,6 +770,7 @@ impl Drop for Node {
             .is_some_and(|e| std::ptr::eq(e.node.as_ptr(), me))
         {
             reg.remove(&self.key);
+            release_if_empty(&mut reg);
         }
         // An inherited POSIX node in a child: closing it would drop the locks of a node the
         // child has of its own on the same inode; then the descriptor is left open.
