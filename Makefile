@@ -30,6 +30,8 @@ MINOR   := $(word 2,$(subst ., ,$(VERSION)))
 SONAME  := libtshm.so.$(MAJOR).$(MINOR)
 
 B        := build
+# Installs a built file by rename, so a program running the old one keeps it (never SIGBUS).
+put = cp -f $(1) $(2).new && mv -f $(2).new $(2)
 BLIB     := $(B)/lib
 BBIN     := $(B)/bin
 RELEASE  := target/release
@@ -66,16 +68,16 @@ lib: release-lib test-lib
 release-lib:
 	$(CARGO) build --release --lib
 	@mkdir -p $(BLIB)
-	cp -f $(RELEASE)/libtshm.a $(BLIB)/libtshm.a
-	cp -f $(RELEASE)/libtshm.so $(BLIB)/libtshm.so.$(VERSION)
+	$(call put,$(RELEASE)/libtshm.a,$(BLIB)/libtshm.a)
+	$(call put,$(RELEASE)/libtshm.so,$(BLIB)/libtshm.so.$(VERSION))
 	ln -sf libtshm.so.$(VERSION) $(BLIB)/$(SONAME)
 	ln -sf $(SONAME) $(BLIB)/libtshm.so
 
 test-lib:
 	$(CARGO) build $(HOOKS_CARGO) --lib
 	@mkdir -p $(TLIB)
-	cp -f $(HOOKS)/libtshm.a $(TLIB)/libtshm.a
-	cp -f $(HOOKS)/libtshm.so $(TLIB)/libtshm.so.$(VERSION)
+	$(call put,$(HOOKS)/libtshm.a,$(TLIB)/libtshm.a)
+	$(call put,$(HOOKS)/libtshm.so,$(TLIB)/libtshm.so.$(VERSION))
 	ln -sf libtshm.so.$(VERSION) $(TLIB)/$(SONAME)
 	ln -sf $(SONAME) $(TLIB)/libtshm.so
 
@@ -83,12 +85,12 @@ test-lib:
 test-cli:
 	$(CARGO) build $(HOOKS_CARGO) --bins
 	@mkdir -p $(TBIN)
-	cp -f $(HOOKS)/tshm $(TSHM_TEST_CLI)
+	$(call put,$(HOOKS)/tshm,$(TSHM_TEST_CLI))
 
 cli:
 	$(CARGO) build --release --bins
 	@mkdir -p $(BBIN)
-	cp -f $(RELEASE)/tshm $(BBIN)/tshm
+	$(call put,$(RELEASE)/tshm,$(BBIN)/tshm)
 
 # The example engine: a C program linked against the shared library, as an engine would be.
 kvlog: $(BBIN)/kvlog

@@ -77,7 +77,7 @@ asan-lib:
 	    --target $(ASAN_TRIPLE) --target-dir $(ASAN_TARGET)
 	@mkdir -p $(ASAN_LIB)
 	@cmp -s $(ASAN_RUSTLIB) $(ASAN_LIB)/libtshm.so.$(VERSION) || \
-	    cp -f $(ASAN_RUSTLIB) $(ASAN_LIB)/libtshm.so.$(VERSION)
+	    { $(call put,$(ASAN_RUSTLIB),$(ASAN_LIB)/libtshm.so.$(VERSION)); }
 	@ln -sf libtshm.so.$(VERSION) $(ASAN_LIB)/$(SONAME)
 	@ln -sf $(SONAME) $(ASAN_LIB)/libtshm.so
 
