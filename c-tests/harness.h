@@ -144,6 +144,49 @@ static inline void child_kill(pid_t pid) {
     child_wait(pid);
 }
 
+/* The handle's info (zeroed when the call fails, which is a failed check). */
+static inline tshm_info info_of(const tshm *h) {
+    tshm_info i;
+    memset(&i, 0, sizeof i);
+    CHECK_RC(tshm_info_get(h, &i), TSHM_OK);
+    return i;
+}
+
+/* Closes h (if any), which must succeed. */
+static inline void close_ok(tshm *h) {
+    if (h != NULL) CHECK_RC(tshm_close(h, NULL), TSHM_OK);
+}
+
+/* Runs fn in a child and returns its exit status (128 + signal if it died). */
+static inline int in_child(void (*fn)(void *), void *arg) {
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        harness_failed = 0; /* the child's verdict is its own */
+        alarm(60);
+        fn(arg);
+        printf("  (child: %d passed, %d failed)\n", harness_passed, harness_failed);
+        fflush(NULL);
+        _exit(harness_failed == 0 ? 0 : 1);
+    }
+    return child_wait(kid);
+}
+
+/* Reads one line from fd into buf (without its newline); 0 at end of file or on an error. */
+static inline int read_line(int fd, char *buf, size_t cap) {
+    size_t n = 0;
+    while (n + 1 < cap) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return 0;
+        if (c == '\n') break;
+        buf[n++] = c;
+    }
+    buf[n] = 0;
+    return 1;
+}
+
 /* Opens db with the given flags (and reader settings); returns the handle or NULL. */
 static inline tshm *open_with(const char *db, uint32_t flags, uint32_t readers, uint32_t strategy) {
     tshm_options o;

@@ -127,13 +127,6 @@ static tshm_snapshot current(const tshm *h) {
     return s;
 }
 
-static tshm_info info_of(const tshm *h) {
-    tshm_info i;
-    memset(&i, 0, sizeof i);
-    CHECK_RC(tshm_info_get(h, &i), TSHM_OK);
-    return i;
-}
-
 static uint64_t min_frame(const tshm *h) {
     uint64_t f = 0;
     CHECK_RC(tshm_min_reader_frame(h, &f), TSHM_OK);

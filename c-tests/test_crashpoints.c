@@ -141,21 +141,6 @@ static void script(const char *db) {
     _exit(0);
 }
 
-/* Reads one line from fd into buf. */
-static int read_line(int fd, char *buf, size_t cap) {
-    size_t n = 0;
-    while (n + 1 < cap) {
-        char c;
-        ssize_t r = read(fd, &c, 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return 0;
-        if (c == '\n') break;
-        buf[n++] = c;
-    }
-    buf[n] = 0;
-    return 1;
-}
-
 static void *open_close(void *arg) {
     tshm *h = open_db(arg, 0);
     if (h != NULL) tshm_close(h, NULL); /* its node's drop stops at node_drop */

@@ -22,32 +22,6 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 
-static tshm_info info_of(const tshm *h) {
-    tshm_info i;
-    memset(&i, 0, sizeof i);
-    CHECK_RC(tshm_info_get(h, &i), TSHM_OK);
-    return i;
-}
-
-static void close_ok(tshm *h) {
-    if (h != NULL) CHECK_RC(tshm_close(h, NULL), TSHM_OK);
-}
-
-/* Runs fn in a child and returns its exit status (128 + signal if it died). */
-static int in_child(void (*fn)(void *), void *arg) {
-    fflush(NULL);
-    pid_t kid = fork();
-    if (kid == 0) {
-        harness_failed = 0; /* the child's verdict is its own */
-        alarm(60);
-        fn(arg);
-        printf("  (child: %d passed, %d failed)\n", harness_passed, harness_failed);
-        fflush(NULL);
-        _exit(harness_failed == 0 ? 0 : 1);
-    }
-    return child_wait(kid);
-}
-
 static void check_child(int rc, const char *what) {
     if (rc != 0) fprintf(stderr, "FAIL %s: child exited %d%s\n", what, rc, rc == 128 + SIGBUS ? " (SIGBUS)" : "");
     CHECK(rc == 0);

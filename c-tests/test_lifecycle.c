@@ -38,30 +38,6 @@ static off_t file_size(const char *path) {
     return stat(path, &st) == 0 ? st.st_size : -1;
 }
 
-static tshm_info info_of(const tshm *h) {
-    tshm_info i;
-    memset(&i, 0, sizeof i);
-    CHECK_RC(tshm_info_get(h, &i), TSHM_OK);
-    return i;
-}
-
-static void close_ok(tshm *h) {
-    if (h != NULL) CHECK_RC(tshm_close(h, NULL), TSHM_OK);
-}
-
-/* Runs fn in a child and returns its exit status (128 + signal if it died). */
-static int in_child(void (*fn)(void *), void *arg) {
-    fflush(NULL);
-    pid_t kid = fork();
-    if (kid == 0) {
-        harness_failed = 0; /* the child's verdict is its own */
-        alarm(60);
-        fn(arg);
-        _exit(harness_failed == 0 ? 0 : 1);
-    }
-    return child_wait(kid);
-}
-
 /* Reads `n` bytes at `off` of `path` in a child process: this process must not open and close
  * a descriptor of its own on a sidecar it uses (under POSIX locks that would drop its locks). */
 static void read_in_child(const char *path, off_t off, void *out, size_t n) {
@@ -111,21 +87,6 @@ static int arm_pause(const char *name) {
     setenv("TSHM_TEST_PAUSE_AT", name, 1);
     setenv("TSHM_TEST_PAUSE_FD", fd, 1);
     return sp[0];
-}
-
-/* Reads one line (a test point's name) from fd into buf. */
-static int read_line(int fd, char *buf, size_t cap) {
-    size_t n = 0;
-    while (n + 1 < cap) {
-        char c;
-        ssize_t r = read(fd, &c, 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return 0;
-        if (c == '\n') break;
-        buf[n++] = c;
-    }
-    buf[n] = 0;
-    return 1;
 }
 
 /* Lets the thread paused at a test point go on (or lets the next one pass without waiting). */
