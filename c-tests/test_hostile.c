@@ -124,15 +124,20 @@ static void reader_finds_committed(void *arg) {
     close_ok(h);
 }
 
-static void disk_full_in_namespace(void *arg) {
-    const char *mnt = arg;
+/* In a child: mounts a tmpfs of `opts` at mnt in a private mount namespace (so nothing leaks
+ * if the test dies), or reports `test` as skipped and ends the child. */
+static void tmpfs_or_skip(const char *mnt, const char *name, const char *opts, const char *test) {
     if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-        mount("tshm-full", mnt, "tmpfs", 0, "size=1536k") != 0) {
-        printf("SKIP test_disk_full_while_the_sidecar_grows: cannot mount a tmpfs in a private "
-               "namespace: %s\n", strerror(errno));
+        mount(name, mnt, "tmpfs", 0, opts) != 0) {
+        printf("SKIP %s: cannot mount a tmpfs in a private namespace: %s\n", test, strerror(errno));
         fflush(NULL);
         _exit(0);
     }
+}
+
+static void disk_full_in_namespace(void *arg) {
+    const char *mnt = arg;
+    tmpfs_or_skip(mnt, "tshm-full", "size=1536k", "test_disk_full_while_the_sidecar_grows");
     char db[700], filler[700], other[700];
     snprintf(db, sizeof db, "%s/full.db", mnt);
     snprintf(filler, sizeof filler, "%s/filler", mnt);
@@ -268,13 +273,7 @@ static void sparse_sidecar_in_namespace(void *arg) {
     const struct sparse_case *sc = arg;
     const char *mnt = sc->mnt;
     if (sc->no_fallocate) setenv("TSHM_TEST_FAIL_AT", "hole_storage", 1);
-    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-        mount("tshm-sparse", mnt, "tmpfs", 0, "size=1m") != 0) {
-        printf("SKIP test_sparse_sidecar_on_a_full_disk: cannot mount a tmpfs in a private "
-               "namespace: %s\n", strerror(errno));
-        fflush(NULL);
-        _exit(0);
-    }
+    tmpfs_or_skip(mnt, "tshm-sparse", "size=1m", "test_sparse_sidecar_on_a_full_disk");
     char db[700], filler[700], tmp[800];
     snprintf(db, sizeof db, "%s/sparse.db", mnt);
     snprintf(filler, sizeof filler, "%s/filler", mnt);
@@ -378,13 +377,7 @@ static void reader_of_region_in_child(void *arg) {
  * next one; nothing ever touches it, so a reader on the full disk reads everything else. */
 static void killed_allocator_in_namespace(void *arg) {
     const char *mnt = arg;
-    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-        mount("tshm-hole", mnt, "tmpfs", 0, "size=2m") != 0) {
-        printf("SKIP test_allocator_killed_after_its_reservation_on_a_full_disk: cannot mount a "
-               "tmpfs in a private namespace: %s\n", strerror(errno));
-        fflush(NULL);
-        _exit(0);
-    }
+    tmpfs_or_skip(mnt, "tshm-hole", "size=2m", "test_allocator_killed_after_its_reservation_on_a_full_disk");
     char db[700], filler[700];
     snprintf(db, sizeof db, "%s/hole.db", mnt);
     snprintf(filler, sizeof filler, "%s/filler", mnt);
@@ -662,13 +655,7 @@ static void test_unwritable_directory_and_permissions_changed_underneath(void) {
  * the state its last session left. */
 static void read_only_fs_in_namespace(void *arg) {
     const char *mnt = arg;
-    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-        mount("tshm-ro", mnt, "tmpfs", 0, "size=4m") != 0) {
-        printf("SKIP test_read_only_filesystem: cannot mount a tmpfs in a private namespace: %s\n",
-               strerror(errno));
-        fflush(NULL);
-        _exit(0);
-    }
+    tmpfs_or_skip(mnt, "tshm-ro", "size=4m", "test_read_only_filesystem");
     char db[700], missing[700];
     snprintf(db, sizeof db, "%s/ro.db", mnt);
     snprintf(missing, sizeof missing, "%s/missing.db", mnt);
