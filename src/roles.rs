@@ -346,7 +346,7 @@ fn oldest_waiter(node: &Node, role: Role) -> Result<Option<(u32, u64)>> {
         let mut best: Option<(u32, u64)> = None;
         for i in 0..hwm {
             let t = m.shm.u64(m.geom.instance(i) + role.i_ticket()).load(SeqCst);
-            if t != 0 && best.is_none_or(|(_, b)| t < b) {
+            if t != 0 && best.map_or(true, |(_, b)| t < b) {
                 best = Some((i, t));
             }
         }
@@ -408,14 +408,9 @@ pub fn release(node: &Node, id: &Ident, role: Role) -> Result<()> {
             )))
         }
     }
-    loop {
-        match oldest_waiter(node, role)? {
-            Some((i, t)) => {
-                if hand_over(node, role, i, t)? {
-                    return Ok(());
-                }
-            }
-            None => break,
+    while let Some((i, t)) = oldest_waiter(node, role)? {
+        if hand_over(node, role, i, t)? {
+            return Ok(());
         }
     }
     word.store(0, SeqCst);

@@ -162,9 +162,9 @@ fn reader_alive(node: &Node, i: u32, owner: u64) -> Result<bool> {
     }
 }
 
-/// Claims a reader slot and pins the current snapshot in it. Returns the slot and the pinned
-/// snapshot. `TSHM_BUSY` when every slot is held by a live reader.
-pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
+/// Claims a free (or stale) reader slot for `id`, pinning nothing yet. `TSHM_BUSY` when every
+/// slot is held by a live reader.
+pub fn claim_slot(node: &Node, id: &Ident) -> Result<u32> {
     let m = node.mapped()?;
     let g = &m.geom;
     let tag = id.tag();
@@ -225,27 +225,76 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
     };
     stats(READER_STAT_CLAIMS);
     m.shm.u32(H_READER_HWM).fetch_max(i + 1, AcqRel);
-    let frame = m.shm.u64(g.reader_slot(i) + 8);
+    Ok(i)
+}
+
+/// Pins the current snapshot in slot `i`, which `id` holds, re-pinning until no snapshot was
+/// published across the pin. `read` is a snapshot just read and its latch sequence. Returns the
+/// snapshot pinned.
+pub fn pin(node: &Node, id: &Ident, i: u32, read: (tshm_snapshot, u64)) -> Result<tshm_snapshot> {
+    let m = node.mapped()?;
+    let slot = m.geom.reader_slot(i);
+    let frame = m.shm.u64(slot + 8);
     let latch = Latch { shm: &m.shm };
-    let mut snap = latch.read();
+    let (mut snap, mut at) = read;
     loop {
-        frame.store(snap.max_frame, SeqCst);
+        frame.store(snap.max_frame, Relaxed);
+        // the store before the re-read, against the checkpointer's fence before its scan
         fence(SeqCst);
         crate::testpoint::hit("reader_pin");
-        let again = latch.read();
-        if again.sequence == snap.sequence {
-            return Ok((i, snap));
+        if !latch.moved(at) {
+            break;
         }
-        snap = again;
+        (snap, at) = latch.read_at();
+    }
+    // Only a dead instance's slot is ever taken over; another tag here while this reader is
+    // alive means its owner word was overwritten from outside.
+    let owner = m.shm.u64(slot).load(Relaxed);
+    if owner != id.tag() {
+        frame.store(NO_FRAME, Release);
+        return Err(Error::Corrupt(format!(
+            "reader slot {i} holds tag {owner:#x} instead of its live reader's {:#x}",
+            id.tag()
+        )));
+    }
+    Ok(snap)
+}
+
+/// Claims a reader slot and pins the current snapshot in it, for one transaction. Returns the
+/// slot and the pinned snapshot. `TSHM_BUSY` when every slot is held by a live reader.
+pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
+    let i = claim_slot(node, id)?;
+    let m = node.mapped()?;
+    match pin(node, id, i, Latch { shm: &m.shm }.read_at()) {
+        Ok(snap) => Ok((i, snap)),
+        Err(e) => {
+            let _ = release_slot(node, id, i);
+            Err(e)
+        }
     }
 }
 
-/// Releases reader slot `i` held by `id`: frame, then owner, then (byte-lock) the lock.
-pub fn reader_end(node: &Node, id: &Ident, i: u32) -> Result<()> {
+/// Clears the pin of slot `i` (kept by `id`): the slot stays claimed.
+pub fn unpin(node: &Node, id: &Ident, i: u32) -> Result<()> {
     let m = node.mapped()?;
     let slot = m.geom.reader_slot(i);
     m.shm.u64(slot + 8).store(NO_FRAME, Release);
     crate::testpoint::hit("reader_end");
+    let owner = m.shm.u64(slot).load(Relaxed);
+    if owner != id.tag() {
+        return Err(Error::Corrupt(format!(
+            "reader slot {i} holds tag {owner:#x} instead of its live reader's {:#x}",
+            id.tag()
+        )));
+    }
+    Ok(())
+}
+
+/// Gives up slot `i`: owner, then (byte-lock) the lock.
+pub fn release_slot(node: &Node, id: &Ident, i: u32) -> Result<()> {
+    let m = node.mapped()?;
+    let slot = m.geom.reader_slot(i);
+    m.shm.u64(slot + 8).store(NO_FRAME, Release);
     let taken = m
         .shm
         .u64(slot)
@@ -253,14 +302,18 @@ pub fn reader_end(node: &Node, id: &Ident, i: u32) -> Result<()> {
     if m.geom.reader_strategy == READERS_BYTELOCK {
         node.unlock(id.hid, LOCK_READER_BASE + i as u64)?;
     }
-    // Only a dead instance's slot is ever taken over; finding another tag here while this
-    // reader is alive means its owner word or its instance record was overwritten from outside.
     taken.map(|_| ()).map_err(|cur| {
         Error::Corrupt(format!(
             "reader slot {i} holds tag {cur:#x} instead of its live reader's {:#x}",
             id.tag()
         ))
     })
+}
+
+/// Ends a one-transaction slot `i` held by `id`: frame, then owner, then (byte-lock) the lock.
+pub fn reader_end(node: &Node, id: &Ident, i: u32) -> Result<()> {
+    let pinned = unpin(node, id, i);
+    release_slot(node, id, i).and(pinned)
 }
 
 /// The oldest frame pinned by a live reader, or [`NO_FRAME`] when none is pinned. A
