@@ -34,7 +34,9 @@ scale-c-test: $(SCALE_BIN)/test_scale $(SCALE_BIN)/test_scale_options
 	done
 
 scale-sqlite-test: $(SCALE_BIN)/test_sqlite_scale $(SHIM_TEST_SO)
-	@echo "== test_sqlite_scale (ofd locks)"; \
-	    TSHM_LOCK_BACKEND=ofd TSHM_SQLITE_EXT=$(abspath $(SHIM_TEST_SO)) $(SCALE_BIN)/test_sqlite_scale
+	@set -e; for backend in ofd posix; do \
+	    echo "== test_sqlite_scale ($$backend locks)"; \
+	    TSHM_LOCK_BACKEND=$$backend TSHM_SQLITE_EXT=$(abspath $(SHIM_TEST_SO)) $(SCALE_BIN)/test_sqlite_scale; \
+	done
 
 scale-test: scale-c-test scale-sqlite-test
