@@ -10,6 +10,7 @@
  *     256 handles x 4 snapshots;
  *   - a slot's pin lasts until its last transaction ends; ending a slot the handle does not
  *     hold, or once more than it was begun, is TSHM_MISUSE and changes nothing;
+ *   - the slot a handle keeps between transactions gives way when other handles need it;
  *   - the pins of a SIGKILLed process stop counting and its slots are reclaimed.
  *
  * Processes are forked and synchronized with gates and channels (pipes), never with sleeps.
@@ -480,6 +481,50 @@ static void slot_sharing(const char *db, uint32_t strategy) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* The slot a handle keeps between transactions is no capacity lost: in the smallest table, a */
+/* handle whose transactions have ended leaves room for as many other handles' pins.          */
+
+#define IDLE_TABLE 64
+
+static void idle_kept_slot_is_not_hoarded(const char *db) {
+    printf("  an idle kept slot gives way to other handles' pins\n");
+    tshm *a = open_with(db, 0, IDLE_TABLE, 0);
+    CHECK(a != NULL);
+    if (a == NULL) return;
+    CHECK(info_of(a).reader_slots == IDLE_TABLE);
+    publish_as_writer(a, 10);
+    uint32_t sa = UINT32_MAX, sb[IDLE_TABLE], x = UINT32_MAX;
+    tshm_snapshot s;
+    CHECK_RC(tshm_reader_begin(a, &sa, &s), TSHM_OK);
+    CHECK_RC(tshm_reader_end(a, sa), TSHM_OK);
+
+    tshm *b[IDLE_TABLE];
+    int ok = 0;
+    for (int i = 0; i < IDLE_TABLE; i++) {
+        b[i] = open_with(db, 0, 0, 0);
+        int rc = b[i] ? tshm_reader_begin(b[i], &sb[i], &s) : TSHM_MISUSE;
+        if (rc == TSHM_OK) ok++;
+        else if (ok == i) {
+            const char *m = tshm_errmsg();
+            printf("    begin of handle %d of %d failed: %d (%s): %s\n", i + 1, IDLE_TABLE, rc, tshm_errstr(rc),
+                   m ? m : "");
+        }
+    }
+    CHECK(ok == IDLE_TABLE); /* 64 distinct (handle, snapshot) pins fit 64 slots */
+    /* a 65th distinct pin does not fit: BUSY, and nothing changed */
+    CHECK_RC(tshm_reader_begin(a, &x, &s), TSHM_BUSY);
+    CHECK(min_frame(a) == 10);
+    CHECK(view_table(a, 0).pinned == ok);
+    CHECK_RC(tshm_reader_end(a, x), TSHM_MISUSE);
+    if (ok > 0) CHECK_RC(tshm_reader_end(b[0], sb[0]), TSHM_OK);
+    CHECK_RC(tshm_reader_begin(a, &x, &s), TSHM_OK);
+    CHECK_RC(tshm_reader_end(a, x), TSHM_OK);
+    for (int i = 0; i < IDLE_TABLE; i++) close_ok(b[i]);
+    CHECK(min_frame(a) == TSHM_NO_FRAME);
+    close_ok(a);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* A process SIGKILLed while it holds many read transactions over many handles: its pins stop */
 /* counting and a new process can begin as many, reusing its slots.                          */
 
@@ -587,6 +632,7 @@ int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     slot_sharing(test_db("share-cas.db"), TSHM_READERS_CAS);
     slot_sharing(test_db("share-bytelock.db"), TSHM_READERS_BYTELOCK);
+    idle_kept_slot_is_not_hoarded(test_db("idle.db"));
     many_read_txns("test_4096_read_txns_over_256_handles_in_16_processes", test_db("many.db"), 1);
     many_read_txns("test_4096_read_txns_over_256_handles_in_16_processes (at 4 snapshots per handle)",
                    test_db("many-snaps.db"), SNAPS);
