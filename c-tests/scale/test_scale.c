@@ -315,7 +315,7 @@ static void many_read_txns(const char *name, const char *db, int rounds) {
         kids[k] = fork();
         if (kids[k] == 0) reader_child(k, db, rounds, round_gate, &end_gate, &ch);
     }
-    close(ch.fd[1]); /* a report lost to a dead child shows as end of file */
+    close(ch.fd[1]); /* once every child is gone, a missing report is end of file (else the alarm) */
 
     static kid_report each[PROCS];
     kid_report sum = collect(&ch, each);
