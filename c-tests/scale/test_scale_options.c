@@ -45,6 +45,39 @@ static open_result try_open(const char *db, uint32_t readers, uint32_t instances
     return r;
 }
 
+/* tshm_open with opts NULL (the defaults), in a fresh child process: it must join. */
+static open_result null_opts_in_child(const char *db) {
+    channel ch;
+    channel_init(&ch);
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        alarm(30);
+        open_result r;
+        memset(&r, 0, sizeof r);
+        tshm *h = NULL;
+        r.rc = tshm_open(db, NULL, &h);
+        tshm_info i;
+        if (r.rc == TSHM_OK && tshm_info_get(h, &i) == TSHM_OK) {
+            r.opened_readers = (int)i.reader_slots;
+            r.opened_instances = (int)i.instance_slots;
+            r.opened_strategy = (int)i.reader_strategy;
+        }
+        if (r.rc != TSHM_OK) snprintf(r.msg, sizeof r.msg, "%s", tshm_errmsg() ? tshm_errmsg() : "");
+        tshm_close(h, NULL);
+        channel_send(&ch, &r, sizeof r);
+        _exit(0);
+    }
+    open_result r;
+    memset(&r, 0, sizeof r);
+    r.rc = -1;
+    close(ch.fd[1]);
+    CHECK(channel_recv(&ch, &r, sizeof r));
+    close(ch.fd[0]);
+    CHECK(child_wait(kid) == 0);
+    return r;
+}
+
 /* The same, in a fresh child process (so that the only other attached handles are the
  * parent's). */
 static open_result try_open_in_child(const char *db, uint32_t readers, uint32_t instances, uint32_t strategy) {
@@ -115,6 +148,7 @@ static void table_sizes_against_attached(const char *db) {
     /* 0 always joins, agreeing values join; the handle shows the sidecar's values */
     expect_join("defaults from another process", try_open_in_child(db, 0, 0, 0));
     expect_join("defaults from this process", try_open(db, 0, 0, 0));
+    expect_join("opts NULL from another process", null_opts_in_child(db));
     expect_join("the same values from another process", try_open_in_child(db, READERS, INSTANCES, 0));
     expect_join("reader_slots only", try_open_in_child(db, READERS, 0, 0));
     expect_join("instance_slots only", try_open(db, 0, INSTANCES, 0));
