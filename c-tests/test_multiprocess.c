@@ -234,9 +234,14 @@ static void reader_pins_and_stale_slots(const char *db, uint32_t strategy) {
         channel_send(&ch, &rc, sizeof rc);
         channel_send(&ch, &pinned, sizeof pinned);
         gate_wait(&go);
-        /* then take every other slot and report how many */
+        /* then take every other slot and report how many (each at a snapshot of its own: a
+         * handle's transactions at one snapshot share a slot) */
         int n = 1;
-        while (tshm_reader_begin(c, &slot, &s) == TSHM_OK) n++;
+        for (;;) {
+            publish_as_writer(c, 20 + (uint64_t)n);
+            if (tshm_reader_begin(c, &slot, &s) != TSHM_OK) break;
+            n++;
+        }
         channel_send(&ch, &n, sizeof n);
         for (;;) pause();
     }
@@ -260,11 +265,14 @@ static void reader_pins_and_stale_slots(const char *db, uint32_t strategy) {
     child_kill(kid);
     CHECK_RC(tshm_min_reader_frame(h, &min), TSHM_OK);
     CHECK(min == TSHM_NO_FRAME); /* dead readers pin nothing */
+    tshm_snapshot now;
+    CHECK_RC(tshm_snapshot_get(h, &now), TSHM_OK);
+    CHECK(now.max_frame == 20 + 64);                       /* the child's last publish */
     CHECK_RC(tshm_reader_begin(h, &slot, &s), TSHM_OK); /* a stale slot is reclaimed */
-    CHECK(s.max_frame == 20);
+    CHECK(s.max_frame == now.max_frame);
     tshm_owner_info who;
     CHECK_RC(tshm_owner(h, TSHM_ROLE_READER0 + slot, &who), TSHM_OK);
-    CHECK(who.pid == (uint32_t)getpid() && who.alive == 1 && who.frame == 20);
+    CHECK(who.pid == (uint32_t)getpid() && who.alive == 1 && who.frame == now.max_frame);
     CHECK_RC(tshm_reader_end(h, slot), TSHM_OK);
 
     /* A sibling handle in this process fills every slot: nobody may reclaim them, neither */
@@ -273,7 +281,7 @@ static void reader_pins_and_stale_slots(const char *db, uint32_t strategy) {
     int held = 0;
     /* each at a snapshot of its own (a handle's transactions at one snapshot share a slot) */
     for (;;) {
-        publish_as_writer(h, 21 + (uint64_t)held);
+        publish_as_writer(h, now.max_frame + 1 + (uint64_t)held);
         if (tshm_reader_begin(sib, &slot, &s) != TSHM_OK) break;
         held++;
     }
@@ -296,7 +304,7 @@ static void reader_pins_and_stale_slots(const char *db, uint32_t strategy) {
     }
     CHECK(child_wait(kid) == 0);
     CHECK_RC(tshm_min_reader_frame(h, &min), TSHM_OK);
-    CHECK(min == 21);
+    CHECK(min == now.max_frame + 1);
     tshm_close(sib, NULL); /* releases its slots */
     CHECK_RC(tshm_min_reader_frame(h, &min), TSHM_OK);
     CHECK(min == TSHM_NO_FRAME);

@@ -9,9 +9,6 @@
 #                      the end if any did
 #
 # The C tests live in c-tests/scale/, outside the c-test wildcard, so that they run here only.
-# test_scale_options.c needs tshm_options.instance_slots to build; until the header has it,
-# run the others with  make scale-test SCALE_PROGRAMS="build/scale/test_scale build/scale/test_sqlite_scale"
-# scale-test-ready (in TEST_EXTRA) runs the ones that hold; see below.
 
 SCALE_BIN := $(B)/scale
 SCALE_LINK = -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
@@ -42,10 +39,5 @@ scale-test: $(SCALE_PROGRAMS) $(SHIM_TEST_SO)
 	if [ -n "$$failed" ]; then echo "scale-test: failed:$$failed"; exit 1; fi; \
 	echo "scale-test: all passed"
 
-# What holds today: the option checks and the 2000 SQLite connections (the reader-slot sharing
-# tests of test_scale.c still ask for one slot per handle and snapshot beyond the kept one).
-scale-test-ready:
-	@$(MAKE) --no-print-directory scale-test \
-	    SCALE_PROGRAMS="$(SCALE_BIN)/test_scale_options $(SCALE_BIN)/test_sqlite_scale"
 
-TEST_EXTRA += scale-test-ready
+TEST_EXTRA += scale-test

@@ -30,13 +30,14 @@ use crate::index::{tshm_index_stats, Index};
 use crate::layout::*;
 use crate::lock::{self, Backend, Kind};
 use crate::node::{fork_gen, DbGuard, HandleId, Node};
+use crate::pins::Pins;
 use crate::region;
 use crate::roles::{self, Role};
 use crate::slots::{self, Ident};
 use crate::snapshot::{tshm_snapshot, Latch};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex};
 
 /// Lock-table holder id of the node itself (for the lifetime byte).
 const NODE_HOLDER: HandleId = 0;
@@ -149,38 +150,6 @@ impl RoleState {
     }
 }
 
-/// The reader slot a handle keeps from its first read transaction until it closes, shared by
-/// its transactions at one snapshot: a count in process memory, no lock, no syscall. A begin
-/// joins it when it reads the snapshot the slot pins (same sequence); the first begin pins it,
-/// the last end unpins it. A transaction at another snapshot meanwhile takes a slot of its own.
-struct HomeSlot {
-    /// The slot index, `NONE` until claimed (written once, under `claim`).
-    slot: AtomicU32,
-    /// `count | version << 32 | BUSY`: transactions on the pin; the version changes on every
-    /// pin, so a joiner that read `seq` of an older pin fails its CAS.
-    state: AtomicU64,
-    /// The sequence of the pinned snapshot (valid while count > 0).
-    seq: AtomicU64,
-    claim: Mutex<()>,
-}
-
-impl HomeSlot {
-    const NONE: u32 = u32::MAX;
-    const COUNT: u64 = 0xffff_ffff;
-    const VERSION: u64 = 1 << 32;
-    /// A thread is pinning or unpinning: others wait (end) or go elsewhere (begin).
-    const BUSY: u64 = 1 << 63;
-
-    fn new() -> HomeSlot {
-        HomeSlot {
-            slot: AtomicU32::new(Self::NONE),
-            state: AtomicU64::new(0),
-            seq: AtomicU64::new(0),
-            claim: Mutex::new(()),
-        }
-    }
-}
-
 /// One open handle on a sidecar.
 pub struct Coordinator {
     node: Arc<Node>,
@@ -192,11 +161,8 @@ pub struct Coordinator {
     index_limit: u64,
     /// The writer's and the checkpointer's state.
     roles: [RoleState; 2],
-    /// The reader slot this handle keeps.
-    home: HomeSlot,
-    /// Slots this handle holds for one transaction each (byte-lock strategy, or a snapshot
-    /// other than the home slot's).
-    readers: Mutex<Vec<u32>>,
+    /// The reader slots this handle holds and the transactions pinned in them.
+    pins: Pins,
     /// Engine lock slots this handle holds: 0 none, 1 SHARED, 2 EXCLUSIVE.
     engine_locks: Mutex<[u8; ENGINE_LOCKS as usize]>,
     closed: std::sync::atomic::AtomicBool,
@@ -387,8 +353,7 @@ impl Coordinator {
             initialized,
             index_limit: opts.index_limit,
             roles: Default::default(),
-            home: HomeSlot::new(),
-            readers: Mutex::new(Vec::new()),
+            pins: Pins::default(),
             engine_locks: Mutex::new([0; ENGINE_LOCKS as usize]),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -685,10 +650,6 @@ impl Coordinator {
         })
     }
 
-    fn readers(&self) -> MutexGuard<'_, Vec<u32>> {
-        self.readers.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn role_state(&self, role: Role) -> &RoleState {
         &self.roles[match role {
             Role::Writer => 0,
@@ -911,131 +872,16 @@ impl Coordinator {
     }
 
     /// Begins a read transaction pinning the current snapshot. Returns the slot and the
-    /// snapshot. Transactions of one handle at one snapshot share its kept slot.
+    /// snapshot. Transactions of one handle at one snapshot share a slot (see [`Pins`]).
     pub fn reader_begin(&self) -> Result<(u32, tshm_snapshot)> {
         self.check()?;
-        let id = self.ident()?;
-        let m = self.node.mapped()?;
-        let home = &self.home;
-        let slot = home.slot.load(Acquire);
-        if slot != HomeSlot::NONE {
-            let read = Latch { shm: &m.shm }.read_at();
-            let s = home.state.load(Acquire);
-            let count = s & HomeSlot::COUNT;
-            if s & HomeSlot::BUSY == 0 {
-                if count == 0 {
-                    let v =
-                        (s & !HomeSlot::COUNT).wrapping_add(HomeSlot::VERSION) & !HomeSlot::BUSY;
-                    if home
-                        .state
-                        .compare_exchange(s, v | HomeSlot::BUSY | 1, Acquire, Relaxed)
-                        .is_ok()
-                    {
-                        let r = slots::pin(&self.node, id, slot, read);
-                        if let Ok(snap) = &r {
-                            home.seq.store(snap.sequence, Relaxed);
-                        }
-                        home.state.store(if r.is_ok() { v | 1 } else { v }, Release);
-                        return r.map(|snap| (slot, snap));
-                    }
-                } else if count < HomeSlot::COUNT
-                    && home.seq.load(Relaxed) == read.0.sequence
-                    && home
-                        .state
-                        .compare_exchange(s, s + 1, Acquire, Relaxed)
-                        .is_ok()
-                {
-                    return Ok((slot, read.0));
-                }
-            }
-        }
-        self.reader_begin_slow(id)
-    }
-
-    /// The first transaction of the handle claims its kept slot; one at another snapshot than
-    /// the kept slot's (or any, with byte-lock slots) takes a slot for itself.
-    #[cold]
-    fn reader_begin_slow(&self, id: &Ident) -> Result<(u32, tshm_snapshot)> {
-        let m = self.node.mapped()?;
-        if m.geom.reader_strategy == READERS_CAS && self.home.slot.load(Acquire) == HomeSlot::NONE {
-            let _claim = self.home.claim.lock().unwrap_or_else(|e| e.into_inner());
-            if self.home.slot.load(Acquire) == HomeSlot::NONE {
-                let slot = slots::claim_slot(&self.node, id)?;
-                // no other thread pins it before it is published below
-                self.home.state.store(0, Relaxed);
-                self.home.slot.store(slot, Release);
-            }
-            drop(_claim);
-            return self.reader_begin();
-        }
-        if m.geom.reader_strategy == READERS_CAS {
-            m.shm
-                .u64(H_READER_STATS + READER_STAT_EXTRA)
-                .fetch_add(1, Relaxed);
-        }
-        let (slot, snap) = slots::reader_begin(&self.node, id)?;
-        self.readers().push(slot);
-        Ok((slot, snap))
+        self.pins.begin(&self.node, self.ident()?)
     }
 
     /// Ends a read transaction on `slot`.
     pub fn reader_end(&self, slot: u32) -> Result<()> {
         self.check()?;
-        let id = self.ident()?;
-        let home = &self.home;
-        if slot == home.slot.load(Acquire) && slot != HomeSlot::NONE {
-            let mut spins = 0u32;
-            loop {
-                let s = home.state.load(Acquire);
-                let count = s & HomeSlot::COUNT;
-                if s & HomeSlot::BUSY != 0 {
-                    // another thread of the handle is between its CAS and its store
-                    spins += 1;
-                    if spins % 64 == 0 {
-                        std::thread::yield_now();
-                    }
-                    std::hint::spin_loop();
-                    continue;
-                }
-                if count == 0 {
-                    break; // not pinned: not a transaction of this handle
-                }
-                if count > 1 {
-                    if home
-                        .state
-                        .compare_exchange(s, s - 1, Release, Relaxed)
-                        .is_ok()
-                    {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                let v = s & !HomeSlot::COUNT;
-                if home
-                    .state
-                    .compare_exchange(s, v | HomeSlot::BUSY, Acquire, Relaxed)
-                    .is_ok()
-                {
-                    let r = slots::unpin(&self.node, id, slot);
-                    if r.is_err() {
-                        // overwritten from outside: no longer this handle's to keep or release
-                        home.slot.store(HomeSlot::NONE, Release);
-                    }
-                    home.state.store(v, Release);
-                    return r;
-                }
-            }
-        }
-        {
-            let mut h = self.readers();
-            let Some(pos) = h.iter().position(|s| *s == slot) else {
-                return Err(Error::Misuse(format!(
-                    "this handle does not hold reader slot {slot}"
-                )));
-            };
-            h.swap_remove(pos);
-        }
-        slots::reader_end(&self.node, id, slot)
+        self.pins.end(&self.node, self.ident()?, slot)
     }
 
     /// The oldest frame pinned by a live reader, or [`NO_FRAME`].
@@ -1060,8 +906,6 @@ impl Coordinator {
     /// is reported (the first) but never skips the others.
     fn release_everything(&self) -> Result<()> {
         let Some(id) = self.ident else { return Ok(()) };
-        let readers = std::mem::take(&mut *self.readers());
-        let home = self.home.slot.swap(HomeSlot::NONE, AcqRel);
         // Closing: no other call runs on the handle, so a role is held or free, nothing between.
         let writer = self
             .role_state(Role::Writer)
@@ -1069,14 +913,7 @@ impl Coordinator {
         let ckpt = self
             .role_state(Role::Checkpointer)
             .swap_if(RoleState::HELD, RoleState::FREE);
-        let mut result = Ok(());
-        if home != HomeSlot::NONE {
-            self.home.state.store(0, Release);
-            result = slots::release_slot(&self.node, &id, home);
-        }
-        for slot in readers {
-            result = result.and(slots::reader_end(&self.node, &id, slot));
-        }
+        let mut result = self.pins.release_all(&self.node, &id);
         if writer {
             result = result.and(roles::release(&self.node, &id, Role::Writer));
         }

@@ -11,6 +11,7 @@
 //! * [`node`] — one descriptor, mapping and lock table per sidecar per process;
 //! * [`snapshot`] — the two-copy snapshot latch;
 //! * [`slots`] — instances, reader slots, owner records, stale reclaim;
+//! * [`pins`] — the reader slots one handle holds, shared by its transactions at one snapshot;
 //! * [`roles`] — the writer and checkpointer roles: acquire, wait, handoff, reclaim, counters;
 //! * [`index`] — the shared frame index (page → newest frame), lock-free lookups;
 //! * [`engine`] — engine regions and engine lock slots (what the SQLite shim runs on);
@@ -27,6 +28,7 @@ pub mod inspect;
 pub mod layout;
 pub mod lock;
 pub mod node;
+pub mod pins;
 pub mod region;
 pub mod roles;
 pub mod slots;
