@@ -195,7 +195,7 @@ fn contention(r: &Report) -> String {
         let s = &c.stats;
         let _ = writeln!(
             t,
-            "  {name:<12}acquires {}  waited {} ({:.1}%)  wait mean {} max {}  busy {}  reclaims {}  handoffs {}",
+            "  {name:<13}acquires {}  waited {} ({:.1}%)  wait mean {} max {}  busy {}  reclaims {}  handoffs {}",
             s.acquires,
             s.waited,
             s.waited_pct(),
@@ -212,11 +212,16 @@ fn contention(r: &Report) -> String {
         } else {
             "nobody waiting".into()
         };
-        let _ = writeln!(t, "              held by {}, {queue}", holder(h));
+        let who = if h.held != 0 {
+            format!("held by {}", holder(h))
+        } else {
+            "free".into()
+        };
+        let _ = writeln!(t, "               {who}, {queue}");
         for (k, w) in c.waiters.iter().enumerate() {
             let _ = writeln!(
                 t,
-                "              {:>3}. pid {} (instance {})  ticket {}",
+                "               {:>3}. pid {} (instance {})  ticket {}",
                 k + 1,
                 w.pid,
                 w.instance,
@@ -227,7 +232,7 @@ fn contention(r: &Report) -> String {
     let rd = &r.contention.readers;
     let _ = writeln!(
         t,
-        "  readers     claims {}  reclaims {}  busy {}  extra {}",
+        "  readers      claims {}  reclaims {}  busy {}  extra {}",
         rd.claims, rd.reclaims, rd.busy, rd.extra
     );
     for a in &r.attached {
@@ -267,7 +272,7 @@ fn rates_table(r: &Rates) -> String {
     for (name, x) in [("writer", &r.writer), ("checkpointer", &r.checkpointer)] {
         let _ = writeln!(
             t,
-            "  {name:<12}{:.1} acquires/s  {:.1} waits/s  {:.1} busy/s  wait mean {}",
+            "  {name:<13}{:.1} acquires/s  {:.1} waits/s  {:.1} busy/s  wait mean {}",
             x.acquires,
             x.waits,
             x.busy,
@@ -276,7 +281,7 @@ fn rates_table(r: &Rates) -> String {
     }
     let _ = writeln!(
         t,
-        "  readers     {:.1} claims/s  {:.1} busy/s",
+        "  readers      {:.1} claims/s  {:.1} busy/s",
         r.reader_claims, r.reader_busy
     );
     t
