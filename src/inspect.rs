@@ -216,7 +216,7 @@ pub fn rates(prev: &Report, cur: &Report, seconds: f64) -> Rates {
         reset,
         ..Default::default()
     };
-    if reset || !(seconds > 0.0) || !seconds.is_finite() {
+    if reset || !seconds.is_finite() || seconds <= 0.0 {
         return out;
     }
     let per_s = |a: u64, b: u64| (b - a) as f64 / seconds;
