@@ -9,9 +9,9 @@
 //! **Contention.** The report carries the role and reader counters of the header
 //! (`ROLE_STAT_*`, `READER_STAT_*` in [`crate::layout`]), each attached instance's own role
 //! counters and wait ticket, and who waits for each role in arrival order. Every value is one
-//! atomic load; the counters of a role are written by its holder with plain stores, so a report
-//! taken while a holder updates them may mix two updates (never more than one acquisition
-//! apart). Nothing here trusts them: derived figures saturate instead of overflowing, and
+//! atomic load; the words of a report are loaded one after another, not as a unit, so while the
+//! role changes hands they may disagree a little (`waited` a step ahead of `acquires`). Nothing
+//! here trusts them to agree: derived figures saturate instead of overflowing, and
 //! [`rates`] turns two reports into per-second rates that read a counter that went down (a
 //! re-initialized sidecar) as no activity rather than as a huge or negative rate. The walk over
 //! instances stops at the instance high-water mark, clamped to the table.
