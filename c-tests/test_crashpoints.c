@@ -31,6 +31,8 @@
 #define READERS_FULL 16   /* ... and holds every reader slot but a dead process's */
 #define ENGINE_HELD 32    /* ... and holds engine lock slot 5 EXCLUSIVE */
 #define SPARSE 64         /* nobody attached; a page of the sidecar has no storage */
+#define ROLES_DEAD 128    /* attached; a dead process holds the writer and checkpointer roles */
+#define LAST_SETUP ROLES_DEAD
 
 /* How the child reaches the point. */
 enum action { SCRIPT, NODE_RACE, OBSERVE };
@@ -50,6 +52,8 @@ static const struct point POINTS[] = {
     {"ckpt_claim", ALONE | ATTACHED, SCRIPT},
     {"writer_release", ALONE | ATTACHED, SCRIPT},
     {"ckpt_release", ALONE | ATTACHED, SCRIPT},
+    {"writer_reclaim", ROLES_DEAD, SCRIPT},
+    {"ckpt_reclaim", ROLES_DEAD, SCRIPT},
     {"trim_mark", PENDING_TRIM, SCRIPT},
     {"truncate_mark", ALONE | ATTACHED, SCRIPT},
     {"append_entry", ALONE | ATTACHED | PENDING_TRIM, SCRIPT},
@@ -242,6 +246,9 @@ static void dead_holder(const char *db, int what) {
         uint32_t slot;
         tshm_snapshot s;
         if (what == READERS_FULL && tshm_reader_begin(h, &slot, &s) != TSHM_OK) _exit(61);
+        if (what == ROLES_DEAD && (tshm_writer_acquire(h, 0) != TSHM_OK ||
+                                   tshm_checkpointer_acquire(h, 0) != TSHM_OK))
+            _exit(62);
         _exit(0); /* no close: its instance record (and reader slot) stay behind */
     }
     CHECK(child_wait(kid) == 0);
@@ -301,15 +308,22 @@ static void set_up(struct world *w) {
         tshm_info i;
         CHECK_RC(tshm_info_get(h, &i), TSHM_OK);
         tshm_snapshot s;
+        /* each at a snapshot of its own: one handle's transactions at one snapshot share */
+        CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
         while (w->nslots < (int)i.reader_slots - 1) {
+            publish_max_frame(h, (uint64_t)w->nslots + 1);
             if (tshm_reader_begin(h, &w->slots[w->nslots], &s) != TSHM_OK) break;
             w->nslots++;
         }
+        CHECK_RC(tshm_writer_release(h), TSHM_OK);
         CHECK(w->nslots == (int)i.reader_slots - 1);
         break;
     }
     case ENGINE_HELD:
         CHECK_RC(tshm_lock(h, 5, 1, TSHM_LOCK_EXCLUSIVE), TSHM_OK);
+        break;
+    case ROLES_DEAD:
+        dead_holder(w->db, ROLES_DEAD);
         break;
     }
     tshm_snapshot s;
@@ -383,13 +397,14 @@ static void verify(struct world *w, const char *what) {
     CHECK(ptr != NULL);
     CHECK_RC(tshm_writer_release(h), TSHM_OK);
 
-    /* nobody alive holds a role or a slot */
+    /* nobody alive holds a role or pins a slot (a live handle keeps its slot, unpinned) */
     CHECK_RC(tshm_info_get(h, &info), TSHM_OK);
     for (uint32_t role = 1; role < 3 + info.reader_slots; role++) {
         tshm_owner_info o;
         CHECK_RC(tshm_owner(h, role, &o), TSHM_OK);
-        if (o.alive) fprintf(stderr, "%s: role %u still held by a live holder\n", what, role);
-        CHECK(!o.alive);
+        int kept = role >= TSHM_ROLE_READER0 && o.frame == TSHM_NO_FRAME;
+        if (o.alive && !kept) fprintf(stderr, "%s: role %u still held by a live holder\n", what, role);
+        CHECK(!o.alive || kept);
     }
     CHECK(tshm_check(w->db, 0) == 0);
 
@@ -422,6 +437,7 @@ static const char *setup_name(int s) {
     case READERS_FULL: return "readers-full";
     case ENGINE_HELD: return "engine-held";
     case SPARSE: return "sparse";
+    case ROLES_DEAD: return "roles-dead";
     }
     return "?";
 }
@@ -435,7 +451,7 @@ int main(void) {
     double t0 = now_ms();
     for (size_t i = 0; i < NPOINTS; i++) {
         const struct point *p = &POINTS[i];
-        for (int setup = 1; setup <= SPARSE; setup <<= 1) {
+        for (int setup = 1; setup <= LAST_SETUP; setup <<= 1) {
             if (!(p->setups & setup)) continue;
             char name[80], what[128];
             snprintf(name, sizeof name, "crash-%s-%s.db", p->name, setup_name(setup));

@@ -164,16 +164,26 @@ impl Latch<'_> {
 
     /// The current snapshot. Lock-free; never waits for a publisher.
     pub fn read(&self) -> tshm_snapshot {
+        self.read_at().0
+    }
+
+    /// The current snapshot and the latch sequence it was read at (see [`Latch::moved`]).
+    pub fn read_at(&self) -> (tshm_snapshot, u64) {
         let seq = self.shm.u64(H_SNAP_SEQ);
         loop {
             let s1 = seq.load(Acquire);
             let w = self.read_copy((s1 & 1) as usize);
             fence(Acquire);
             if seq.load(Relaxed) == s1 {
-                return from_words(&w);
+                return (from_words(&w), s1);
             }
             std::hint::spin_loop();
         }
+    }
+
+    /// Whether a snapshot was published since the one read at sequence `at`.
+    pub fn moved(&self, at: u64) -> bool {
+        self.shm.u64(H_SNAP_SEQ).load(Acquire) != at
     }
 
     /// Publishes the fields of `new` named by `mask`. `tag` identifies the publisher for the
@@ -377,7 +387,9 @@ mod tests {
                 std::thread::spawn(move || {
                     let latch = Latch { shm: &m };
                     let mut n = 0u64;
-                    while !stop.load(Relaxed) {
+                    // run until stopped, and at least once (a loaded machine may not schedule
+                    // a reader before the publisher is done)
+                    while n == 0 || !stop.load(Relaxed) {
                         let r = latch.read();
                         assert_eq!(r.nbackfills, r.max_frame.wrapping_mul(3));
                         assert_eq!(r.engine[0], r.max_frame ^ 0xdead);

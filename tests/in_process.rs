@@ -112,7 +112,18 @@ fn reader_slots_run_out_with_busy_not_corruption() {
         ..Options::default()
     };
     let a = Coordinator::open(&p, &o).unwrap();
-    let slots: Vec<u32> = (0..64).map(|_| a.reader_begin().unwrap().0).collect();
+    // transactions of one handle at one snapshot share a slot: each begins at its own
+    a.acquire(Role::Writer, 0).unwrap();
+    let slots: Vec<u32> = (1..=64)
+        .map(|f| {
+            let s = tshm::tshm_snapshot {
+                max_frame: f,
+                ..Default::default()
+            };
+            a.publish(&s, tshm::snapshot::TSHM_SNAP_MAX_FRAME).unwrap();
+            a.reader_begin().unwrap().0
+        })
+        .collect();
     assert!(matches!(a.reader_begin(), Err(Error::Busy(_))));
     a.reader_end(slots[7]).unwrap();
     assert_eq!(a.reader_begin().unwrap().0, slots[7]);

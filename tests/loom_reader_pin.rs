@@ -4,8 +4,8 @@
 //! * `reader_begin` (src/slots.rs, CAS strategy): claim the slot — pass 0 when it is free,
 //!   pass 1 also when its owner is not alive — with `owner.load(Acquire)` and
 //!   `owner.compare_exchange(owner, tag, AcqRel, Relaxed)`, `snap = Latch::read()`, then loop:
-//!   `frame.store(snap.max_frame, SeqCst)`, `fence(SeqCst)`, `again = Latch::read()`, done when
-//!   `again.sequence == snap.sequence`, else pin `again`;
+//!   `frame.store(snap.max_frame, Relaxed)`, `fence(SeqCst)`, done unless `Latch::moved` (a
+//!   publish since the snapshot was read), else pin a snapshot read again;
 //! * `min_reader_frame` (src/slots.rs): `fence(SeqCst)`, then per slot `owner.load(SeqCst)`,
 //!   `frame.load(SeqCst)`, skip a free owner or `NO_FRAME`, otherwise the frame counts if the
 //!   owner is alive (the kernel's probe of its liveness byte; generations under C11 are
@@ -76,17 +76,16 @@ fn reader_begin(sh: &Shared, cfg: Cfg, tag: u64) -> u64 {
             .is_ok()
     });
     assert!(claimed, "the only live reader finds the slot free or stale");
-    let mut snap = sh.latch.read();
+    let (mut snap, mut at) = sh.latch.read_at();
     loop {
-        sh.frame.store(snap[0], SeqCst);
+        sh.frame.store(snap[0], Relaxed);
         if cfg.reader_fence {
             fence(SeqCst);
         }
-        let again = sh.latch.read();
-        if again[2] == snap[2] {
+        if !sh.latch.moved(at) {
             return snap[0];
         }
-        snap = again;
+        (snap, at) = sh.latch.read_at();
     }
 }
 
@@ -158,11 +157,16 @@ fn the_model_mirrors_the_source() {
             "let owner = owner_w.load(Acquire);",
             "let free = owner == 0 || (pass == 1 && !reader_alive(node, i, owner)?);",
             "owner_w .compare_exchange(owner, tag, AcqRel, Relaxed) .is_ok()",
-            "frame.store(snap.max_frame, SeqCst); fence(SeqCst); let again = latch.read(); \
-             if again.sequence == snap.sequence {",
+            "frame.store(snap.max_frame, Relaxed);",
+            "fence(SeqCst); if !latch.moved(at) { break; } (snap, at) = latch.read_at();",
             "let m = node.mapped()?; fence(SeqCst); let mut min = NO_FRAME;",
             "let owner = m.shm.u64(slot).load(SeqCst); let frame = m.shm.u64(slot + 8).load(SeqCst);",
         ],
+    );
+    loom_support::source_has(
+        "src/snapshot.rs",
+        "tests/loom_reader_pin.rs",
+        &["self.shm.u64(H_SNAP_SEQ).load(Acquire) != at"],
     );
 }
 

@@ -263,10 +263,18 @@ static int attach(ShimFile *p) {
         ofd_lock(p->guard_fd, F_RDLCK, SHIM_ATTACHED);
         return SQLITE_OK;
     }
+    /* a full sidecar (every instance slot taken, or no disk space for it) is SQLITE_FULL, not
+     * an I/O error; libtshm's own account goes to SQLite's error log */
+    int src = rc == TSHM_BUSY       ? SQLITE_BUSY
+              : rc == TSHM_CONFLICT ? SQLITE_PROTOCOL
+              : rc == TSHM_FULL     ? SQLITE_FULL
+                                    : SQLITE_IOERR_SHMOPEN;
+    const char *why = tshm_errmsg();
+    sqlite3_log(src, "tshm: cannot attach to the sidecar of %s: %s", p->path, why ? why : tshm_errstr(rc));
     close(p->guard_fd);
     p->guard_fd = -1;
     p->h = NULL;
-    return rc == TSHM_BUSY ? SQLITE_BUSY : rc == TSHM_CONFLICT ? SQLITE_PROTOCOL : SQLITE_IOERR_SHMOPEN;
+    return src;
 }
 
 static void detach(ShimFile *p) {

@@ -77,6 +77,16 @@ impl Latch {
 
     /// `Latch::read` (src/snapshot.rs).
     pub fn read(&self) -> Snap {
+        self.read_at().0
+    }
+
+    /// `Latch::moved` (src/snapshot.rs).
+    pub fn moved(&self, at: u64) -> bool {
+        self.seq.load(Acquire) != at
+    }
+
+    /// `Latch::read_at` (src/snapshot.rs).
+    pub fn read_at(&self) -> (Snap, u64) {
         loop {
             let s1 = self.seq.load(Acquire);
             let w = self.read_copy((s1 & 1) as usize);
@@ -84,7 +94,7 @@ impl Latch {
                 fence(Acquire);
             }
             if self.seq.load(Relaxed) == s1 {
-                return w;
+                return (w, s1);
             }
             thread::yield_now();
         }
