@@ -708,6 +708,80 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Real contention, counted by the roles and read back by the observer: a refused attempt,
+    /// a waiter seen while it waits (in the queue with its ticket, or on a byte-lock role's
+    /// release counter), then the acquisition it waited for with its wait time, per role and
+    /// per handle.
+    #[test]
+    fn live_contention_is_counted_and_shown() {
+        for strategy in [ROLES_SHM, ROLES_BYTELOCK] {
+            let (dir, db) = temp_db(&format!("live{strategy}"));
+            let opts = Options {
+                role_strategy: strategy,
+                ..Options::default()
+            };
+            let a = Coordinator::open(&db, &opts).unwrap();
+            let b = Coordinator::open(&db, &opts).unwrap();
+            let c = Coordinator::open(&db, &opts).unwrap();
+            let (ia, ib) = (a.info().unwrap().instance, b.info().unwrap().instance);
+            let me = std::process::id();
+            let base = observe(&db).unwrap().contention.writer.stats;
+            a.acquire(Role::Writer, 0).unwrap();
+            assert!(matches!(c.acquire(Role::Writer, 0), Err(Error::Busy(_))));
+            std::thread::scope(|s| {
+                let t = s.spawn(|| b.acquire(Role::Writer, 60_000));
+                // the lock state tells when b waits: its ticket or its announced wait
+                let r = (0..1_000_000)
+                    .map(|_| observe(&db).unwrap())
+                    .find(|r| {
+                        let w = &r.contention.writer;
+                        !w.waiters.is_empty() || w.announced_waiters != 0
+                    })
+                    .expect("the waiter never showed");
+                let w = &r.contention.writer;
+                if strategy == ROLES_SHM {
+                    assert_eq!(w.waiters.len(), 1, "{w:?}");
+                    assert_eq!((w.waiters[0].pid, w.waiters[0].instance), (me, ib));
+                    assert_ne!(w.waiters[0].ticket, 0);
+                    let bw = r.attached.iter().find(|x| x.instance == ib).unwrap();
+                    assert_eq!(bw.writer.ticket, w.waiters[0].ticket);
+                } else {
+                    assert_eq!((w.waiters.len(), w.announced_waiters), (0, 1), "{w:?}");
+                }
+                assert_eq!((r.writer.alive, r.writer.instance), (1, ia));
+                a.release(Role::Writer).unwrap();
+                t.join().unwrap().unwrap();
+            });
+            let r = observe(&db).unwrap();
+            let w = r.contention.writer.stats;
+            assert_eq!(
+                (w.acquires, w.waited, w.busy, w.reclaims),
+                (
+                    base.acquires + 2,
+                    base.waited + 1,
+                    base.busy + 1,
+                    base.reclaims
+                ),
+                "strategy {strategy}: {w:?}"
+            );
+            assert!(w.wait_ns > base.wait_ns && w.max_wait_ns > 0, "{w:?}");
+            if strategy == ROLES_SHM {
+                assert_eq!(w.handoffs, base.handoffs + 1, "{w:?}");
+            }
+            assert_eq!((r.writer.alive, r.writer.instance), (1, ib));
+            assert!(r.contention.writer.waiters.is_empty());
+            let of = |i: u32| r.attached.iter().find(|x| x.instance == i).unwrap().writer;
+            assert_eq!((of(ia).acquires, of(ia).wait_ns, of(ia).ticket), (1, 0, 0));
+            assert_eq!((of(ib).acquires, of(ib).ticket), (1, 0));
+            assert_eq!(of(ib).wait_ns, w.wait_ns - base.wait_ns);
+            b.release(Role::Writer).unwrap();
+            for h in [c, b, a] {
+                h.close(|_| {}).unwrap();
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
     fn sample(epoch: u64, writer: [u64; 7], claims: u64, busy: u64) -> Report {
         let [acquires, waited, wait_ns, max_wait_ns, b, reclaims, handoffs] = writer;
         let stats = RoleStats {
