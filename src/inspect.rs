@@ -13,8 +13,8 @@
 //! role changes hands they may disagree a little (`waited` a step ahead of `acquires`). Nothing
 //! here trusts them to agree: derived figures saturate instead of overflowing, and
 //! [`rates`] turns two reports into per-second rates that read a counter that went down (a
-//! re-initialized sidecar) as no activity rather than as a huge or negative rate. The walk over
-//! instances stops at the instance high-water mark, clamped to the table.
+//! re-initialized sidecar) as no activity rather than as a huge or negative rate. The walks over
+//! instances and reader slots stop at their high-water marks, clamped to the tables.
 
 use crate::error::{Error, Result};
 use crate::index::{tshm_index_stats, Index};
@@ -340,7 +340,9 @@ pub fn observe(db: &Path) -> Result<Report> {
     };
     let attached = attached_instances(&node, m)?;
     let mut readers = Vec::new();
-    for i in 0..m.geom.readers {
+    // slots above the reader high-water mark were never claimed in this session
+    let reader_hwm = m.shm.u32(H_READER_HWM).load(Acquire).min(m.geom.readers);
+    for i in 0..reader_hwm {
         let o = slots::owner(&node, 3 + i)?;
         if o.held != 0 {
             readers.push(ReaderSlot { slot: i, owner: o });
@@ -679,6 +681,27 @@ mod tests {
         for h in [c, b, a] {
             h.close(|_| {}).unwrap();
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The reader slot walk stops at the reader high-water mark, clamped to the table.
+    #[test]
+    fn reader_walk_is_bounded_by_the_high_water_mark() {
+        let (dir, db) = temp_db("reader-hwm");
+        let a = Coordinator::open(&db, &Options::default()).unwrap();
+        let (slot, _) = a.reader_begin().unwrap();
+        let shown = |r: &Report| r.readers.iter().map(|x| x.slot).collect::<Vec<_>>();
+        assert_eq!(shown(&observe(&db).unwrap()), vec![slot]);
+        let (_f, shm) = writable(&db);
+        let hwm = shm.u32(H_READER_HWM).load(Relaxed);
+        assert!(hwm > slot, "{hwm} {slot}");
+        shm.u32(H_READER_HWM).store(u32::MAX, Relaxed);
+        assert_eq!(shown(&observe(&db).unwrap()), vec![slot]);
+        shm.u32(H_READER_HWM).store(slot, Relaxed);
+        assert_eq!(shown(&observe(&db).unwrap()), Vec::<u32>::new());
+        shm.u32(H_READER_HWM).store(hwm, Relaxed);
+        a.reader_end(slot).unwrap();
+        a.close(|_| {}).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
