@@ -312,3 +312,180 @@ fn check_compares_the_file_length_and_the_reservation_with_the_counters() {
     assert!(err.contains("corrupt"), "{err}");
     h.close(|_| {}).unwrap();
 }
+
+/// File offset of instance record `i` (the instance table's offset is header word 40).
+fn instance_record(raw: &Raw, i: u64) -> u64 {
+    raw.u64(40) + i * 128
+}
+
+/// Role counters (header words 640.. writer, 704.. checkpointer, 768.. readers) and instance
+/// words written as another process would: `inspect` shows them, in the table and in JSON.
+#[test]
+fn contention_counters_holder_and_waiters_show_in_inspect() {
+    let p = db("contention.db");
+    let a = Coordinator::open(&p, &Options::default()).unwrap();
+    let b = Coordinator::open(&p, &Options::default()).unwrap();
+    a.acquire(Role::Writer, 0).unwrap();
+    let me = std::process::id() as u64;
+    let j = inspect_json(&p);
+    let ia = j["writer"]["instance"].as_u64().unwrap();
+    let ib = j["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["instance"].as_u64().unwrap())
+        .find(|i| *i != ia)
+        .unwrap();
+    assert_eq!(j["contention"]["writer"]["waiters"], serde_json::json!([]));
+
+    let raw = Raw::open(&p);
+    for (k, v) in [40u64, 10, 5_000_000, 2_000_000, 3, 1, 9]
+        .iter()
+        .enumerate()
+    {
+        raw.set64(640 + k as u64 * 8, *v);
+    }
+    for (k, v) in [6u64, 3, 3_000, 2_000, 0, 0, 2].iter().enumerate() {
+        raw.set64(704 + k as u64 * 8, *v);
+    }
+    for (k, v) in [11u64, 12, 13, 14].iter().enumerate() {
+        raw.set64(768 + k as u64 * 8, *v);
+    }
+    raw.set64(instance_record(&raw, ib) + 32, 17); // b waits for the writer role
+    raw.set64(instance_record(&raw, ia) + 64, 25); // a took it 25 times,
+    raw.set64(instance_record(&raw, ia) + 72, 1_500); // waiting 1.5 us in all
+
+    let j = inspect_json(&p);
+    assert_eq!(j["role_strategy"], "shm");
+    let w = &j["contention"]["writer"];
+    let expect = serde_json::json!({
+        "acquires": 40, "waited": 10, "waited_pct": 25.0, "wait_ns": 5_000_000,
+        "mean_wait_ns": 500_000, "max_wait_ns": 2_000_000, "busy": 3, "reclaims": 1,
+        "handoffs": 9, "announced_waiters": 0,
+        "holder": {"held": true, "alive": true, "pid": me, "instance": ia},
+        "waiters": [{"pid": me, "instance": ib, "ticket": 17}],
+    });
+    assert_eq!(w, &expect, "{w:#}");
+    let c = &j["contention"]["checkpointer"];
+    assert_eq!(
+        (&c["acquires"], &c["waited_pct"], &c["mean_wait_ns"]),
+        (
+            &serde_json::json!(6),
+            &serde_json::json!(50.0),
+            &serde_json::json!(1_000)
+        )
+    );
+    assert_eq!(c["holder"]["held"], false);
+    assert_eq!(
+        j["contention"]["readers"],
+        serde_json::json!({"claims": 11, "reclaims": 12, "busy": 13, "extra": 14})
+    );
+    let att = |i: u64| {
+        j["attached"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["instance"] == i)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        att(ia)["writer"],
+        serde_json::json!({"acquires": 25, "wait_ns": 1_500, "waiting": false, "ticket": 0})
+    );
+    assert_eq!(att(ib)["writer"]["waiting"], true);
+    assert_eq!(att(ib)["writer"]["ticket"], 17);
+
+    let (code, out, err) = tshm(&["inspect"], &p);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "contention   roles in shared memory (waiters queued by ticket)\n".to_string(),
+        "  writer       acquires 40  waited 10 (25.0%)  wait mean 500.0 us max 2.00 ms  busy 3  \
+         reclaims 1  handoffs 9\n"
+            .into(),
+        format!("               held by pid {me} (instance {ia}), 1 waiting\n"),
+        format!("                 1. pid {me} (instance {ib})  ticket 17\n"),
+        "  checkpointer acquires 6  waited 3 (50.0%)  wait mean 1.0 us max 2.0 us".into(),
+        "               free, nobody waiting\n".into(),
+        "  readers      claims 11  reclaims 12  busy 13  extra 14\n".into(),
+        format!("  pid {me} (instance {ia})  writer 25 acquires, 1.5 us waited  checkpointer 0"),
+        format!("(instance {ib})  writer 0 acquires, 0 ns waited (waiting, ticket 17)"),
+    ] {
+        assert!(out.contains(&line), "missing {line:?} in\n{out}");
+    }
+
+    raw.set64(instance_record(&raw, ib) + 32, 0);
+    a.release(Role::Writer).unwrap();
+    b.close(|_| {}).unwrap();
+    a.close(|_| {}).unwrap();
+}
+
+/// `watch` shows rates between refreshes; counters that went down (a re-initialized sidecar)
+/// read as a reset, not as a huge rate, and counting resumes at the next refresh.
+#[test]
+fn watch_shows_rates_and_a_reset_as_a_reset() {
+    use std::io::Read;
+    let p = db("watch-rates.db");
+    let h = Coordinator::open(&p, &Options::default()).unwrap();
+    let raw = Raw::open(&p);
+    raw.set64(640, 1_000_000); // writer acquires
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tshm"))
+        .args(["watch", "--interval", "50"])
+        .arg(&p)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut pending = String::new();
+    let mut buf = [0u8; 8192];
+    // the next complete screen (each starts with the clear-screen sequence)
+    let mut screen = || loop {
+        if let Some(end) = pending
+            .get(1..)
+            .and_then(|s| s.find("\x1b[H"))
+            .map(|e| e + 1)
+        {
+            let s: String = pending.drain(..end).collect();
+            return s;
+        }
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "watch ended early: {pending}");
+        pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+    };
+    let first = screen();
+    assert!(
+        first.contains("rates        from the next refresh on"),
+        "{first}"
+    );
+    // The first screen (bounded, by screens, not by time) that shows what a change produces.
+    let mut until = |what: &dyn Fn(&str) -> bool| {
+        for _ in 0..400 {
+            let s = screen();
+            if what(&s) {
+                return s;
+            }
+        }
+        panic!("no screen showed it");
+    };
+    let writer_rate = |s: &str| -> Option<f64> {
+        let line = s.lines().find(|l| l.contains("acquires/s"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let steady = until(&|s| s.contains("rates        per second"));
+    assert_eq!(writer_rate(&steady), Some(0.0), "{steady}");
+    raw.set64(640, 5); // the counters start again, as after a re-initialization
+    let reset = until(&|s| !s.contains("rates        per second"));
+    assert!(
+        reset.contains("rates        sidecar re-initialized since the last refresh"),
+        "{reset}"
+    );
+    assert_eq!(writer_rate(&reset), None, "{reset}");
+    raw.set64(640, 1_000_005); // a million acquisitions since
+    let moved = until(&|s| writer_rate(s).is_some_and(|r| r != 0.0));
+    let r = writer_rate(&moved).unwrap();
+    // within an interval of at least 50 ms: positive and at most 1e6 / 0.05
+    assert!(r > 0.0 && r <= 2e7, "{moved}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    h.close(|_| {}).unwrap();
+}

@@ -5,15 +5,32 @@
 //! * `tshm check [--idle] <db>` — exit 0 when the sidecar is sound (and, with `--idle`, nobody
 //!   is attached and nothing is left uncommitted or un-checkpointed); 1 when it is not; 2 when it
 //!   cannot be read;
-//! * `tshm watch <db> [--interval MS]` — `inspect`, refreshed until interrupted.
+//! * `tshm watch <db> [--interval MS]` — `inspect`, refreshed until interrupted, with the
+//!   contention rates per second between two refreshes.
 //!
 //! The inspector takes no lock and writes nothing (see `tshm::inspect`).
+//!
+//! `inspect --json` adds to the fields of the table:
+//!
+//! * `role_strategy`: `"shm"` (roles are words in shared memory, waiters queued by ticket) or
+//!   `"bytelock"`;
+//! * `contention.writer`, `contention.checkpointer`: counters since the sidecar was initialized
+//!   — `acquires`, `waited` (acquisitions that had to wait), `waited_pct` (of `acquires`),
+//!   `wait_ns` (total), `mean_wait_ns` (of those that waited), `max_wait_ns`, `busy` (attempts
+//!   refused with `TSHM_BUSY`), `reclaims` (dead holders taken over), `handoffs` (releases
+//!   that handed the role to a waiter); `holder` (`held`, `alive`, `pid`, `instance`);
+//!   `waiters`: the attached handles waiting now, first served first (`pid`, `instance`,
+//!   `ticket`); `announced_waiters`: waits announced on a byte-lock role's release counter;
+//! * `contention.readers`: `claims`, `reclaims`, `busy`, `extra` (transactions that took a slot
+//!   beside their handle's kept ones);
+//! * each `attached` handle: `writer` and `checkpointer`, each `acquires`, `wait_ns`,
+//!   `waiting` and `ticket` (0 when not waiting).
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tshm::inspect::{self, Report};
+use tshm::inspect::{self, Rates, Report, RoleContention};
 use tshm::tshm_owner_info;
 
 #[derive(Parser)]
@@ -29,7 +46,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Show who is attached, who holds what, the snapshot and the frame index.
+    /// Show who is attached, who holds what, who waits for what, the snapshot and the index.
+    ///
+    /// The contention section shows, per role, the acquisitions since the sidecar was
+    /// initialized, how many had to wait (and their mean and longest wait), the attempts
+    /// refused busy, dead holders reclaimed, handoffs to a waiter, the holder now and the
+    /// handles waiting in arrival order. `--json` prints the same under `contention` (see the
+    /// field list in the binary's documentation) and each attached handle's own counters.
     Inspect {
         db: PathBuf,
         /// Print JSON instead of a table.
@@ -43,7 +66,8 @@ enum Cmd {
         #[arg(long)]
         idle: bool,
     },
-    /// Refresh `inspect` until interrupted.
+    /// Refresh `inspect` until interrupted, with contention rates per second (acquisitions,
+    /// waits, busy returns and the mean wait over the last interval).
     Watch {
         db: PathBuf,
         /// Refresh period in milliseconds.
@@ -77,6 +101,7 @@ fn to_json(db: &Path, r: &Report) -> serde_json::Value {
         "mode": match r.mode { 1 => "shared", 2 => "exclusive", _ => "none" },
         "lock_backend": r.backend,
         "reader_strategy": if r.reader_strategy == 0 { "cas" } else { "bytelock" },
+        "role_strategy": if r.role_strategy == 0 { "shm" } else { "bytelock" },
         "reader_slots": r.reader_slots,
         "instance_slots": r.instance_slots,
         "init_epoch": r.init_epoch,
@@ -84,6 +109,8 @@ fn to_json(db: &Path, r: &Report) -> serde_json::Value {
             "pid": a.pid, "instance": a.instance, "alive": true,
             "engine_locks_shared": slots_of(a.engine_shared),
             "engine_locks_exclusive": slots_of(a.engine_exclusive),
+            "writer": instance_role_json(&a.writer),
+            "checkpointer": instance_role_json(&a.checkpointer),
         })).collect::<Vec<_>>(),
         "writer": owner_json(&r.writer),
         "checkpointer": owner_json(&r.checkpointer),
@@ -101,14 +128,176 @@ fn to_json(db: &Path, r: &Report) -> serde_json::Value {
             "tail_frame": r.index.tail_frame, "blocks": r.index.blocks, "nodes": r.index.nodes,
             "bytes": r.index.pool_bytes,
         },
+        "contention": {
+            "writer": role_json(&r.contention.writer, &r.writer),
+            "checkpointer": role_json(&r.contention.checkpointer, &r.checkpointer),
+            "readers": {
+                "claims": r.contention.readers.claims,
+                "reclaims": r.contention.readers.reclaims,
+                "busy": r.contention.readers.busy,
+                "extra": r.contention.readers.extra,
+            },
+        },
     })
+}
+
+fn instance_role_json(u: &inspect::InstanceRole) -> serde_json::Value {
+    json!({
+        "acquires": u.acquires, "wait_ns": u.wait_ns, "waiting": u.waiting(), "ticket": u.ticket,
+    })
+}
+
+fn role_json(c: &RoleContention, holder: &tshm_owner_info) -> serde_json::Value {
+    let s = &c.stats;
+    json!({
+        "acquires": s.acquires, "waited": s.waited, "waited_pct": s.waited_pct(),
+        "wait_ns": s.wait_ns, "mean_wait_ns": s.mean_wait_ns(), "max_wait_ns": s.max_wait_ns,
+        "busy": s.busy, "reclaims": s.reclaims, "handoffs": s.handoffs,
+        "holder": owner_json(holder),
+        "waiters": c.waiters.iter().map(|w| json!({
+            "pid": w.pid, "instance": w.instance, "ticket": w.ticket,
+        })).collect::<Vec<_>>(),
+        "announced_waiters": c.announced_waiters,
+    })
+}
+
+/// A duration in nanoseconds for people: `850 ns`, `12.5 us`, `3.20 ms`, `1.50 s`.
+fn nanos(ns: u64) -> String {
+    let f = ns as f64;
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1} us", f / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2} ms", f / 1e6)
+    } else {
+        format!("{:.2} s", f / 1e9)
+    }
+}
+
+/// The contention section of the table.
+fn contention(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "contention   roles {}",
+        if r.role_strategy == 0 {
+            "in shared memory (waiters queued by ticket)"
+        } else {
+            "by byte lock"
+        }
+    );
+    for (name, c, h) in [
+        ("writer", &r.contention.writer, &r.writer),
+        ("checkpointer", &r.contention.checkpointer, &r.checkpointer),
+    ] {
+        let s = &c.stats;
+        let _ = writeln!(
+            t,
+            "  {name:<13}acquires {}  waited {} ({:.1}%)  wait mean {} max {}  busy {}  reclaims {}  handoffs {}",
+            s.acquires,
+            s.waited,
+            s.waited_pct(),
+            nanos(s.mean_wait_ns()),
+            nanos(s.max_wait_ns),
+            s.busy,
+            s.reclaims,
+            s.handoffs
+        );
+        let queue = if !c.waiters.is_empty() {
+            format!("{} waiting", c.waiters.len())
+        } else if c.announced_waiters != 0 {
+            format!("{} waiting (byte lock: no queue)", c.announced_waiters)
+        } else {
+            "nobody waiting".into()
+        };
+        let who = if h.held != 0 {
+            format!("held by {}", holder(h))
+        } else {
+            "free".into()
+        };
+        let _ = writeln!(t, "               {who}, {queue}");
+        for (k, w) in c.waiters.iter().enumerate() {
+            let _ = writeln!(
+                t,
+                "               {:>3}. pid {} (instance {})  ticket {}",
+                k + 1,
+                w.pid,
+                w.instance,
+                w.ticket
+            );
+        }
+    }
+    let rd = &r.contention.readers;
+    let _ = writeln!(
+        t,
+        "  readers      claims {}  reclaims {}  busy {}  extra {}",
+        rd.claims, rd.reclaims, rd.busy, rd.extra
+    );
+    for a in &r.attached {
+        let mut line = format!("  pid {} (instance {})", a.pid, a.instance);
+        for (name, u) in [("writer", &a.writer), ("checkpointer", &a.checkpointer)] {
+            let _ = write!(
+                line,
+                "  {name} {} acquires, {} waited",
+                u.acquires,
+                nanos(u.wait_ns)
+            );
+            if u.waiting() {
+                let _ = write!(line, " (waiting, ticket {})", u.ticket);
+            }
+        }
+        let _ = writeln!(t, "{line}");
+    }
+    t
+}
+
+/// The rates section of `watch`.
+fn rates_table(r: &Rates) -> String {
+    use std::fmt::Write;
+    let mut t = String::new();
+    if r.reset {
+        let _ = writeln!(
+            t,
+            "rates        sidecar re-initialized since the last refresh: counting from now"
+        );
+        return t;
+    }
+    let _ = writeln!(
+        t,
+        "rates        per second over the last {:.2} s",
+        r.seconds
+    );
+    for (name, x) in [("writer", &r.writer), ("checkpointer", &r.checkpointer)] {
+        let _ = writeln!(
+            t,
+            "  {name:<13}{:.1} acquires/s  {:.1} waits/s  {:.1} busy/s  wait mean {}",
+            x.acquires,
+            x.waits,
+            x.busy,
+            nanos(x.mean_wait_ns)
+        );
+    }
+    let _ = writeln!(
+        t,
+        "  readers      {:.1} claims/s  {:.1} busy/s",
+        r.reader_claims, r.reader_busy
+    );
+    t
 }
 
 fn holder(o: &tshm_owner_info) -> String {
     match (o.held != 0, o.alive != 0) {
         (false, _) => "free".into(),
         (true, true) => format!("pid {} (instance {})", o.pid, o.instance),
-        (true, false) => format!("stale record of pid {} (dead, reclaimable)", o.pid),
+        (true, false) if o.pid != 0 => {
+            format!("stale record of pid {} (dead, reclaimable)", o.pid)
+        }
+        (true, false) => format!(
+            "a dead holder in instance slot {} (reclaimable)",
+            o.instance
+        ),
     }
 }
 
@@ -196,6 +385,7 @@ fn table(db: &Path, r: &Report) -> String {
         r.index.pool_bytes,
         r.index.generation
     );
+    t.push_str(&contention(r));
     t
 }
 
@@ -250,12 +440,22 @@ fn main() -> ExitCode {
             }
             Err(e) => cannot(&db, &e),
         },
-        Cmd::Watch { db, interval } => loop {
-            match inspect::observe(&db) {
-                Ok(r) => print!("\x1b[H\x1b[2J{}", table(&db, &r)),
-                Err(e) => return cannot(&db, &e),
+        Cmd::Watch { db, interval } => {
+            let mut prev: Option<(Report, std::time::Instant)> = None;
+            loop {
+                let r = match inspect::observe(&db) {
+                    Ok(r) => r,
+                    Err(e) => return cannot(&db, &e),
+                };
+                let now = std::time::Instant::now();
+                let rates = match &prev {
+                    Some((p, at)) => rates_table(&inspect::rates(p, &r, (now - *at).as_secs_f64())),
+                    None => "rates        from the next refresh on\n".into(),
+                };
+                print!("\x1b[H\x1b[2J{}{rates}", table(&db, &r));
+                prev = Some((r, now));
+                std::thread::sleep(std::time::Duration::from_millis(interval.max(50)));
             }
-            std::thread::sleep(std::time::Duration::from_millis(interval.max(50)));
-        },
+        }
     }
 }
