@@ -26,7 +26,7 @@
 //! frees memory in the child.
 
 use crate::error::{Error, Result};
-use crate::index::{tshm_index_stats, Index};
+use crate::index::{tshm_index_stats, AppendMemo, Index};
 use crate::layout::*;
 use crate::lock::{self, Backend, Kind};
 use crate::node::{fork_gen, DbGuard, HandleId, Node};
@@ -197,6 +197,8 @@ pub struct Coordinator {
     /// Slots this handle holds for one transaction each (byte-lock strategy, or a snapshot
     /// other than the home slot's).
     readers: Mutex<Vec<u32>>,
+    /// Where this handle's index appends land (process memory; used only with `node`).
+    append_memo: AppendMemo,
     /// Engine lock slots this handle holds: 0 none, 1 SHARED, 2 EXCLUSIVE.
     engine_locks: Mutex<[u8; ENGINE_LOCKS as usize]>,
     closed: std::sync::atomic::AtomicBool,
@@ -389,6 +391,7 @@ impl Coordinator {
             roles: Default::default(),
             home: HomeSlot::new(),
             readers: Mutex::new(Vec::new()),
+            append_memo: AppendMemo::default(),
             engine_locks: Mutex::new([0; ENGINE_LOCKS as usize]),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -814,7 +817,8 @@ impl Coordinator {
     /// Adds `(page, frame)` to the shared frame index. Writer only; frames strictly increase.
     pub fn index_append(&self, page: u32, frame: u64) -> Result<()> {
         self.with_writer_index("appending to the frame index", |ix| {
-            ix.append(page, frame, self.index_limit)
+            // SAFETY: the memo is used with this handle's node only, which it cannot outlive.
+            unsafe { ix.with_memo(&self.append_memo) }.append(page, frame, self.index_limit)
         })
     }
 

@@ -64,7 +64,7 @@ use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::node::Mapped;
 use crate::region::{Pool, Shm};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 const UNIT: u64 = POOL_UNIT;
 const NODES_PER_UNIT: u64 = UNIT / PAGE;
@@ -114,6 +114,71 @@ pub struct Index<'a> {
     shm: &'a Shm,
     geom: &'a Geometry,
     pool: &'a Pool,
+    /// The appending writer's memo of where its appends land (see [`AppendMemo`]).
+    memo: Option<&'a AppendMemo>,
+}
+
+/// Directory leaves an [`AppendMemo`] remembers, direct-mapped by `page >> 9` (a leaf covers
+/// 512 consecutive pages, so 256 of them cover any 131,072 consecutive pages).
+const LEAF_MEMO: usize = 256;
+
+/// What a writer handle remembers between its appends, in process memory (never in the
+/// sidecar): where in this process's mapping of the pool the current entry block lies, and where
+/// the directory leaves of recently appended pages lie. With it an append does no walk of the
+/// block table or the directory and no range check of a pool offset: it loads the counters,
+/// then stores the entry, the tail, the count and the directory word, as without it.
+///
+/// Why a remembered place stays right: a block's unit, and a node page's place in the table
+/// word above it, are stored once (after the unit or page is written as zeros) and never
+/// changed for as long as anyone is attached; only [`Index::init`] clears them, which a first
+/// opener runs alone, so never while the handle holding a memo is attached (a closed or forked
+/// handle appends no more). Rollbacks and resets change only counters, entries and directory
+/// words, which an append reads from the sidecar every time; so does the generation. A
+/// remembered place was range-checked when it was learnt (the counters' bounds, then the
+/// file's length), and the pool keeps its windows mapped while it lives: a process mutating the
+/// tables from outside can make readers see `Corrupt`, but never send this writer outside its
+/// mapping.
+///
+/// Every field is an atomic (Relaxed), so no interleaving is undefined behaviour; the values
+/// pair up (a key with its pointer) because appends are serialized: the index has one mutator,
+/// the writer, and a handle's threads append one at a time (the coordinator's held-roles lock).
+/// Any pointer found in it is one that was checked, whatever the interleaving.
+pub struct AppendMemo {
+    /// Address of the [`Pool`] the pointers below lie in (0: nothing remembered).
+    pool: AtomicUsize,
+    /// Block number + 1 of the block starting at `block_ptr` (0: none).
+    block: AtomicU64,
+    block_ptr: AtomicUsize,
+    /// `page >> 9` + 1 of the leaf starting at `leaf_ptr[i]` (0: none), `i` = `page >> 9`
+    /// modulo [`LEAF_MEMO`].
+    leaf_key: [AtomicU32; LEAF_MEMO],
+    leaf_ptr: [AtomicUsize; LEAF_MEMO],
+}
+
+impl Default for AppendMemo {
+    fn default() -> AppendMemo {
+        AppendMemo {
+            pool: AtomicUsize::new(0),
+            block: AtomicU64::new(0),
+            block_ptr: AtomicUsize::new(0),
+            leaf_key: std::array::from_fn(|_| AtomicU32::new(0)),
+            leaf_ptr: std::array::from_fn(|_| AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl AppendMemo {
+    /// Forgets everything unless it was learnt in `pool`, and from now on learns in `pool`.
+    fn adopt(&self, pool: &Pool) {
+        let addr = pool as *const Pool as usize;
+        if self.pool.load(Relaxed) != addr {
+            self.block.store(0, Relaxed);
+            for k in &self.leaf_key {
+                k.store(0, Relaxed);
+            }
+            self.pool.store(addr, Relaxed);
+        }
+    }
 }
 
 fn word(shm: &Shm, off: usize) -> &AtomicU64 {
@@ -126,6 +191,21 @@ impl<'a> Index<'a> {
             shm: &m.shm,
             geom: &m.geom,
             pool: &m.pool,
+            memo: None,
+        }
+    }
+
+    /// This view, with appends that use and fill `memo`.
+    ///
+    /// # Safety
+    /// `memo` is never used with any other mapping than this view's during its whole life (the
+    /// pointers it remembers must not outlive the mapping they point into; the address check in
+    /// [`AppendMemo`] tells mappings apart only while they are alive).
+    pub(crate) unsafe fn with_memo(&self, memo: &'a AppendMemo) -> Index<'a> {
+        memo.adopt(self.pool);
+        Index {
+            memo: Some(memo),
+            ..*self
         }
     }
 
@@ -219,6 +299,14 @@ impl<'a> Index<'a> {
 
     /// The directory word of `page`; with `create`, allocates missing nodes (writer only).
     fn dir_word(&self, page: u32, create: bool) -> Result<Option<&'a AtomicU64>> {
+        let Some(leaf) = self.dir_leaf(page, create)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.pool.u64(leaf + (page & 511) as u64 * 8)?))
+    }
+
+    /// Pool offset of the directory leaf holding `page`'s word (see [`Index::dir_word`]).
+    fn dir_leaf(&self, page: u32, create: bool) -> Result<Option<u64>> {
         let top = self
             .shm
             .u32(self.geom.dir_top() + (page >> 19) as usize * 4);
@@ -226,10 +314,60 @@ impl<'a> Index<'a> {
             return Ok(None);
         };
         let leaf_word = self.pool.u32(mid + ((page >> 9) & 1023) as u64 * 4)?;
-        let Some((_, leaf)) = self.follow(leaf_word, create, mid_page)? else {
-            return Ok(None);
+        Ok(self
+            .follow(leaf_word, create, mid_page)?
+            .map(|(_, leaf)| leaf))
+    }
+
+    /// The two words of entry `slot` and `page`'s directory word, creating the block and the
+    /// directory nodes they need (writer only): from the memo when it knows them, else found
+    /// (and remembered).
+    #[inline]
+    fn append_words(
+        &self,
+        slot: u64,
+        page: u32,
+    ) -> Result<(&'a AtomicU64, &'a AtomicU64, &'a AtomicU64)> {
+        let Some(memo) = self.memo else {
+            let off = self.ensure_block(slot / BLOCK_ENTRIES)? + slot % BLOCK_ENTRIES * ENTRY_BYTES;
+            let dir = self.dir_word(page, true)?.expect("created above");
+            return Ok((self.pool.u64(off)?, self.pool.u64(off + 8)?, dir));
         };
-        Ok(Some(self.pool.u64(leaf + (page & 511) as u64 * 8)?))
+        let b = slot / BLOCK_ENTRIES;
+        let block = if memo.block.load(Relaxed) == b + 1 {
+            memo.block_ptr.load(Relaxed)
+        } else {
+            let off = self.ensure_block(b)?;
+            let p = self.pool.range(off, UNIT, UNIT)? as usize;
+            memo.block_ptr.store(p, Relaxed);
+            memo.block.store(b + 1, Relaxed);
+            p
+        };
+        let key = page >> 9;
+        let i = key as usize % LEAF_MEMO;
+        let leaf = if memo.leaf_key[i].load(Relaxed) == key + 1 {
+            memo.leaf_ptr[i].load(Relaxed)
+        } else {
+            let off = self.dir_leaf(page, true)?.expect("created above");
+            let p = self.pool.range(off, PAGE, PAGE)? as usize;
+            memo.leaf_ptr[i].store(p, Relaxed);
+            memo.leaf_key[i].store(key + 1, Relaxed);
+            p
+        };
+        let entry = block + (slot % BLOCK_ENTRIES * ENTRY_BYTES) as usize;
+        let dir = leaf + (page & 511) as usize * 8;
+        // SAFETY: `block` is the start of a whole unit and `leaf` of a whole node page of this
+        // pool, each range-checked by `Pool::range` when it was remembered (`with_memo`'s
+        // contract: this pool's, which keeps them mapped while it lives); the entry's 16 bytes
+        // lie inside the unit and the word's 8 inside the page, 8-aligned; shared memory is
+        // only ever accessed atomically.
+        unsafe {
+            Ok((
+                &*(entry as *const AtomicU64),
+                &*((entry + 8) as *const AtomicU64),
+                &*(dir as *const AtomicU64),
+            ))
+        }
     }
 
     /// Takes a zeroed node page (1-based pool page number).
@@ -279,7 +417,9 @@ impl<'a> Index<'a> {
     /// Appends `(page, frame)`; `frame` must exceed [`Index::tail`]. Writer only. `limit`
     /// caps the entries of one generation (0: no cap beyond the format's).
     pub fn append(&self, page: u32, frame: u64, limit: u64) -> Result<()> {
-        let tail = self.tail();
+        let tail_word = word(self.shm, H_IX_TAIL);
+        let count_word = word(self.shm, H_IX_COUNT);
+        let tail = tail_word.load(Relaxed);
         if frame == 0 || frame >= DEAD {
             return Err(Error::Misuse(format!(
                 "frame {frame} outside 1..2^63 (frame numbers start at 1)"
@@ -290,7 +430,7 @@ impl<'a> Index<'a> {
                 "frame {frame} is not above the newest indexed frame {tail}"
             )));
         }
-        let count = word(self.shm, H_IX_COUNT).load(Relaxed);
+        let count = count_word.load(Relaxed);
         let cap = if limit == 0 {
             MAX_ENTRIES
         } else {
@@ -302,8 +442,7 @@ impl<'a> Index<'a> {
             )));
         }
         let g32 = Self::gen32(word(self.shm, H_IX_GEN).load(Relaxed));
-        let off = self.ensure_block(count / BLOCK_ENTRIES)? + count % BLOCK_ENTRIES * ENTRY_BYTES;
-        let dir = self.dir_word(page, true)?.expect("created above");
+        let (w0, w1, dir) = self.append_words(count, page)?;
         let d = dir.load(Relaxed);
         let prev = if d >> 32 == g32 { d & 0xffff_ffff } else { 0 };
         if prev > count {
@@ -311,11 +450,11 @@ impl<'a> Index<'a> {
                 "directory of page {page} points to slot {prev} beyond the {count} entries"
             )));
         }
-        self.pool.u64(off)?.store(page as u64 | prev << 32, Relaxed);
-        self.pool.u64(off + 8)?.store(frame, Relaxed);
-        word(self.shm, H_IX_TAIL).store(frame, Relaxed);
+        w0.store(page as u64 | prev << 32, Relaxed);
+        w1.store(frame, Relaxed);
+        tail_word.store(frame, Relaxed);
         crate::testpoint::hit("append_entry");
-        word(self.shm, H_IX_COUNT).store(count + 1, Release);
+        count_word.store(count + 1, Release);
         dir.store(g32 << 32 | (count + 1), Release);
         Ok(())
     }
