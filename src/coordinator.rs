@@ -818,7 +818,7 @@ impl Coordinator {
     pub fn index_append(&self, page: u32, frame: u64) -> Result<()> {
         self.with_writer_index("appending to the frame index", |ix| {
             // SAFETY: the memo is used with this handle's node only, which it cannot outlive.
-            unsafe { ix.with_memo(&self.append_memo) }.append(page, frame, self.index_limit)
+            unsafe { ix.append_with(&self.append_memo, page, frame, self.index_limit) }
         })
     }
 

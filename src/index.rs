@@ -40,6 +40,12 @@
 //!    beyond it is corrupt, not growth; growth that would pass the file-size limit is
 //!    [`Error::Full`] before the write (never SIGXFSZ).
 //!
+//! **The writer's memo.** A writer handle keeps an [`AppendMemo`] in process memory: the
+//! current entry block's and recent directory leaves' addresses in its mapping, with the table
+//! words and bounds the walk to them checked. Each append compares those words and bounds with
+//! the sidecar's instead of walking again, and reads the counters, the generation and the
+//! directory word as always; its stores and their order are the same with or without it.
+//!
 //! **Rollback and its counters.** A rollback leaves dead entries in place until the next
 //! reset; the *trim word* (one atomic: `floor << 32 | dead`) says that `dead` is exactly the
 //! number of dead marks below slot `floor`, and the floor frame that every entry below the
@@ -114,55 +120,108 @@ pub struct Index<'a> {
     shm: &'a Shm,
     geom: &'a Geometry,
     pool: &'a Pool,
-    /// The appending writer's memo of where its appends land (see [`AppendMemo`]).
-    memo: Option<&'a AppendMemo>,
 }
 
 /// Directory leaves an [`AppendMemo`] remembers, direct-mapped by `page >> 9` (a leaf covers
-/// 512 consecutive pages, so 256 of them cover any 131,072 consecutive pages).
-const LEAF_MEMO: usize = 256;
+/// 512 consecutive pages, so they cover any 32,768 consecutive pages).
+const LEAF_MEMO: usize = 64;
 
 /// What a writer handle remembers between its appends, in process memory (never in the
-/// sidecar): where in this process's mapping of the pool the current entry block lies, and where
-/// the directory leaves of recently appended pages lie. With it an append does no walk of the
-/// block table or the directory and no range check of a pool offset: it loads the counters,
-/// then stores the entry, the tail, the count and the directory word, as without it.
+/// sidecar): for the current entry block and for the directory leaves of recently appended
+/// pages, the table words on the way to it and its address in this process's mapping of the
+/// pool, as one checked walk found them. An append then walks nothing and range-checks no
+/// pool offset: it compares those table words with the sidecar's (independent loads, not a
+/// chain of dependent ones), and the node pages and the unit with the node allocator's end and
+/// the published units, as a walk checks them. Any difference sends it down the walk, which
+/// reports what is wrong or learns the new place. So an append answers as it would without
+/// the memo, in every state of the sidecar (a corrupted table word is still `Corrupt`); and
+/// the counters, the generation and the directory word are read from the sidecar every time,
+/// so other writers, rollbacks and resets in between change nothing.
 ///
-/// Why a remembered place stays right: a block's unit, and a node page's place in the table
-/// word above it, are stored once (after the unit or page is written as zeros) and never
-/// changed for as long as anyone is attached; only [`Index::init`] clears them, which a first
-/// opener runs alone, so never while the handle holding a memo is attached (a closed or forked
-/// handle appends no more). Rollbacks and resets change only counters, entries and directory
-/// words, which an append reads from the sidecar every time; so does the generation. A
-/// remembered place was range-checked when it was learnt (the counters' bounds, then the
-/// file's length), and the pool keeps its windows mapped while it lives: a process mutating the
-/// tables from outside can make readers see `Corrupt`, but never send this writer outside its
-/// mapping.
+/// (The places in fact never move while anyone is attached: a table word, once it names a
+/// block's unit or a node page, is not changed until the first opener's [`Index::init`]; only
+/// corruption makes the comparisons fail.)
 ///
-/// Every field is an atomic (Relaxed), so no interleaving is undefined behaviour; the values
-/// pair up (a key with its pointer) because appends are serialized: the index has one mutator,
-/// the writer, and a handle's threads append one at a time (the coordinator's held-roles lock).
-/// Any pointer found in it is one that was checked, whatever the interleaving.
+/// Every field is an atomic (Relaxed), so no interleaving is undefined behaviour, and every
+/// address stored in it was range-checked within one mapping, whose pool it names (see
+/// [`Index::append_with`]). The
+/// fields of one place match each other because appends are serialized: the index has one
+/// mutator, the writer, and a handle's threads append one at a time (the coordinator's
+/// held-roles lock).
 pub struct AppendMemo {
-    /// Address of the [`Pool`] the pointers below lie in (0: nothing remembered).
+    /// Address of the [`Pool`] the addresses below lie in (0: nothing remembered).
     pool: AtomicUsize,
-    /// Block number + 1 of the block starting at `block_ptr` (0: none).
-    block: AtomicU64,
-    block_ptr: AtomicUsize,
-    /// `page >> 9` + 1 of the leaf starting at `leaf_ptr[i]` (0: none), `i` = `page >> 9`
-    /// modulo [`LEAF_MEMO`].
-    leaf_key: [AtomicU32; LEAF_MEMO],
-    leaf_ptr: [AtomicUsize; LEAF_MEMO],
+    /// The current entry block (key: block number + 1).
+    block: Place,
+    /// Directory leaves (key: `page >> 9` + 1).
+    leaves: [Place; LEAF_MEMO],
+}
+
+/// One remembered place. The walk to it read `n1` from the top table word at `top` (in the
+/// fixed part), the node page `n1` names, and `n2` from that node's word at `word`: for a
+/// block, `n1` its block-table node and `n2` its unit + 1; for a leaf, `n1` its middle node
+/// and `n2` the leaf's node page. It arrived at `ptr`, the block's unit or the leaf's page.
+/// The walk's bounds (node pages below the allocator's end and inside the published units,
+/// the unit published) hold for as long as those counters are at least `end` and `units`.
+#[derive(Default)]
+struct Place {
+    /// What the place is for, + 1 (0: nothing remembered).
+    key: AtomicU64,
+    top: AtomicUsize,
+    n1: AtomicU32,
+    n2: AtomicU32,
+    word: AtomicUsize,
+    end: AtomicU64,
+    units: AtomicU64,
+    ptr: AtomicUsize,
+}
+
+impl Place {
+    /// The remembered address, if the place is for `key` and what its walk read still holds.
+    #[inline]
+    fn get(&self, key: u64, end: u64, units: u64) -> Option<usize> {
+        // SAFETY: `top` and `word` are addresses of u32 table words that a walk checked (the
+        // key is set last, so they belong to it)
+        let same = self.key.load(Relaxed) == key
+            && unsafe { at::<AtomicU32>(self.top.load(Relaxed)) }.load(Acquire)
+                == self.n1.load(Relaxed)
+            && unsafe { at::<AtomicU32>(self.word.load(Relaxed)) }.load(Acquire)
+                == self.n2.load(Relaxed)
+            && end >= self.end.load(Relaxed)
+            && units >= self.units.load(Relaxed);
+        same.then(|| self.ptr.load(Relaxed))
+    }
+
+    /// Remembers what a walk read and where it arrived (see [`Place`]).
+    #[allow(clippy::too_many_arguments)]
+    fn set(
+        &self,
+        key: u64,
+        top: &AtomicU32,
+        n1: u32,
+        word: &AtomicU32,
+        n2: u32,
+        end: u64,
+        units: u64,
+        ptr: usize,
+    ) {
+        self.top.store(top as *const AtomicU32 as usize, Relaxed);
+        self.n1.store(n1, Relaxed);
+        self.word.store(word as *const AtomicU32 as usize, Relaxed);
+        self.n2.store(n2, Relaxed);
+        self.end.store(end, Relaxed);
+        self.units.store(units, Relaxed);
+        self.ptr.store(ptr, Relaxed);
+        self.key.store(key, Relaxed);
+    }
 }
 
 impl Default for AppendMemo {
     fn default() -> AppendMemo {
         AppendMemo {
             pool: AtomicUsize::new(0),
-            block: AtomicU64::new(0),
-            block_ptr: AtomicUsize::new(0),
-            leaf_key: std::array::from_fn(|_| AtomicU32::new(0)),
-            leaf_ptr: std::array::from_fn(|_| AtomicUsize::new(0)),
+            block: Place::default(),
+            leaves: std::array::from_fn(|_| Place::default()),
         }
     }
 }
@@ -172,13 +231,34 @@ impl AppendMemo {
     fn adopt(&self, pool: &Pool) {
         let addr = pool as *const Pool as usize;
         if self.pool.load(Relaxed) != addr {
-            self.block.store(0, Relaxed);
-            for k in &self.leaf_key {
-                k.store(0, Relaxed);
+            self.block.key.store(0, Relaxed);
+            for l in &self.leaves {
+                l.key.store(0, Relaxed);
             }
             self.pool.store(addr, Relaxed);
         }
     }
+}
+
+/// Whether `p` may be a node page below `parent` (0: a top table's child), with the node
+/// allocator's end at `end` and `units` pool units published (see [`Index::node_off`]).
+fn node_in_bounds(p: u32, parent: u32, end: u64, units: u64) -> bool {
+    p > parent && (p as u64) < end && p as u64 * PAGE <= units.saturating_mul(UNIT)
+}
+
+/// The least allocator end and published units under which node page `p` is in bounds.
+fn node_needs(p: u32) -> (u64, u64) {
+    (p as u64 + 1, (p as u64 * PAGE).div_ceil(UNIT))
+}
+
+/// The shared word at an address an [`AppendMemo`] remembers.
+///
+/// # Safety
+/// `addr` is aligned for `T` and lies, with the `T` there, in a mapping that is still alive:
+/// the fixed part of a [`Shm`] (its accessors checked it) or a range [`Pool::range`] checked.
+unsafe fn at<'a, T>(addr: usize) -> &'a T {
+    // SAFETY: the caller's; shared memory is only ever accessed atomically.
+    unsafe { &*(addr as *const T) }
 }
 
 fn word(shm: &Shm, off: usize) -> &AtomicU64 {
@@ -191,21 +271,6 @@ impl<'a> Index<'a> {
             shm: &m.shm,
             geom: &m.geom,
             pool: &m.pool,
-            memo: None,
-        }
-    }
-
-    /// This view, with appends that use and fill `memo`.
-    ///
-    /// # Safety
-    /// `memo` is never used with any other mapping than this view's during its whole life (the
-    /// pointers it remembers must not outlive the mapping they point into; the address check in
-    /// [`AppendMemo`] tells mappings apart only while they are alive).
-    pub(crate) unsafe fn with_memo(&self, memo: &'a AppendMemo) -> Index<'a> {
-        memo.adopt(self.pool);
-        Index {
-            memo: Some(memo),
-            ..*self
         }
     }
 
@@ -228,7 +293,7 @@ impl<'a> Index<'a> {
         // both loaded after the pointer (stored after them): the reload covers a valid one
         let end = word(self.shm, H_IX_NODE_END).load(Acquire);
         let units = self.units();
-        if p <= parent || p as u64 >= end || off + PAGE > units.saturating_mul(UNIT) {
+        if !node_in_bounds(p, parent, end, units) {
             return Err(Error::Corrupt(format!(
                 "index node page {p} (child of {parent}) is not a node page: node pages end \
                  at {end}, {units} units published"
@@ -258,23 +323,30 @@ impl<'a> Index<'a> {
 
     /// Pool offset of entry block `b`, if it has a unit.
     fn block_off(&self, b: u64) -> Result<Option<u64>> {
+        Ok(self.block_path(b)?.map(|(_, _, u)| (u as u64 - 1) * UNIT))
+    }
+
+    /// The block table's way to entry block `b`, if it has a unit: the node page, its word
+    /// for `b`, and that word's value (the unit + 1), each loaded once and checked.
+    fn block_path(&self, b: u64) -> Result<Option<(u32, &'a AtomicU32, u32)>> {
         if b >= IX_BLK_TOP * 1024 {
             return Ok(None);
         }
-        let Some((_, node)) = self.follow(self.blk_top(b), false, 0)? else {
+        let Some((n, node)) = self.follow(self.blk_top(b), false, 0)? else {
             return Ok(None);
         };
-        let u = self.pool.u32(node + (b & 1023) * 4)?.load(Acquire) as u64;
+        let w = self.pool.u32(node + (b & 1023) * 4)?;
+        let u = w.load(Acquire);
         if u == 0 {
             return Ok(None);
         }
         let units = self.units();
-        if u > units {
+        if u as u64 > units {
             return Err(Error::Corrupt(format!(
                 "index block {b} in unit {u} beyond the {units} published"
             )));
         }
-        Ok(Some((u - 1) * UNIT))
+        Ok(Some((n, w, u)))
     }
 
     fn entry_off(&self, slot: u64) -> Result<u64> {
@@ -307,67 +379,98 @@ impl<'a> Index<'a> {
 
     /// Pool offset of the directory leaf holding `page`'s word (see [`Index::dir_word`]).
     fn dir_leaf(&self, page: u32, create: bool) -> Result<Option<u64>> {
-        let top = self
-            .shm
-            .u32(self.geom.dir_top() + (page >> 19) as usize * 4);
-        let Some((mid_page, mid)) = self.follow(top, create, 0)? else {
+        Ok(self.leaf_path(page, create)?.map(|(_, _, _, leaf)| leaf))
+    }
+
+    fn dir_top(&self, page: u32) -> &'a AtomicU32 {
+        self.shm
+            .u32(self.geom.dir_top() + (page >> 19) as usize * 4)
+    }
+
+    /// The directory's way to the leaf holding `page`'s word: the middle node page, its word
+    /// for the leaf, the leaf's node page and pool offset, each loaded once and checked.
+    fn leaf_path(&self, page: u32, create: bool) -> Result<Option<(u32, &'a AtomicU32, u32, u64)>> {
+        let Some((mid_page, mid)) = self.follow(self.dir_top(page), create, 0)? else {
             return Ok(None);
         };
         let leaf_word = self.pool.u32(mid + ((page >> 9) & 1023) as u64 * 4)?;
         Ok(self
             .follow(leaf_word, create, mid_page)?
-            .map(|(_, leaf)| leaf))
+            .map(|(leaf_page, leaf)| (mid_page, leaf_word, leaf_page, leaf)))
     }
 
     /// The two words of entry `slot` and `page`'s directory word, creating the block and the
     /// directory nodes they need (writer only): from the memo when it knows them, else found
     /// (and remembered).
-    #[inline]
+    #[inline(always)]
     fn append_words(
         &self,
+        memo: Option<&AppendMemo>,
         slot: u64,
         page: u32,
     ) -> Result<(&'a AtomicU64, &'a AtomicU64, &'a AtomicU64)> {
-        let Some(memo) = self.memo else {
+        let Some(memo) = memo else {
             let off = self.ensure_block(slot / BLOCK_ENTRIES)? + slot % BLOCK_ENTRIES * ENTRY_BYTES;
             let dir = self.dir_word(page, true)?.expect("created above");
             return Ok((self.pool.u64(off)?, self.pool.u64(off + 8)?, dir));
         };
+        // the bounds a walk checks the node pages and the unit against
+        let end = word(self.shm, H_IX_NODE_END).load(Acquire);
+        let units = self.units();
         let b = slot / BLOCK_ENTRIES;
-        let block = if memo.block.load(Relaxed) == b + 1 {
-            memo.block_ptr.load(Relaxed)
-        } else {
-            let off = self.ensure_block(b)?;
-            let p = self.pool.range(off, UNIT, UNIT)? as usize;
-            memo.block_ptr.store(p, Relaxed);
-            memo.block.store(b + 1, Relaxed);
-            p
+        let block = match memo.block.get(b + 1, end, units) {
+            Some(p) => p,
+            None => self.learn_block(&memo.block, b)?,
         };
-        let key = page >> 9;
-        let i = key as usize % LEAF_MEMO;
-        let leaf = if memo.leaf_key[i].load(Relaxed) == key + 1 {
-            memo.leaf_ptr[i].load(Relaxed)
-        } else {
-            let off = self.dir_leaf(page, true)?.expect("created above");
-            let p = self.pool.range(off, PAGE, PAGE)? as usize;
-            memo.leaf_ptr[i].store(p, Relaxed);
-            memo.leaf_key[i].store(key + 1, Relaxed);
-            p
+        let key = (page >> 9) as u64;
+        let lp = &memo.leaves[key as usize % LEAF_MEMO];
+        let leaf = match lp.get(key + 1, end, units) {
+            Some(p) => p,
+            None => self.learn_leaf(lp, page)?,
         };
         let entry = block + (slot % BLOCK_ENTRIES * ENTRY_BYTES) as usize;
         let dir = leaf + (page & 511) as usize * 8;
-        // SAFETY: `block` is the start of a whole unit and `leaf` of a whole node page of this
-        // pool, each range-checked by `Pool::range` when it was remembered (`with_memo`'s
-        // contract: this pool's, which keeps them mapped while it lives); the entry's 16 bytes
-        // lie inside the unit and the word's 8 inside the page, 8-aligned; shared memory is
-        // only ever accessed atomically.
-        unsafe {
-            Ok((
-                &*(entry as *const AtomicU64),
-                &*((entry + 8) as *const AtomicU64),
-                &*(dir as *const AtomicU64),
-            ))
-        }
+        // SAFETY: `block` is the start of a whole unit and `leaf` of a whole node page, each
+        // range-checked in this pool when it was learnt (`append_with`'s contract: this pool,
+        // which keeps its windows mapped while it lives); the entry's 16 bytes lie inside the
+        // unit and the word's 8 inside the page, 8-aligned.
+        unsafe { Ok((at(entry), at(entry + 8), at(dir))) }
+    }
+
+    /// Gives block `b` a unit if it has none, then walks to it once more and remembers in `bp`
+    /// what that walk read (writer only). Returns the block's address.
+    fn learn_block(&self, bp: &Place, b: u64) -> Result<usize> {
+        self.ensure_block(b)?;
+        let Some((node, w, unit1)) = self.block_path(b)? else {
+            return Err(Error::Corrupt(format!(
+                "index block {b} lost its unit while the writer gave it one"
+            )));
+        };
+        let p = self.pool.range((unit1 as u64 - 1) * UNIT, UNIT, UNIT)? as usize;
+        let (end, units) = node_needs(node);
+        let units = units.max(unit1 as u64);
+        bp.set(b + 1, self.blk_top(b), node, w, unit1, end, units, p);
+        Ok(p)
+    }
+
+    /// Gives `page` the directory nodes it lacks, walks to its leaf and remembers in `lp` what
+    /// the walk read (writer only). Returns the leaf's address.
+    fn learn_leaf(&self, lp: &Place, page: u32) -> Result<usize> {
+        let (mid, w, leaf, off) = self.leaf_path(page, true)?.expect("created above");
+        let p = self.pool.range(off, PAGE, PAGE)? as usize;
+        // the leaf lies above its middle node: its bounds cover both
+        let (end, units) = node_needs(leaf);
+        lp.set(
+            (page >> 9) as u64 + 1,
+            self.dir_top(page),
+            mid,
+            w,
+            leaf,
+            end,
+            units,
+            p,
+        );
+        Ok(p)
     }
 
     /// Takes a zeroed node page (1-based pool page number).
@@ -417,6 +520,34 @@ impl<'a> Index<'a> {
     /// Appends `(page, frame)`; `frame` must exceed [`Index::tail`]. Writer only. `limit`
     /// caps the entries of one generation (0: no cap beyond the format's).
     pub fn append(&self, page: u32, frame: u64, limit: u64) -> Result<()> {
+        self.append_in(None, page, frame, limit)
+    }
+
+    /// [`Index::append`], using and filling `memo`.
+    ///
+    /// # Safety
+    /// `memo` is used with no other mapping than this view's during its whole life (the
+    /// addresses it remembers must not outlive the mapping they point into; the address check
+    /// in [`AppendMemo`] tells mappings apart only while they are alive).
+    pub(crate) unsafe fn append_with(
+        &self,
+        memo: &AppendMemo,
+        page: u32,
+        frame: u64,
+        limit: u64,
+    ) -> Result<()> {
+        memo.adopt(self.pool);
+        self.append_in(Some(memo), page, frame, limit)
+    }
+
+    #[inline(always)]
+    fn append_in(
+        &self,
+        memo: Option<&AppendMemo>,
+        page: u32,
+        frame: u64,
+        limit: u64,
+    ) -> Result<()> {
         let tail_word = word(self.shm, H_IX_TAIL);
         let count_word = word(self.shm, H_IX_COUNT);
         let tail = tail_word.load(Relaxed);
@@ -442,7 +573,7 @@ impl<'a> Index<'a> {
             )));
         }
         let g32 = Self::gen32(word(self.shm, H_IX_GEN).load(Relaxed));
-        let (w0, w1, dir) = self.append_words(count, page)?;
+        let (w0, w1, dir) = self.append_words(memo, count, page)?;
         let d = dir.load(Relaxed);
         let prev = if d >> 32 == g32 { d & 0xffff_ffff } else { 0 };
         if prev > count {
@@ -1344,7 +1475,7 @@ mod killed_truncates {
     use crate::region::{grow, write_header, Pool, Shm};
     use std::os::fd::AsRawFd;
 
-    fn fresh(name: &str) -> (std::fs::File, Mapped) {
+    pub(super) fn fresh(name: &str) -> (std::fs::File, Mapped) {
         let dir = std::env::temp_dir().join(format!("tshm-ixk-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
@@ -1613,5 +1744,124 @@ mod validate_interleavings {
         assert!(runs > 10_000, "{runs}");
         let (bad_before, _) = run(false);
         assert!(bad_before > 0, "the old order should fail somewhere");
+    }
+}
+
+/// An append with a memo answers as one without it, whatever the sidecar holds. Two indexes
+/// take the same appends and the same mutations of each word a memo relies on (the top table
+/// words, the node words under them, the node allocator's end, the published units), then
+/// have them put back; one appends with a memo, the other without. Every append's result, and
+/// at the end every pool word, counter and lookup, must be the same in both.
+#[cfg(test)]
+mod append_memo {
+    use super::killed_truncates::fresh;
+    use super::*;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Word {
+        DirTop(u32),
+        Mid(u32),
+        BlkTop(u64),
+        BlkNode(u64),
+        Header(usize),
+    }
+
+    fn node_word(m: &Mapped, node: u32, i: u64) -> &AtomicU32 {
+        m.pool.u32((node as u64 - 1) * PAGE + i * 4).unwrap()
+    }
+
+    /// Loads or stores (with `Some`) the word; returns what it held.
+    fn poke(m: &Mapped, w: Word, v: Option<u64>) -> u64 {
+        let w32 = |a: &AtomicU32| {
+            let old = a.load(Relaxed) as u64;
+            if let Some(v) = v {
+                a.store(v as u32, Relaxed);
+            }
+            old
+        };
+        let dir_top = |page: u32| m.shm.u32(m.geom.dir_top() + (page >> 19) as usize * 4);
+        let blk_top = |b: u64| m.shm.u32(m.geom.blk_top() + (b >> 10) as usize * 4);
+        match w {
+            Word::DirTop(page) => w32(dir_top(page)),
+            Word::Mid(page) => {
+                let mid = dir_top(page).load(Relaxed);
+                w32(node_word(m, mid, ((page >> 9) & 1023) as u64))
+            }
+            Word::BlkTop(b) => w32(blk_top(b)),
+            Word::BlkNode(b) => w32(node_word(m, blk_top(b).load(Relaxed), b & 1023)),
+            Word::Header(off) => {
+                let old = word(&m.shm, off).load(Relaxed);
+                if let Some(v) = v {
+                    word(&m.shm, off).store(v, Relaxed);
+                }
+                old
+            }
+        }
+    }
+
+    fn page(f: u64) -> u32 {
+        [1, 600, 600_000, (f % 3000) as u32][(f % 4) as usize]
+    }
+
+    #[test]
+    fn memo_appends_answer_as_walks_do_whatever_the_tables_hold() {
+        let leaf_of_600 = |m: &Mapped| poke(m, Word::Mid(600), None);
+        // (the word, its value meanwhile (None: another valid leaf), whether appends then fail)
+        let cases: Vec<(Word, Option<u64>, bool)> = vec![
+            (Word::DirTop(1), Some(0x7fff_ffff), true),
+            (Word::DirTop(600_000), Some(0), false),
+            (Word::Mid(1), Some(0x7fff_ffff), true),
+            (Word::Mid(1), Some(1), true),
+            (Word::Mid(1), None, false),
+            (Word::BlkTop(1), Some(0x7fff_ffff), true),
+            (Word::BlkTop(1), Some(0), false),
+            (Word::BlkNode(1), Some(0x7fff_ffff), true),
+            (Word::BlkNode(1), Some(0), false),
+            (Word::Header(H_IX_NODE_END), Some(2), true),
+            (Word::Header(H_IX_UNITS), Some(1), true),
+        ];
+        for (case, (w, v, fails)) in cases.into_iter().enumerate() {
+            let (_fa, a) = fresh(&format!("memo-a-{case}.tshm"));
+            let (_fb, b) = fresh(&format!("memo-b-{case}.tshm"));
+            let memo = AppendMemo::default();
+            let (ia, ib) = (Index::new(&a), Index::new(&b));
+            let mut f = 0;
+            let both = |n: u64, f: &mut u64| {
+                let mut failed = 0;
+                for _ in 0..n {
+                    *f += 1;
+                    // SAFETY: the memo is used with `a` only, which outlives it
+                    let ra = unsafe { ia.append_with(&memo, page(*f), *f, 0) };
+                    let rb = ib.append(page(*f), *f, 0);
+                    assert_eq!(format!("{ra:?}"), format!("{rb:?}"), "{w:?} frame {f}");
+                    if ra.is_err() {
+                        *f -= 1;
+                        failed += 1;
+                    }
+                }
+                failed
+            };
+            assert_eq!(both(5000, &mut f), 0);
+            let v = v.unwrap_or_else(|| leaf_of_600(&a));
+            let old = [poke(&a, w, Some(v)), poke(&b, w, Some(v))];
+            assert_eq!(old[0], old[1]);
+            assert_eq!(both(20, &mut f) > 0, fails, "{w:?} set to {v}");
+            poke(&a, w, Some(old[0]));
+            poke(&b, w, Some(old[1]));
+            assert_eq!(both(200, &mut f), 0, "{w:?} put back");
+            let (sa, sb) = (ia.stats(), ib.stats());
+            assert_eq!(sa, sb, "{w:?}");
+            for off in (0..sa.pool_bytes).step_by(8) {
+                let x = a.pool.u64(off).unwrap().load(Relaxed);
+                assert_eq!(x, b.pool.u64(off).unwrap().load(Relaxed), "{w:?} at {off}");
+            }
+            for p in [1, 600, 600_000, 7, 2999] {
+                let r = (ia.find(p, f).map_err(|e| e.to_string()), ib.find(p, f));
+                assert_eq!(
+                    format!("{:?}", r.0),
+                    format!("{:?}", r.1.map_err(|e| e.to_string()))
+                );
+            }
+        }
     }
 }
