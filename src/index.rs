@@ -323,11 +323,28 @@ impl<'a> Index<'a> {
 
     /// Pool offset of entry block `b`, if it has a unit.
     fn block_off(&self, b: u64) -> Result<Option<u64>> {
-        Ok(self.block_path(b)?.map(|(_, _, u)| (u as u64 - 1) * UNIT))
+        if b >= IX_BLK_TOP * 1024 {
+            return Ok(None);
+        }
+        let Some((_, node)) = self.follow(self.blk_top(b), false, 0)? else {
+            return Ok(None);
+        };
+        let u = self.pool.u32(node + (b & 1023) * 4)?.load(Acquire) as u64;
+        if u == 0 {
+            return Ok(None);
+        }
+        let units = self.units();
+        if u > units {
+            return Err(Error::Corrupt(format!(
+                "index block {b} in unit {u} beyond the {units} published"
+            )));
+        }
+        Ok(Some((u - 1) * UNIT))
     }
 
-    /// The block table's way to entry block `b`, if it has a unit: the node page, its word
-    /// for `b`, and that word's value (the unit + 1), each loaded once and checked.
+    /// [`Index::block_off`]'s walk, returning what it read: the node page, its word for `b`,
+    /// and that word's value (the unit + 1). (A walk of its own, so that lookups keep theirs
+    /// lean; `append_memo`'s test holds the two to the same answers.)
     fn block_path(&self, b: u64) -> Result<Option<(u32, &'a AtomicU32, u32)>> {
         if b >= IX_BLK_TOP * 1024 {
             return Ok(None);
@@ -371,15 +388,15 @@ impl<'a> Index<'a> {
 
     /// The directory word of `page`; with `create`, allocates missing nodes (writer only).
     fn dir_word(&self, page: u32, create: bool) -> Result<Option<&'a AtomicU64>> {
-        let Some(leaf) = self.dir_leaf(page, create)? else {
+        let top = self.dir_top(page);
+        let Some((mid_page, mid)) = self.follow(top, create, 0)? else {
+            return Ok(None);
+        };
+        let leaf_word = self.pool.u32(mid + ((page >> 9) & 1023) as u64 * 4)?;
+        let Some((_, leaf)) = self.follow(leaf_word, create, mid_page)? else {
             return Ok(None);
         };
         Ok(Some(self.pool.u64(leaf + (page & 511) as u64 * 8)?))
-    }
-
-    /// Pool offset of the directory leaf holding `page`'s word (see [`Index::dir_word`]).
-    fn dir_leaf(&self, page: u32, create: bool) -> Result<Option<u64>> {
-        Ok(self.leaf_path(page, create)?.map(|(_, _, _, leaf)| leaf))
     }
 
     fn dir_top(&self, page: u32) -> &'a AtomicU32 {
@@ -387,8 +404,9 @@ impl<'a> Index<'a> {
             .u32(self.geom.dir_top() + (page >> 19) as usize * 4)
     }
 
-    /// The directory's way to the leaf holding `page`'s word: the middle node page, its word
-    /// for the leaf, the leaf's node page and pool offset, each loaded once and checked.
+    /// [`Index::dir_word`]'s walk to the leaf holding `page`'s word, returning what it read:
+    /// the middle node page, its word for the leaf, the leaf's node page and pool offset. (A
+    /// walk of its own, as [`Index::block_path`] is.)
     fn leaf_path(&self, page: u32, create: bool) -> Result<Option<(u32, &'a AtomicU32, u32, u64)>> {
         let Some((mid_page, mid)) = self.follow(self.dir_top(page), create, 0)? else {
             return Ok(None);
