@@ -144,10 +144,9 @@ const LEAF_MEMO: usize = 64;
 ///
 /// Every field is an atomic (Relaxed), so no interleaving is undefined behaviour, and every
 /// address stored in it was range-checked within one mapping, whose pool it names (see
-/// [`Index::append_with`]). The
-/// fields of one place match each other because appends are serialized: the index has one
-/// mutator, the writer, and a handle's threads append one at a time (the coordinator's
-/// held-roles lock).
+/// [`Index::append_with`]). The fields of one place match each other because appends are
+/// serialized: the index has one mutator, the writer, and one thread of a handle at a time uses
+/// it (the coordinator's writer role state is `IN_USE` meanwhile; another thread is refused).
 pub struct AppendMemo {
     /// Address of the [`Pool`] the addresses below lie in (0: nothing remembered).
     pool: AtomicUsize,
