@@ -216,6 +216,97 @@ static void killed_between_append_and_publish(const char *db) {
     tshm_close(keep, NULL);
 }
 
+/* Random lookups at random snapshots up to `upto` against the schedule; returns failures. */
+static int check_lookups_below(tshm *h, uint64_t upto, uint64_t *seed, int n) {
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        *seed = mix(*seed);
+        uint32_t page = (uint32_t)(*seed % (NPAGES + 100));
+        uint64_t max = 1 + (*seed >> 20) % upto, want = expected(page, max), got = 0;
+        int rc = tshm_index_find(h, page, max, &got);
+        if (!((rc == TSHM_OK && got == want && want != 0) || (rc == TSHM_NOTFOUND && want == 0))) {
+            if (bad++ < 5)
+                fprintf(stderr, "page %u at %llu: rc %d got %llu want %llu\n", page,
+                        (unsigned long long)max, rc, (unsigned long long)got,
+                        (unsigned long long)want);
+        }
+    }
+    return bad;
+}
+
+/* A writer handle appends (and so remembers where its appends land), then lets go. Another
+ * process restarts the index (a WAL restart) and appends into the old blocks again; a third
+ * appends, publishes part, and is killed with entries unpublished; a fourth is killed inside
+ * an append (at the test point between the entry and the count). The first handle takes the
+ * role back (its trim drops what was never published) and appends across blocks it knew
+ * before: a fresh process finds, at any snapshot, what the schedule says. */
+static void remembering_writer_after_others_and_kills(const char *db) {
+    tshm *keep = open_with(db, 0, 0, 0);
+    if (keep == NULL) { CHECK(0); return; }
+    CHECK_RC(tshm_writer_acquire(keep, 1000), TSHM_OK);
+    for (uint64_t f = 1; f <= 9000; f++) CHECK_RC(tshm_index_append(keep, page_of(f), f), TSHM_OK);
+    publish_max_frame(keep, 9000);
+    CHECK_RC(tshm_writer_release(keep), TSHM_OK);
+    pid_t kid = fork();
+    if (kid == 0) {
+        tshm *h = open_with(db, 0, 0, 0);
+        if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(1);
+        if (tshm_index_reset(h) != TSHM_OK) _exit(2);
+        publish_max_frame(h, 0);
+        for (uint64_t f = 1; f <= 5000; f++)
+            if (tshm_index_append(h, page_of(f), f) != TSHM_OK) _exit(3);
+        publish_max_frame(h, 5000);
+        _exit(tshm_writer_release(h) == TSHM_OK && tshm_close(h, NULL) == TSHM_OK ? 0 : 4);
+    }
+    CHECK(child_wait(kid) == 0);
+    channel ch;
+    channel_init(&ch);
+    kid = fork();
+    if (kid == 0) {
+        tshm *h = open_with(db, 0, 0, 0);
+        if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(1);
+        for (uint64_t f = 5001; f <= 7000; f++) tshm_index_append(h, page_of(f), f);
+        publish_max_frame(h, 7000);
+        for (uint64_t f = 7001; f <= 7300; f++) tshm_index_append(h, bogus_page_of(f), f);
+        char c = 'r';
+        channel_send(&ch, &c, 1);
+        for (;;) pause(); /* killed here */
+    }
+    char c;
+    CHECK(channel_recv(&ch, &c, 1) && c == 'r');
+    child_kill(kid);
+    kid = fork();
+    if (kid == 0) {
+        setenv("TSHM_TEST_CRASH_AT", "append_entry", 1); /* armed before the first call */
+        tshm *h = open_with(db, 0, 0, 0);
+        if (h == NULL || tshm_writer_acquire(h, 1000) != TSHM_OK) _exit(1);
+        tshm_index_append(h, bogus_page_of(7001), 7001); /* dies inside */
+        _exit(2);
+    }
+    CHECK(child_wait(kid) == 128 + SIGKILL);
+    tshm_index_stats st;
+    CHECK_RC(tshm_index_stats_get(keep, &st), TSHM_OK);
+    CHECK(st.tail_frame == 7001); /* the dead append's entry and tail, not its count */
+    CHECK_RC(tshm_writer_acquire(keep, 1000), TSHM_OK);
+    CHECK_RC(tshm_index_stats_get(keep, &st), TSHM_OK);
+    CHECK(st.tail_frame == 7000 && st.dead == 300);
+    for (uint64_t f = 7001; f <= 14000; f++) CHECK_RC(tshm_index_append(keep, page_of(f), f), TSHM_OK);
+    publish_max_frame(keep, 14000);
+    CHECK_RC(tshm_writer_release(keep), TSHM_OK);
+    pid_t r = fork();
+    if (r == 0) {
+        tshm *h = open_with(db, 0, 0, 0);
+        uint64_t s = 5;
+        int bad = h == NULL ? 1 : check_lookups_below(h, 14000, &s, 4000);
+        tshm_close(h, NULL);
+        _exit(bad != 0);
+    }
+    CHECK(child_wait(r) == 0);
+    close(ch.fd[0]);
+    close(ch.fd[1]);
+    tshm_close(keep, NULL);
+}
+
 /* The file-size limit stops growth with TSHM_FULL whatever SIGXFSZ's disposition (at the
  * default it kills: growth checks the limit first, and never changes the disposition); the
  * index stays consistent, rolls back, and grows again once the limit is lifted. */
@@ -653,6 +744,7 @@ int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     concurrent_lookups(test_db("concurrent.db"), 400000);
     killed_between_append_and_publish(test_db("killed.db"));
+    remembering_writer_after_others_and_kills(test_db("remembering.db"));
     growth_under_file_size_limit(test_db("fsize.db"), SIG_IGN);
     corrupt_index(test_db("corrupt.db"));
     truncate_killed_inside_the_loop(test_db("trunc-killed.db"));

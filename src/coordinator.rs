@@ -26,7 +26,7 @@
 //! frees memory in the child.
 
 use crate::error::{Error, Result};
-use crate::index::{tshm_index_stats, Index};
+use crate::index::{tshm_index_stats, AppendMemo, Index};
 use crate::layout::*;
 use crate::lock::{self, Backend, Kind};
 use crate::node::{fork_gen, DbGuard, HandleId, Node};
@@ -163,6 +163,8 @@ pub struct Coordinator {
     roles: [RoleState; 2],
     /// The reader slots this handle holds and the transactions pinned in them.
     pins: Pins,
+    /// Where this handle's index appends land (process memory; used only with `node`).
+    append_memo: AppendMemo,
     /// Engine lock slots this handle holds: 0 none, 1 SHARED, 2 EXCLUSIVE.
     engine_locks: Mutex<[u8; ENGINE_LOCKS as usize]>,
     closed: std::sync::atomic::AtomicBool,
@@ -354,6 +356,7 @@ impl Coordinator {
             index_limit: opts.index_limit,
             roles: Default::default(),
             pins: Pins::default(),
+            append_memo: AppendMemo::default(),
             engine_locks: Mutex::new([0; ENGINE_LOCKS as usize]),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -755,7 +758,7 @@ impl Coordinator {
     }
 
     /// Runs `f` on the index while this handle holds the writer role (the index's only
-    /// mutator); the held-roles lock keeps the handle's other threads out meanwhile.
+    /// mutator); the writer state (`IN_USE`) keeps the handle's other threads out meanwhile.
     fn with_writer_index<T>(&self, what: &str, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
         self.check()?;
         self.ident()?;
@@ -775,7 +778,8 @@ impl Coordinator {
     /// Adds `(page, frame)` to the shared frame index. Writer only; frames strictly increase.
     pub fn index_append(&self, page: u32, frame: u64) -> Result<()> {
         self.with_writer_index("appending to the frame index", |ix| {
-            ix.append(page, frame, self.index_limit)
+            // SAFETY: the memo is used with this handle's node only, which it cannot outlive.
+            unsafe { ix.append_with(&self.append_memo, page, frame, self.index_limit) }
         })
     }
 

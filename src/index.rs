@@ -40,6 +40,12 @@
 //!    beyond it is corrupt, not growth; growth that would pass the file-size limit is
 //!    [`Error::Full`] before the write (never SIGXFSZ).
 //!
+//! **The writer's memo.** A writer handle keeps an [`AppendMemo`] in process memory: the
+//! current entry block's and recent directory leaves' addresses in its mapping, with the table
+//! words and bounds the walk to them checked. Each append compares those words and bounds with
+//! the sidecar's instead of walking again, and reads the counters, the generation and the
+//! directory word as always; its stores and their order are the same with or without it.
+//!
 //! **Rollback and its counters.** A rollback leaves dead entries in place until the next
 //! reset; the *trim word* (one atomic: `floor << 32 | dead`) says that `dead` is exactly the
 //! number of dead marks below slot `floor`, and the floor frame that every entry below the
@@ -64,7 +70,7 @@ use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::node::Mapped;
 use crate::region::{Pool, Shm};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 const UNIT: u64 = POOL_UNIT;
 const NODES_PER_UNIT: u64 = UNIT / PAGE;
@@ -116,6 +122,144 @@ pub struct Index<'a> {
     pool: &'a Pool,
 }
 
+/// Directory leaves an [`AppendMemo`] remembers, direct-mapped by `page >> 9` (a leaf covers
+/// 512 consecutive pages, so they cover any 32,768 consecutive pages).
+const LEAF_MEMO: usize = 64;
+
+/// What a writer handle remembers between its appends, in process memory (never in the
+/// sidecar): for the current entry block and for the directory leaves of recently appended
+/// pages, the table words on the way to it and its address in this process's mapping of the
+/// pool, as one checked walk found them. An append then walks nothing and range-checks no
+/// pool offset: it compares those table words with the sidecar's (independent loads, not a
+/// chain of dependent ones), and the node pages and the unit with the node allocator's end and
+/// the published units, as a walk checks them. Any difference sends it down the walk, which
+/// reports what is wrong or learns the new place. So an append answers as it would without
+/// the memo, in every state of the sidecar (a corrupted table word is still `Corrupt`); and
+/// the counters, the generation and the directory word are read from the sidecar every time,
+/// so other writers, rollbacks and resets in between change nothing.
+///
+/// (The places in fact never move while anyone is attached: a table word, once it names a
+/// block's unit or a node page, is not changed until the first opener's [`Index::init`]; only
+/// corruption makes the comparisons fail.)
+///
+/// Every field is an atomic (Relaxed), so no interleaving is undefined behaviour, and every
+/// address stored in it was range-checked within one mapping, whose pool it names (see
+/// [`Index::append_with`]). The fields of one place match each other because appends are
+/// serialized: the index has one mutator, the writer, and one thread of a handle at a time uses
+/// it (the coordinator's writer role state is `IN_USE` meanwhile; another thread is refused).
+pub struct AppendMemo {
+    /// Address of the [`Pool`] the addresses below lie in (0: nothing remembered).
+    pool: AtomicUsize,
+    /// The current entry block (key: block number + 1).
+    block: Place,
+    /// Directory leaves (key: `page >> 9` + 1).
+    leaves: [Place; LEAF_MEMO],
+}
+
+/// One remembered place. The walk to it read `n1` from the top table word at `top` (in the
+/// fixed part), the node page `n1` names, and `n2` from that node's word at `word`: for a
+/// block, `n1` its block-table node and `n2` its unit + 1; for a leaf, `n1` its middle node
+/// and `n2` the leaf's node page. It arrived at `ptr`, the block's unit or the leaf's page.
+/// The walk's bounds (node pages below the allocator's end and inside the published units,
+/// the unit published) hold for as long as those counters are at least `end` and `units`.
+#[derive(Default)]
+struct Place {
+    /// What the place is for, + 1 (0: nothing remembered).
+    key: AtomicU64,
+    top: AtomicUsize,
+    n1: AtomicU32,
+    n2: AtomicU32,
+    word: AtomicUsize,
+    end: AtomicU64,
+    units: AtomicU64,
+    ptr: AtomicUsize,
+}
+
+impl Place {
+    /// The remembered address, if the place is for `key` and what its walk read still holds.
+    #[inline]
+    fn get(&self, key: u64, end: u64, units: u64) -> Option<usize> {
+        // SAFETY: `top` and `word` are addresses of u32 table words that a walk checked (the
+        // key is set last, so they belong to it)
+        let same = self.key.load(Relaxed) == key
+            && unsafe { at::<AtomicU32>(self.top.load(Relaxed)) }.load(Acquire)
+                == self.n1.load(Relaxed)
+            && unsafe { at::<AtomicU32>(self.word.load(Relaxed)) }.load(Acquire)
+                == self.n2.load(Relaxed)
+            && end >= self.end.load(Relaxed)
+            && units >= self.units.load(Relaxed);
+        same.then(|| self.ptr.load(Relaxed))
+    }
+
+    /// Remembers what a walk read and where it arrived (see [`Place`]).
+    #[allow(clippy::too_many_arguments)]
+    fn set(
+        &self,
+        key: u64,
+        top: &AtomicU32,
+        n1: u32,
+        word: &AtomicU32,
+        n2: u32,
+        end: u64,
+        units: u64,
+        ptr: usize,
+    ) {
+        self.top.store(top as *const AtomicU32 as usize, Relaxed);
+        self.n1.store(n1, Relaxed);
+        self.word.store(word as *const AtomicU32 as usize, Relaxed);
+        self.n2.store(n2, Relaxed);
+        self.end.store(end, Relaxed);
+        self.units.store(units, Relaxed);
+        self.ptr.store(ptr, Relaxed);
+        self.key.store(key, Relaxed);
+    }
+}
+
+impl Default for AppendMemo {
+    fn default() -> AppendMemo {
+        AppendMemo {
+            pool: AtomicUsize::new(0),
+            block: Place::default(),
+            leaves: std::array::from_fn(|_| Place::default()),
+        }
+    }
+}
+
+impl AppendMemo {
+    /// Forgets everything unless it was learnt in `pool`, and from now on learns in `pool`.
+    fn adopt(&self, pool: &Pool) {
+        let addr = pool as *const Pool as usize;
+        if self.pool.load(Relaxed) != addr {
+            self.block.key.store(0, Relaxed);
+            for l in &self.leaves {
+                l.key.store(0, Relaxed);
+            }
+            self.pool.store(addr, Relaxed);
+        }
+    }
+}
+
+/// Whether `p` may be a node page below `parent` (0: a top table's child), with the node
+/// allocator's end at `end` and `units` pool units published (see [`Index::node_off`]).
+fn node_in_bounds(p: u32, parent: u32, end: u64, units: u64) -> bool {
+    p > parent && (p as u64) < end && p as u64 * PAGE <= units.saturating_mul(UNIT)
+}
+
+/// The least allocator end and published units under which node page `p` is in bounds.
+fn node_needs(p: u32) -> (u64, u64) {
+    (p as u64 + 1, (p as u64 * PAGE).div_ceil(UNIT))
+}
+
+/// The shared word at an address an [`AppendMemo`] remembers.
+///
+/// # Safety
+/// `addr` is aligned for `T` and lies, with the `T` there, in a mapping that is still alive:
+/// the fixed part of a [`Shm`] (its accessors checked it) or a range [`Pool::range`] checked.
+unsafe fn at<'a, T>(addr: usize) -> &'a T {
+    // SAFETY: the caller's; shared memory is only ever accessed atomically.
+    unsafe { &*(addr as *const T) }
+}
+
 fn word(shm: &Shm, off: usize) -> &AtomicU64 {
     shm.u64(off)
 }
@@ -148,7 +292,7 @@ impl<'a> Index<'a> {
         // both loaded after the pointer (stored after them): the reload covers a valid one
         let end = word(self.shm, H_IX_NODE_END).load(Acquire);
         let units = self.units();
-        if p <= parent || p as u64 >= end || off + PAGE > units.saturating_mul(UNIT) {
+        if !node_in_bounds(p, parent, end, units) {
             return Err(Error::Corrupt(format!(
                 "index node page {p} (child of {parent}) is not a node page: node pages end \
                  at {end}, {units} units published"
@@ -197,6 +341,30 @@ impl<'a> Index<'a> {
         Ok(Some((u - 1) * UNIT))
     }
 
+    /// [`Index::block_off`]'s walk, returning what it read: the node page, its word for `b`,
+    /// and that word's value (the unit + 1). (A walk of its own, so that lookups keep theirs
+    /// lean; `append_memo`'s test holds the two to the same answers.)
+    fn block_path(&self, b: u64) -> Result<Option<(u32, &'a AtomicU32, u32)>> {
+        if b >= IX_BLK_TOP * 1024 {
+            return Ok(None);
+        }
+        let Some((n, node)) = self.follow(self.blk_top(b), false, 0)? else {
+            return Ok(None);
+        };
+        let w = self.pool.u32(node + (b & 1023) * 4)?;
+        let u = w.load(Acquire);
+        if u == 0 {
+            return Ok(None);
+        }
+        let units = self.units();
+        if u as u64 > units {
+            return Err(Error::Corrupt(format!(
+                "index block {b} in unit {u} beyond the {units} published"
+            )));
+        }
+        Ok(Some((n, w, u)))
+    }
+
     fn entry_off(&self, slot: u64) -> Result<u64> {
         match self.block_off(slot / BLOCK_ENTRIES)? {
             Some(off) => Ok(off + slot % BLOCK_ENTRIES * ENTRY_BYTES),
@@ -219,9 +387,7 @@ impl<'a> Index<'a> {
 
     /// The directory word of `page`; with `create`, allocates missing nodes (writer only).
     fn dir_word(&self, page: u32, create: bool) -> Result<Option<&'a AtomicU64>> {
-        let top = self
-            .shm
-            .u32(self.geom.dir_top() + (page >> 19) as usize * 4);
+        let top = self.dir_top(page);
         let Some((mid_page, mid)) = self.follow(top, create, 0)? else {
             return Ok(None);
         };
@@ -230,6 +396,98 @@ impl<'a> Index<'a> {
             return Ok(None);
         };
         Ok(Some(self.pool.u64(leaf + (page & 511) as u64 * 8)?))
+    }
+
+    fn dir_top(&self, page: u32) -> &'a AtomicU32 {
+        self.shm
+            .u32(self.geom.dir_top() + (page >> 19) as usize * 4)
+    }
+
+    /// [`Index::dir_word`]'s walk to the leaf holding `page`'s word, returning what it read:
+    /// the middle node page, its word for the leaf, the leaf's node page and pool offset. (A
+    /// walk of its own, as [`Index::block_path`] is.)
+    fn leaf_path(&self, page: u32, create: bool) -> Result<Option<(u32, &'a AtomicU32, u32, u64)>> {
+        let Some((mid_page, mid)) = self.follow(self.dir_top(page), create, 0)? else {
+            return Ok(None);
+        };
+        let leaf_word = self.pool.u32(mid + ((page >> 9) & 1023) as u64 * 4)?;
+        Ok(self
+            .follow(leaf_word, create, mid_page)?
+            .map(|(leaf_page, leaf)| (mid_page, leaf_word, leaf_page, leaf)))
+    }
+
+    /// The two words of entry `slot` and `page`'s directory word, creating the block and the
+    /// directory nodes they need (writer only): from the memo when it knows them, else found
+    /// (and remembered).
+    #[inline(always)]
+    fn append_words(
+        &self,
+        memo: Option<&AppendMemo>,
+        slot: u64,
+        page: u32,
+    ) -> Result<(&'a AtomicU64, &'a AtomicU64, &'a AtomicU64)> {
+        let Some(memo) = memo else {
+            let off = self.ensure_block(slot / BLOCK_ENTRIES)? + slot % BLOCK_ENTRIES * ENTRY_BYTES;
+            let dir = self.dir_word(page, true)?.expect("created above");
+            return Ok((self.pool.u64(off)?, self.pool.u64(off + 8)?, dir));
+        };
+        // the bounds a walk checks the node pages and the unit against
+        let end = word(self.shm, H_IX_NODE_END).load(Acquire);
+        let units = self.units();
+        let b = slot / BLOCK_ENTRIES;
+        let block = match memo.block.get(b + 1, end, units) {
+            Some(p) => p,
+            None => self.learn_block(&memo.block, b)?,
+        };
+        let key = (page >> 9) as u64;
+        let lp = &memo.leaves[key as usize % LEAF_MEMO];
+        let leaf = match lp.get(key + 1, end, units) {
+            Some(p) => p,
+            None => self.learn_leaf(lp, page)?,
+        };
+        let entry = block + (slot % BLOCK_ENTRIES * ENTRY_BYTES) as usize;
+        let dir = leaf + (page & 511) as usize * 8;
+        // SAFETY: `block` is the start of a whole unit and `leaf` of a whole node page, each
+        // range-checked in this pool when it was learnt (`append_with`'s contract: this pool,
+        // which keeps its windows mapped while it lives); the entry's 16 bytes lie inside the
+        // unit and the word's 8 inside the page, 8-aligned.
+        unsafe { Ok((at(entry), at(entry + 8), at(dir))) }
+    }
+
+    /// Gives block `b` a unit if it has none, then walks to it once more and remembers in `bp`
+    /// what that walk read (writer only). Returns the block's address.
+    fn learn_block(&self, bp: &Place, b: u64) -> Result<usize> {
+        self.ensure_block(b)?;
+        let Some((node, w, unit1)) = self.block_path(b)? else {
+            return Err(Error::Corrupt(format!(
+                "index block {b} lost its unit while the writer gave it one"
+            )));
+        };
+        let p = self.pool.range((unit1 as u64 - 1) * UNIT, UNIT, UNIT)? as usize;
+        let (end, units) = node_needs(node);
+        let units = units.max(unit1 as u64);
+        bp.set(b + 1, self.blk_top(b), node, w, unit1, end, units, p);
+        Ok(p)
+    }
+
+    /// Gives `page` the directory nodes it lacks, walks to its leaf and remembers in `lp` what
+    /// the walk read (writer only). Returns the leaf's address.
+    fn learn_leaf(&self, lp: &Place, page: u32) -> Result<usize> {
+        let (mid, w, leaf, off) = self.leaf_path(page, true)?.expect("created above");
+        let p = self.pool.range(off, PAGE, PAGE)? as usize;
+        // the leaf lies above its middle node: its bounds cover both
+        let (end, units) = node_needs(leaf);
+        lp.set(
+            (page >> 9) as u64 + 1,
+            self.dir_top(page),
+            mid,
+            w,
+            leaf,
+            end,
+            units,
+            p,
+        );
+        Ok(p)
     }
 
     /// Takes a zeroed node page (1-based pool page number).
@@ -279,7 +537,37 @@ impl<'a> Index<'a> {
     /// Appends `(page, frame)`; `frame` must exceed [`Index::tail`]. Writer only. `limit`
     /// caps the entries of one generation (0: no cap beyond the format's).
     pub fn append(&self, page: u32, frame: u64, limit: u64) -> Result<()> {
-        let tail = self.tail();
+        self.append_in(None, page, frame, limit)
+    }
+
+    /// [`Index::append`], using and filling `memo`.
+    ///
+    /// # Safety
+    /// `memo` is used with no other mapping than this view's during its whole life (the
+    /// addresses it remembers must not outlive the mapping they point into; the address check
+    /// in [`AppendMemo`] tells mappings apart only while they are alive).
+    pub(crate) unsafe fn append_with(
+        &self,
+        memo: &AppendMemo,
+        page: u32,
+        frame: u64,
+        limit: u64,
+    ) -> Result<()> {
+        memo.adopt(self.pool);
+        self.append_in(Some(memo), page, frame, limit)
+    }
+
+    #[inline(always)]
+    fn append_in(
+        &self,
+        memo: Option<&AppendMemo>,
+        page: u32,
+        frame: u64,
+        limit: u64,
+    ) -> Result<()> {
+        let tail_word = word(self.shm, H_IX_TAIL);
+        let count_word = word(self.shm, H_IX_COUNT);
+        let tail = tail_word.load(Relaxed);
         if frame == 0 || frame >= DEAD {
             return Err(Error::Misuse(format!(
                 "frame {frame} outside 1..2^63 (frame numbers start at 1)"
@@ -290,7 +578,7 @@ impl<'a> Index<'a> {
                 "frame {frame} is not above the newest indexed frame {tail}"
             )));
         }
-        let count = word(self.shm, H_IX_COUNT).load(Relaxed);
+        let count = count_word.load(Relaxed);
         let cap = if limit == 0 {
             MAX_ENTRIES
         } else {
@@ -302,8 +590,7 @@ impl<'a> Index<'a> {
             )));
         }
         let g32 = Self::gen32(word(self.shm, H_IX_GEN).load(Relaxed));
-        let off = self.ensure_block(count / BLOCK_ENTRIES)? + count % BLOCK_ENTRIES * ENTRY_BYTES;
-        let dir = self.dir_word(page, true)?.expect("created above");
+        let (w0, w1, dir) = self.append_words(memo, count, page)?;
         let d = dir.load(Relaxed);
         let prev = if d >> 32 == g32 { d & 0xffff_ffff } else { 0 };
         if prev > count {
@@ -311,11 +598,11 @@ impl<'a> Index<'a> {
                 "directory of page {page} points to slot {prev} beyond the {count} entries"
             )));
         }
-        self.pool.u64(off)?.store(page as u64 | prev << 32, Relaxed);
-        self.pool.u64(off + 8)?.store(frame, Relaxed);
-        word(self.shm, H_IX_TAIL).store(frame, Relaxed);
+        w0.store(page as u64 | prev << 32, Relaxed);
+        w1.store(frame, Relaxed);
+        tail_word.store(frame, Relaxed);
         crate::testpoint::hit("append_entry");
-        word(self.shm, H_IX_COUNT).store(count + 1, Release);
+        count_word.store(count + 1, Release);
         dir.store(g32 << 32 | (count + 1), Release);
         Ok(())
     }
@@ -1205,7 +1492,7 @@ mod killed_truncates {
     use crate::region::{grow, write_header, Pool, Shm};
     use std::os::fd::AsRawFd;
 
-    fn fresh(name: &str) -> (std::fs::File, Mapped) {
+    pub(super) fn fresh(name: &str) -> (std::fs::File, Mapped) {
         let dir = std::env::temp_dir().join(format!("tshm-ixk-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
@@ -1474,5 +1761,124 @@ mod validate_interleavings {
         assert!(runs > 10_000, "{runs}");
         let (bad_before, _) = run(false);
         assert!(bad_before > 0, "the old order should fail somewhere");
+    }
+}
+
+/// An append with a memo answers as one without it, whatever the sidecar holds. Two indexes
+/// take the same appends and the same mutations of each word a memo relies on (the top table
+/// words, the node words under them, the node allocator's end, the published units), then
+/// have them put back; one appends with a memo, the other without. Every append's result, and
+/// at the end every pool word, counter and lookup, must be the same in both.
+#[cfg(test)]
+mod append_memo {
+    use super::killed_truncates::fresh;
+    use super::*;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Word {
+        DirTop(u32),
+        Mid(u32),
+        BlkTop(u64),
+        BlkNode(u64),
+        Header(usize),
+    }
+
+    fn node_word(m: &Mapped, node: u32, i: u64) -> &AtomicU32 {
+        m.pool.u32((node as u64 - 1) * PAGE + i * 4).unwrap()
+    }
+
+    /// Loads or stores (with `Some`) the word; returns what it held.
+    fn poke(m: &Mapped, w: Word, v: Option<u64>) -> u64 {
+        let w32 = |a: &AtomicU32| {
+            let old = a.load(Relaxed) as u64;
+            if let Some(v) = v {
+                a.store(v as u32, Relaxed);
+            }
+            old
+        };
+        let dir_top = |page: u32| m.shm.u32(m.geom.dir_top() + (page >> 19) as usize * 4);
+        let blk_top = |b: u64| m.shm.u32(m.geom.blk_top() + (b >> 10) as usize * 4);
+        match w {
+            Word::DirTop(page) => w32(dir_top(page)),
+            Word::Mid(page) => {
+                let mid = dir_top(page).load(Relaxed);
+                w32(node_word(m, mid, ((page >> 9) & 1023) as u64))
+            }
+            Word::BlkTop(b) => w32(blk_top(b)),
+            Word::BlkNode(b) => w32(node_word(m, blk_top(b).load(Relaxed), b & 1023)),
+            Word::Header(off) => {
+                let old = word(&m.shm, off).load(Relaxed);
+                if let Some(v) = v {
+                    word(&m.shm, off).store(v, Relaxed);
+                }
+                old
+            }
+        }
+    }
+
+    fn page(f: u64) -> u32 {
+        [1, 600, 600_000, (f % 3000) as u32][(f % 4) as usize]
+    }
+
+    #[test]
+    fn memo_appends_answer_as_walks_do_whatever_the_tables_hold() {
+        let leaf_of_600 = |m: &Mapped| poke(m, Word::Mid(600), None);
+        // (the word, its value meanwhile (None: another valid leaf), whether appends then fail)
+        let cases: Vec<(Word, Option<u64>, bool)> = vec![
+            (Word::DirTop(1), Some(0x7fff_ffff), true),
+            (Word::DirTop(600_000), Some(0), false),
+            (Word::Mid(1), Some(0x7fff_ffff), true),
+            (Word::Mid(1), Some(1), true),
+            (Word::Mid(1), None, false),
+            (Word::BlkTop(1), Some(0x7fff_ffff), true),
+            (Word::BlkTop(1), Some(0), false),
+            (Word::BlkNode(1), Some(0x7fff_ffff), true),
+            (Word::BlkNode(1), Some(0), false),
+            (Word::Header(H_IX_NODE_END), Some(2), true),
+            (Word::Header(H_IX_UNITS), Some(1), true),
+        ];
+        for (case, (w, v, fails)) in cases.into_iter().enumerate() {
+            let (_fa, a) = fresh(&format!("memo-a-{case}.tshm"));
+            let (_fb, b) = fresh(&format!("memo-b-{case}.tshm"));
+            let memo = AppendMemo::default();
+            let (ia, ib) = (Index::new(&a), Index::new(&b));
+            let mut f = 0;
+            let both = |n: u64, f: &mut u64| {
+                let mut failed = 0;
+                for _ in 0..n {
+                    *f += 1;
+                    // SAFETY: the memo is used with `a` only, which outlives it
+                    let ra = unsafe { ia.append_with(&memo, page(*f), *f, 0) };
+                    let rb = ib.append(page(*f), *f, 0);
+                    assert_eq!(format!("{ra:?}"), format!("{rb:?}"), "{w:?} frame {f}");
+                    if ra.is_err() {
+                        *f -= 1;
+                        failed += 1;
+                    }
+                }
+                failed
+            };
+            assert_eq!(both(5000, &mut f), 0);
+            let v = v.unwrap_or_else(|| leaf_of_600(&a));
+            let old = [poke(&a, w, Some(v)), poke(&b, w, Some(v))];
+            assert_eq!(old[0], old[1]);
+            assert_eq!(both(20, &mut f) > 0, fails, "{w:?} set to {v}");
+            poke(&a, w, Some(old[0]));
+            poke(&b, w, Some(old[1]));
+            assert_eq!(both(200, &mut f), 0, "{w:?} put back");
+            let (sa, sb) = (ia.stats(), ib.stats());
+            assert_eq!(sa, sb, "{w:?}");
+            for off in (0..sa.pool_bytes).step_by(8) {
+                let x = a.pool.u64(off).unwrap().load(Relaxed);
+                assert_eq!(x, b.pool.u64(off).unwrap().load(Relaxed), "{w:?} at {off}");
+            }
+            for p in [1, 600, 600_000, 7, 2999] {
+                let r = (ia.find(p, f).map_err(|e| e.to_string()), ib.find(p, f));
+                assert_eq!(
+                    format!("{:?}", r.0),
+                    format!("{:?}", r.1.map_err(|e| e.to_string()))
+                );
+            }
+        }
     }
 }

@@ -157,6 +157,107 @@ proptest! {
     }
 }
 
+#[derive(Clone, Debug)]
+enum Step {
+    /// The writer appends `n` frames (as in `Op::Append`).
+    Append {
+        n: u32,
+        pages: u32,
+        seed: u64,
+    },
+    Commit,
+    Truncate(u8),
+    Reset,
+    /// The writer lets go and the other handle takes the role (and trims what was never
+    /// committed, as every new writer does).
+    Switch,
+    Find {
+        page: u32,
+        at: u8,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (1u32..300, prop_oneof![Just(5u32), Just(600), Just(u32::MAX)], any::<u64>())
+            .prop_map(|(n, pages, seed)| Step::Append { n, pages, seed }),
+        2 => (3_000u32..12_000, Just(3_000u32), any::<u64>())
+            .prop_map(|(n, pages, seed)| Step::Append { n, pages, seed }),
+        2 => Just(Step::Commit),
+        1 => (0u8..=100).prop_map(Step::Truncate),
+        2 => Just(Step::Reset),
+        3 => Just(Step::Switch),
+        3 => (0u32..700, 0u8..=100).prop_map(|(page, at)| Step::Find { page, at }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Two handles take turns as the writer, each remembering where its own appends went,
+    /// while the other moves the index on in between: appends into new blocks and directory
+    /// nodes, rollbacks, resets, the trim of a new writer. A third handle's lookups must match
+    /// the model throughout.
+    #[test]
+    fn alternating_writers_match_the_model(steps in proptest::collection::vec(step(), 1..40)) {
+        let p = db("alternating.db");
+        let hs = [
+            Coordinator::open(&p, &Options::default()).unwrap(),
+            Coordinator::open(&p, &Options::default()).unwrap(),
+        ];
+        let reader = Coordinator::open(&p, &Options::default()).unwrap();
+        let mut w = 0;
+        hs[w].acquire(Role::Writer, 0).unwrap();
+        let mut m = Model::default();
+        for st in steps {
+            let h = &hs[w];
+            match st {
+                Step::Append { n, pages, mut seed } => {
+                    seed |= 1;
+                    for _ in 0..n {
+                        let page = pick(&mut seed, pages);
+                        m.tail += 1;
+                        h.index_append(page, m.tail).unwrap();
+                        m.live.push((page, m.tail));
+                    }
+                }
+                Step::Commit => {
+                    m.committed = m.tail;
+                    commit(h, m.committed);
+                }
+                Step::Truncate(pct) => {
+                    let to = m.committed + (m.tail - m.committed) * pct as u64 / 100;
+                    m.live.retain(|e| e.1 <= to);
+                    h.index_truncate(to).unwrap();
+                    m.tail = to;
+                }
+                Step::Reset => {
+                    h.index_reset().unwrap();
+                    m = Model::default();
+                    commit(h, 0);
+                }
+                Step::Switch => {
+                    h.release(Role::Writer).unwrap();
+                    w = 1 - w;
+                    hs[w].acquire(Role::Writer, 0).unwrap();
+                    m.live.retain(|e| e.1 <= m.committed);
+                    m.tail = m.committed;
+                }
+                Step::Find { page, at } => {
+                    let max = m.tail * at as u64 / 100;
+                    prop_assert_eq!(reader.index_find(page, max).unwrap(), m.find(page, max));
+                }
+            }
+            let st = reader.index_stats().unwrap();
+            prop_assert_eq!(st.entries - st.dead, m.live.len() as u64);
+            prop_assert_eq!(st.tail_frame, m.tail);
+        }
+        // every page the model knows, at the committed frame and at the tail
+        check_all(&reader, &m, m.committed);
+        check_all(&reader, &m, m.tail);
+    }
+}
+
 #[test]
 fn more_than_a_million_frames_stay_correct_and_flat() {
     let h = Coordinator::open(&db("million.db"), &Options::default()).unwrap();

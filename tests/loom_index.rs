@@ -287,10 +287,10 @@ fn the_model_mirrors_the_source() {
         "tests/loom_index.rs",
         &[
             "let w0 = self.pool.u64(off)?.load(Relaxed); let frame = self.pool.u64(off + 8)?.load(Relaxed);",
-            "self.pool.u64(off)?.store(page as u64 | prev << 32, Relaxed); \
-             self.pool.u64(off + 8)?.store(frame, Relaxed); \
-             word(self.shm, H_IX_TAIL).store(frame, Relaxed); \
-             word(self.shm, H_IX_COUNT).store(count + 1, Release); \
+            "w0.store(page as u64 | prev << 32, Relaxed); \
+             w1.store(frame, Relaxed); \
+             tail_word.store(frame, Relaxed); \
+             count_word.store(count + 1, Release); \
              dir.store(g32 << 32 | (count + 1), Release);",
             "let g = gen.load(Acquire); let r = f(g); fence(Acquire); if gen.load(Relaxed) == g {",
             "Some(w) => self.walk(page, w.load(Acquire), g, max_frame),",

@@ -53,8 +53,10 @@ struct H {
     ptr: *mut tshm,
     ro: bool,
     limit: u64,
-    /// (slot, pinned frame)
-    readers: Vec<(u32, u64)>,
+    /// (slot, pinned frame, snapshot sequence)
+    readers: Vec<(u32, u64, u64)>,
+    /// the slot a CAS handle keeps from its first read transaction until it closes
+    kept: Option<u32>,
     locks: [u8; LOCKS],
 }
 
@@ -65,6 +67,8 @@ struct Model {
     exists: bool,
     /// reader slots of the sidecar (fixed when it is created)
     readers: u32,
+    /// the sidecar's reader strategy
+    strategy: u32,
     writer: Option<usize>,
     ckpt: Option<usize>,
     entries: Vec<(u32, u64, bool)>,
@@ -104,8 +108,27 @@ impl Model {
             .iter()
             .flatten()
             .flat_map(|h| h.readers.iter())
-            .find(|r| r.0 == slot)
+            .filter(|r| r.0 == slot)
             .map(|r| r.1)
+            .min()
+    }
+
+    /// Whether a handle keeps `slot` (held, alive, pinned or not).
+    fn kept(&self, slot: u32) -> bool {
+        self.h.iter().flatten().any(|h| h.kept == Some(slot))
+    }
+
+    /// Slots held now: pinned by a transaction or kept by a handle.
+    fn used(&self) -> usize {
+        let mut all: Vec<u32> = self
+            .h
+            .iter()
+            .flatten()
+            .flat_map(|h| h.readers.iter().map(|r| r.0).chain(h.kept))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len()
     }
 }
 
@@ -188,6 +211,8 @@ fn do_open(inp: &mut Input, m: &mut Model) {
         on_last_close: None,
         ctx: null_mut(),
         index_limit: 0,
+        instance_slots: 0,
+        role_strategy: 0,
     };
     expect(
         "options_init",
@@ -210,7 +235,7 @@ fn do_open(inp: &mut Input, m: &mut Model) {
         TSHM_OPEN_ALLOW_NETFS,
     ][(sel >> 1) as usize % 10];
     let v = inp.u8();
-    o.reader_slots = [0, 64, 1024, 63, 1025, u32::MAX, 0, 0][v as usize % 8];
+    o.reader_slots = [0, 64, 1024, 63, 65537, u32::MAX, 0, 0][v as usize % 8];
     o.reader_strategy = [0, 1, 2, 0][(v >> 3) as usize % 4];
     o.index_limit = [
         0,
@@ -222,8 +247,9 @@ fn do_open(inp: &mut Input, m: &mut Model) {
     let native = std::mem::size_of::<tshm_options>() as u32;
     let sz = inp.u8();
     o.size = match sz % 16 {
-        0 => native - 8,
+        0 => native - 4,
         1 => native + 8,
+        3 => native - 8, // the first version's struct
         2 => 5000,
         _ => native,
     };
@@ -256,7 +282,7 @@ fn do_open(inp: &mut Input, m: &mut Model) {
     };
     let want = if pv == 0 || null_out {
         TSHM_MISUSE
-    } else if use_opts && (o.size < native || o.size > 4096) {
+    } else if use_opts && ((o.size < native && o.size != native - 8) || o.size > 4096) {
         TSHM_MISUSE
     } else if use_opts && o.size > native {
         TSHM_NOTSUPPORTED
@@ -270,13 +296,19 @@ fn do_open(inp: &mut Input, m: &mut Model) {
         TSHM_MISUSE
     } else if use_opts
         && (o.reader_strategy > 1
-            || !(o.reader_slots == 0 || (64..=1024).contains(&o.reader_slots))
+            || !(o.reader_slots == 0 || (64..=65536).contains(&o.reader_slots))
             || o.index_limit > u32::MAX as u64 - 1)
     {
         TSHM_MISUSE
     } else if ro && !m.exists {
         TSHM_NOTFOUND
     } else if m.open_count() > 0 && m.node_excl != excl {
+        TSHM_CONFLICT
+    } else if m.open_count() > 0
+        && use_opts
+        && ((o.reader_slots != 0 && o.reader_slots != m.readers)
+            || (o.reader_strategy != 0 && o.reader_strategy != m.strategy))
+    {
         TSHM_CONFLICT
     } else {
         TSHM_OK
@@ -311,6 +343,7 @@ fn do_open(inp: &mut Input, m: &mut Model) {
         ro,
         limit: if use_opts { o.index_limit } else { 0 },
         readers: Vec::new(),
+        kept: None,
         locks: [0; LOCKS],
     });
     let mut info = tshm_info::default();
@@ -323,14 +356,18 @@ fn do_open(inp: &mut Input, m: &mut Model) {
     assert_eq!(info.initialized, (first && !ro) as i32, "initialized");
     assert_eq!(info.mode, if excl { 2 } else { 1 });
     assert_eq!(info.instance == u32::MAX, ro);
-    if created {
+    if first && !ro {
+        // the first process of a session chooses the shape
         let want = if use_opts && o.reader_slots != 0 {
             o.reader_slots
+        } else if created {
+            4096
         } else {
-            128
+            m.readers
         };
-        assert_eq!(info.reader_slots, want, "reader slots of a new sidecar");
+        assert_eq!(info.reader_slots, want, "reader slots of a new session");
         m.readers = info.reader_slots;
+        m.strategy = info.reader_strategy;
     } else {
         assert_eq!(info.reader_slots, m.readers, "reader slots stay");
     }
@@ -751,24 +788,48 @@ fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
             let rc = check("reader_begin", unsafe {
                 tshm_reader_begin(p, if null { null_mut() } else { &mut slot }, &mut s)
             });
-            let total: usize = m.h.iter().flatten().map(|h| h.readers.len()).sum();
             let expected = if null {
                 TSHM_MISUSE
             } else if ro {
                 TSHM_READONLY
-            } else if total >= m.readers as usize {
-                TSHM_BUSY
             } else {
-                TSHM_OK
+                TSHM_OK // or BUSY when every slot is held (checked below)
             };
-            assert_eq!(rc, expected, "reader_begin: {}", tshm_fuzz::errmsg());
-            if rc == TSHM_OK {
+            if !(rc == TSHM_BUSY && expected == TSHM_OK) {
+                assert_eq!(rc, expected, "reader_begin: {}", tshm_fuzz::errmsg());
+            }
+            if rc == TSHM_BUSY {
                 assert!(
-                    slot < m.readers && m.reader_held(slot).is_none(),
-                    "slot {slot} handed out twice"
+                    m.used() >= m.readers as usize,
+                    "BUSY with {} of {} slots held",
+                    m.used(),
+                    m.readers
+                );
+                let h = m.h[i].as_ref().unwrap();
+                let idle_kept = h.kept.is_some_and(|k| h.readers.iter().all(|r| r.0 != k));
+                assert!(!idle_kept, "BUSY although the handle keeps an idle slot");
+            }
+            if rc == TSHM_OK {
+                let h = m.h[i].as_ref().unwrap();
+                let others =
+                    m.h.iter()
+                        .enumerate()
+                        .filter(|(k, _)| *k != i)
+                        .filter_map(|(_, h)| h.as_ref())
+                        .any(|o| o.kept == Some(slot) || o.readers.iter().any(|r| r.0 == slot));
+                assert!(slot < m.readers && !others, "slot {slot} handed out twice");
+                // sharing: only with this handle's transactions at the same snapshot
+                assert!(
+                    h.readers.iter().all(|r| r.0 != slot || r.2 == s.sequence),
+                    "slot {slot} shared across snapshots"
                 );
                 assert!(same_published(&s, &m.snap), "reader snapshot");
-                m.h[i].as_mut().unwrap().readers.push((slot, s.max_frame));
+                let kept_now = m.strategy == 0 && h.kept.is_none();
+                let h = m.h[i].as_mut().unwrap();
+                if kept_now {
+                    h.kept = Some(slot);
+                }
+                h.readers.push((slot, s.max_frame, s.sequence));
             }
         }
         8 => {
@@ -834,7 +895,7 @@ fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
                     0 => None,
                     1 => Some(m.writer.is_some()),
                     2 => Some(m.ckpt.is_some()),
-                    r => Some(m.reader_held(r - 3).is_some()),
+                    r => Some(m.reader_held(r - 3).is_some() || m.kept(r - 3)),
                 };
                 if let Some(held) = held {
                     assert_eq!(o.held != 0, held, "owner({role}).held");
@@ -844,8 +905,9 @@ fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
                     }
                 }
                 if role >= 3 {
-                    if let Some(pinned) = m.reader_held(role - 3) {
-                        assert_eq!(o.frame, pinned, "owner({role}).frame");
+                    let pinned = m.reader_held(role - 3);
+                    if pinned.is_some() || m.kept(role - 3) {
+                        assert_eq!(o.frame, pinned.unwrap_or(NO_FRAME), "owner({role}).frame");
                     }
                 }
             }
@@ -994,6 +1056,7 @@ fn run(data: &[u8]) {
         node_excl: false,
         exists: false,
         readers: 0,
+        strategy: 0,
         writer: None,
         ckpt: None,
         entries: Vec::new(),

@@ -403,6 +403,8 @@ fn open(db: &CString, flags: u32) -> (i32, *mut tshm) {
         on_last_close: None,
         ctx: null_mut(),
         index_limit: 0,
+        instance_slots: 0,
+        role_strategy: 0,
     };
     unsafe { tshm_options_init(&mut o) };
     o.flags = flags;

@@ -53,6 +53,10 @@ pub const TSHM_OPEN_POSIX_LOCKS: u32 = 8;
 pub const TSHM_READERS_CAS: u32 = 0;
 pub const TSHM_READERS_BYTELOCK: u32 = 1;
 
+// Role strategies.
+pub const TSHM_ROLES_SHM: u32 = 0;
+pub const TSHM_ROLES_BYTELOCK: u32 = 1;
+
 // `tshm_owner` roles.
 pub const TSHM_ROLE_LIFETIME: u32 = 0;
 pub const TSHM_ROLE_WRITER: u32 = 1;
@@ -97,6 +101,8 @@ pub struct tshm_options {
     pub on_last_close: tshm_last_close_fn,
     pub ctx: *mut c_void,
     pub index_limit: u64,
+    pub instance_slots: u32,
+    pub role_strategy: u32,
 }
 
 pub type tshm_index_fn =
@@ -124,7 +130,7 @@ pub struct tshm_info {
     pub pid: u32,
     pub readonly: i32,
     pub initialized: i32,
-    pub reserved: i32,
+    pub role_strategy: u32,
     pub init_epoch: u64,
 }
 

@@ -88,7 +88,7 @@ check_consts! {
     ::tshm::ffi => [
         TSHM_VERSION_MAJOR, TSHM_VERSION_MINOR, TSHM_VERSION_PATCH, TSHM_VERSION_NUMBER,
         TSHM_OPEN_EXCLUSIVE, TSHM_OPEN_READONLY, TSHM_OPEN_ALLOW_NETFS, TSHM_OPEN_POSIX_LOCKS,
-        TSHM_READERS_CAS, TSHM_READERS_BYTELOCK,
+        TSHM_READERS_CAS, TSHM_READERS_BYTELOCK, TSHM_ROLES_SHM, TSHM_ROLES_BYTELOCK,
         TSHM_ROLE_LIFETIME, TSHM_ROLE_WRITER, TSHM_ROLE_CHECKPOINTER, TSHM_ROLE_READER0,
         TSHM_NO_FRAME,
     ];
@@ -157,14 +157,14 @@ macro_rules! check_struct {
     };
 }
 check_struct!(tshm_options = tshm_options in ::tshm::ffi {
-    size, flags, reader_slots, reader_strategy, on_last_close, ctx, index_limit,
+    size, flags, reader_slots, reader_strategy, on_last_close, ctx, index_limit, instance_slots, role_strategy,
 });
 check_struct!(tshm_index_stats = tshm_index_stats in ::tshm {
     generation, entries, dead, tail_frame, blocks, nodes, pool_bytes,
 });
 check_struct!(tshm_info = tshm_info in ::tshm {
     mode, backend, reader_strategy, reader_slots, instance_slots, instance, pid, readonly,
-    initialized, reserved, init_epoch,
+    initialized, role_strategy, init_epoch,
 });
 check_struct!(tshm_snapshot = tshm_snapshot in ::tshm {
     max_frame, nbackfills, sequence, engine, checkpoint_seq, page_size, db_size, reserved, salt,
