@@ -251,6 +251,11 @@
 #define MAX_ENTRIES ((uint64_t)UINT32_MAX - 1)
 
 /**
+ * Pin entries per handle: the distinct snapshots one handle can read at once in shared slots.
+ */
+#define ENTRIES 8
+
+/**
  * `tshm_publish` field mask: `max_frame`.
  */
 #define TSHM_SNAP_MAX_FRAME (1 << 0)
@@ -618,9 +623,10 @@ int tshm_options_init(struct tshm_options *opts);
  *   this process may not write, e.g. on a read-only filesystem, gives a read-only handle; one
  *   that cannot be created there is `TSHM_CANTOPEN`.)
  * * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid), or the
- *   sidecar they use has another shape than `opts` asks for: a `reader_slots` or
- *   `instance_slots` other than 0 and other than the sidecar's, or another reader or role
- *   strategy (`tshm_errmsg()` gives both values; `tshm_info_get` tells a handle the shape);
+ *   sidecar they use has another shape than `opts` asks for: a `reader_slots`,
+ *   `instance_slots`, `reader_strategy` or `role_strategy` other than 0 and other than the
+ *   sidecar's (`tshm_errmsg()` gives both values; 0 joins any; `tshm_info_get` tells a handle
+ *   the shape);
  * * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
  *   re-initializes instead);
  * * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` is a
