@@ -38,6 +38,11 @@ bench-build: $(BBIN)/bench_core $(BBIN)/cg_paths
 TEST_EXTRA += bench-build
 
 bench: $(BLIB)/libtshm_sqlite.so $(BBIN)/bench_sqlite $(BBIN)/bench_core $(BBIN)/cg_paths
+	@mkdir -p target/bench; \
+	printf '{"date": "%s", "rev": "%s", "dirty": %s, "cpus": %s, "kernel": "%s", "load": "%s"}\n' \
+	    "$$(date -u '+%Y-%m-%d %H:%M UTC')" "$$(git log -1 --format='%h %s' 2>/dev/null | tr -d '"\\')" \
+	    "$$(git diff --quiet HEAD 2>/dev/null && echo false || echo true)" "$$(nproc)" "$$(uname -r)" \
+	    "$$(cut -d' ' -f1-3 /proc/loadavg)" > target/bench/meta.json
 	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core --bench index --bench sqlite --bench capi
 	@if command -v valgrind >/dev/null; then ONLY=$(ONLY) python3 scripts/callgrind.py; \
 	else echo "valgrind not installed: no instruction counts"; fi

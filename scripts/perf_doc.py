@@ -58,6 +58,10 @@ def render(rows, cg, meta):
             met = "yes" if ok else "**no**"
         out.append(f"| `{r['id']}` | {num(r['value'])} | {r['unit']} | {num(r['baseline'])} | "
                    f"{r['ratio']:.3f} | {'' if t is None else t[0] + ' ' + format(t[1], 'g')} | {met} |")
+    out += ["", "<details><summary>Each row's note (method, both sides' spread, p99s, counts)</summary>", ""]
+    for r in sorted(rows, key=lambda r: rank(r["id"])):
+        out.append(f"* `{r['id']}`: {r.get('note', '')}")
+    out += ["", "</details>"]
     if cg:
         out += ["", f"Instructions per operation (valgrind --tool=callgrind, "
                     f"(count at {cg['n2']} - count at {cg['n1']}) / {cg['n2'] - cg['n1']}; user-space "
@@ -82,14 +86,23 @@ def main():
     if os.path.exists(cgp):
         with open(cgp) as f:
             cg = json.load(f)
-    when = datetime.datetime.fromtimestamp(os.path.getmtime(a.report), datetime.timezone.utc)
-    try:
-        rev = subprocess.run(["git", "log", "-1", "--format=%h %s"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        rev = "unknown revision"
-    meta = (f"{when:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, Linux {platform.release()}, "
-            f"at `{rev[:72]}`")
+    # written by `make bench` when it starts: the revision measured and the machine's load then
+    mp = os.path.join(os.path.dirname(a.report), "meta.json")
+    if os.path.exists(mp):
+        with open(mp) as f:
+            m = json.load(f)
+        meta = (f"{m.get('date', '?')}, {m.get('cpus', '?')} CPUs, Linux {m.get('kernel', '?')}, load average "
+                f"{m.get('load', '?')} at the start, at `{m.get('rev', '?')[:72]}`"
+                f"{' (with uncommitted changes)' if m.get('dirty') else ''}")
+    else:
+        when = datetime.datetime.fromtimestamp(os.path.getmtime(a.report), datetime.timezone.utc)
+        try:
+            rev = subprocess.run(["git", "log", "-1", "--format=%h %s"], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            rev = "unknown revision"
+        meta = (f"{when:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+                f"at `{rev[:72]}`")
     with open(a.doc) as f:
         doc = f.read()
     if BEGIN not in doc or END not in doc:
