@@ -412,13 +412,25 @@ static void test_options(void) {
     o.flags = 0x80000000u | TSHM_OPEN_ALLOW_NETFS;
     CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
 
-    /* Reader slots outside 64..1024. */
+    /* Reader slots outside 64..65536, instance slots above 65536. */
     tshm_options_init(&o);
     o.reader_slots = 10;
     CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
     o.reader_slots = 63;
     CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
-    o.reader_slots = 1025;
+    o.reader_slots = 65537;
+    CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
+    o.reader_slots = UINT32_MAX;
+    CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
+    tshm_options_init(&o);
+    o.instance_slots = 65537;
+    CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
+    o.instance_slots = UINT32_MAX;
+    CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
+
+    /* An unknown role strategy. */
+    tshm_options_init(&o);
+    o.role_strategy = 2;
     CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
 
     /* An unknown reader strategy. */
@@ -440,7 +452,8 @@ static void test_options(void) {
     CHECK(out != SENTINEL && out != NULL);
     if (out != SENTINEL && out != NULL) {
         tshm_info i = info_of(out);
-        CHECK(i.mode == TSHM_MODE_SHARED && i.reader_slots == 128 && i.reader_strategy == TSHM_READERS_CAS);
+        CHECK(i.mode == TSHM_MODE_SHARED && i.reader_slots == 4096 && i.reader_strategy == TSHM_READERS_CAS);
+        CHECK(i.instance_slots == 4096);
         close_handle(out);
     }
 
@@ -449,9 +462,9 @@ static void test_options(void) {
     tshm *h = open_with(db64, 0, 64, TSHM_READERS_CAS);
     CHECK(h != NULL && info_of(h).reader_slots == 64);
     close_handle(h);
-    const char *db1024 = test_db("options1024.db");
-    h = open_with(db1024, 0, 1024, TSHM_READERS_CAS);
-    CHECK(h != NULL && info_of(h).reader_slots == 1024);
+    const char *db1024 = test_db("options65536.db");
+    h = open_with(db1024, 0, 65536, TSHM_READERS_CAS);
+    CHECK(h != NULL && info_of(h).reader_slots == 65536);
     close_handle(h);
 }
 
@@ -468,13 +481,13 @@ static void test_info(void) {
     /* The first handle found the sidecar unattached and initialized it. */
     CHECK(ia.initialized == 1);
     CHECK(ia.mode == TSHM_MODE_SHARED);
-    CHECK(ia.reader_slots == 128);
+    CHECK(ia.reader_slots == 4096);
     CHECK(ia.reader_strategy == TSHM_READERS_CAS);
     CHECK(ia.readonly == 0);
     CHECK(ia.pid == (uint32_t)getpid());
     CHECK(ia.backend == expected_backend());
     CHECK(ia.instance_slots > 0 && ia.instance < ia.instance_slots);
-    CHECK(ia.reserved == 0);
+    CHECK(ia.role_strategy == TSHM_ROLES_SHM);
     CHECK(ia.init_epoch >= 1);
 
     /* The second handle joined: no initialization, an instance of its own. */
@@ -858,13 +871,26 @@ static void test_readers(void) {
 static void test_bytelock(void) {
     const char *db = test_db("bytelock.db");
     tshm *a = open_with(db, 0, 0, TSHM_READERS_BYTELOCK);
-    /* The strategy is fixed at creation: a later opener asking for CAS gets byte locks too. */
-    tshm *b = open_with(db, 0, 0, TSHM_READERS_CAS);
+    /* The first process to attach chooses the strategy: a later opener asking for another one
+     * is refused and told both (none of this process's handles do so: another process asks). */
+    pid_t pid = fork();
+    if (pid == 0) {
+        tshm *c = SENTINEL;
+        int rc = tshm_open(db, NULL, &c);
+        _exit(rc == TSHM_CONFLICT && strstr(tshm_errmsg(), "reader_strategy") != NULL ? 0 : 1);
+    }
+    CHECK(child_wait(pid) == 0);
+    tshm *c = SENTINEL;
+    tshm_options o;
+    tshm_options_init(&o);
+    CHECK_RC(tshm_open(db, &o, &c), TSHM_CONFLICT);
+    CHECK(c == SENTINEL);
+    tshm *b = open_with(db, 0, 0, TSHM_READERS_BYTELOCK);
     CHECK(a != NULL && b != NULL);
     if (a != NULL && b != NULL) {
         CHECK(info_of(a).reader_strategy == TSHM_READERS_BYTELOCK);
         CHECK(info_of(b).reader_strategy == TSHM_READERS_BYTELOCK);
-        CHECK(info_of(a).reader_slots == 128);
+        CHECK(info_of(a).reader_slots == 4096);
         check_readers(a, b, "byte-lock");
     } else {
         close_handle(b);

@@ -100,6 +100,15 @@ static tshm *open_db(const char *db, uint32_t readers) {
     return open_with(db, 0, readers, 0);
 }
 
+/* The first handle of a world whose instance table is to be filled: a small table. */
+static tshm *open_small_instances(const char *db) {
+    tshm_options o;
+    tshm_options_init(&o);
+    o.instance_slots = 32;
+    tshm *h = NULL;
+    return tshm_open(db, &o, &h) == TSHM_OK ? h : NULL;
+}
+
 /* ---- the child ------------------------------------------------------------------------- */
 
 static void on_last(tshm *h, void *ctx) {
@@ -261,7 +270,8 @@ static void set_up(struct world *w) {
         }
         return;
     }
-    w->h[w->nh] = open_db(w->db, w->setup == READERS_FULL ? 64 : 0);
+    w->h[w->nh] = w->setup == INSTANCES_FULL ? open_small_instances(w->db)
+                                             : open_db(w->db, w->setup == READERS_FULL ? 64 : 0);
     CHECK(w->h[w->nh] != NULL);
     if (w->h[w->nh] == NULL) return;
     tshm *h = w->h[w->nh++];

@@ -137,7 +137,7 @@ static void tmpfs_or_skip(const char *mnt, const char *name, const char *opts, c
 
 static void disk_full_in_namespace(void *arg) {
     const char *mnt = arg;
-    tmpfs_or_skip(mnt, "tshm-full", "size=1536k", "test_disk_full_while_the_sidecar_grows");
+    tmpfs_or_skip(mnt, "tshm-full", "size=3072k", "test_disk_full_while_the_sidecar_grows");
     char db[700], filler[700], other[700];
     snprintf(db, sizeof db, "%s/full.db", mnt);
     snprintf(filler, sizeof filler, "%s/filler", mnt);
@@ -145,7 +145,7 @@ static void disk_full_in_namespace(void *arg) {
     setenv("HOSTILE_DB", db, 1);
     make_db(db, 0644);
     make_db(other, 0644);
-    CHECK(write_file(filler, 256 * 1024) == 0);
+    CHECK(write_file(filler, 768 * 1024) == 0);
 
     tshm *h = open_with(db, 0, 0, 0);
     CHECK(h != NULL);
@@ -273,7 +273,7 @@ static void sparse_sidecar_in_namespace(void *arg) {
     const struct sparse_case *sc = arg;
     const char *mnt = sc->mnt;
     if (sc->no_fallocate) setenv("TSHM_TEST_FAIL_AT", "hole_storage", 1);
-    tmpfs_or_skip(mnt, "tshm-sparse", "size=1m", "test_sparse_sidecar_on_a_full_disk");
+    tmpfs_or_skip(mnt, "tshm-sparse", "size=2m", "test_sparse_sidecar_on_a_full_disk");
     char db[700], filler[700], tmp[800];
     snprintf(db, sizeof db, "%s/sparse.db", mnt);
     snprintf(filler, sizeof filler, "%s/filler", mnt);
@@ -377,7 +377,7 @@ static void reader_of_region_in_child(void *arg) {
  * next one; nothing ever touches it, so a reader on the full disk reads everything else. */
 static void killed_allocator_in_namespace(void *arg) {
     const char *mnt = arg;
-    tmpfs_or_skip(mnt, "tshm-hole", "size=2m", "test_allocator_killed_after_its_reservation_on_a_full_disk");
+    tmpfs_or_skip(mnt, "tshm-hole", "size=3m", "test_allocator_killed_after_its_reservation_on_a_full_disk");
     char db[700], filler[700];
     snprintf(db, sizeof db, "%s/hole.db", mnt);
     snprintf(filler, sizeof filler, "%s/filler", mnt);

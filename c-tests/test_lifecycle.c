@@ -613,6 +613,25 @@ static void test_option_sizes_out_of_any_range_are_refused(void) {
     CHECK(h == NULL && !exists(sidecar_of(db)));
     big.o.size = sizeof big.o;
 
+    /* A caller built against the first header (the struct ended at index_limit) gets the
+     * defaults for the later fields, whatever its memory holds there. */
+    big.o.size = offsetof(tshm_options, instance_slots);
+    big.o.instance_slots = 7;
+    big.o.role_strategy = 99;
+    CHECK_RC(tshm_open(db, &big.o, &h), TSHM_OK);
+    if (h != NULL) {
+        tshm_info i;
+        CHECK_RC(tshm_info_get(h, &i), TSHM_OK);
+        CHECK(i.instance_slots == 4096 && i.role_strategy == TSHM_ROLES_SHM);
+        close_ok(h);
+    }
+    h = NULL;
+    big.o.size = offsetof(tshm_options, instance_slots) + 4; /* no version's size */
+    CHECK_RC(tshm_open(db, &big.o, &h), TSHM_MISUSE);
+    big.o.size = sizeof big.o;
+    big.o.instance_slots = 0;
+    big.o.role_strategy = 0;
+
     big.o.index_limit = UINT64_MAX;
     CHECK_RC(tshm_open(db, &big.o, &h), TSHM_MISUSE);
     big.o.index_limit = 4294967294u; /* the format's limit itself */

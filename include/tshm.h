@@ -205,6 +205,17 @@
 #define TSHM_READERS_BYTELOCK 1
 
 /**
+ * Role strategy: the writer and checkpointer roles live in shared memory (no syscall when
+ * uncontended; waiters are served in arrival order, each handed the role and woken directly).
+ */
+#define TSHM_ROLES_SHM 0
+
+/**
+ * Role strategy: one byte-range lock per role (two system calls per acquire and release).
+ */
+#define TSHM_ROLES_BYTELOCK 1
+
+/**
  * `tshm_owner` role: the lifetime lock (EXCLUSIVE-mode holder).
  */
 #define TSHM_ROLE_LIFETIME 0
@@ -313,11 +324,15 @@ typedef struct tshm_options {
    */
   uint32_t flags;
   /**
-   * Reader slots of a newly created sidecar (64..1024; 0 for the default, 128).
+   * Reader slots of the sidecar (64..65536; 0 for the default, 4096). A slot pins one
+   * snapshot for any number of read transactions of one handle; a handle keeps its slots
+   * until it closes. Like every shape field below, it is chosen by the first process to
+   * attach (the sidecar is re-initialized to it then); a later opener that asks for another
+   * value gets `TSHM_CONFLICT`.
    */
   uint32_t reader_slots;
   /**
-   * `TSHM_READERS_CAS` (default) or `TSHM_READERS_BYTELOCK`, for a newly created sidecar.
+   * `TSHM_READERS_CAS` (default) or `TSHM_READERS_BYTELOCK`.
    */
   uint32_t reader_strategy;
   /**
@@ -336,6 +351,16 @@ typedef struct tshm_options {
    * (2^32 - 2, also the largest value accepted) and the disk.
    */
   uint64_t index_limit;
+  /**
+   * Instance slots of the sidecar: how many handles (every writable handle is one) may be
+   * open at once across all processes (1..65536; 0 for the default, 4096). Chosen like
+   * `reader_slots`.
+   */
+  uint32_t instance_slots;
+  /**
+   * `TSHM_ROLES_SHM` (default) or `TSHM_ROLES_BYTELOCK`. Chosen like `reader_slots`.
+   */
+  uint32_t role_strategy;
 } tshm_options;
 
 /**
@@ -380,9 +405,9 @@ typedef struct tshm_info {
    */
   int32_t initialized;
   /**
-   * Reserved; 0.
+   * `TSHM_ROLES_SHM` or `TSHM_ROLES_BYTELOCK`.
    */
-  int32_t reserved;
+  uint32_t role_strategy;
   /**
    * How many times a first opener has (re)initialized this sidecar.
    */
@@ -542,7 +567,8 @@ const char *tshm_errmsg(void);
 int tshm_errno(void);
 
 /**
- * Fills `*opts` with the defaults: SHARED mode, OFD locks, 128 CAS reader slots, no hook.
+ * Fills `*opts` with the defaults: SHARED mode, OFD locks, CAS reader slots, shared-memory
+ * roles, the default table sizes (4096 reader and 4096 instance slots), no hook.
  *
  * Returns `TSHM_OK`, or `TSHM_MISUSE` if `opts` is NULL.
  *
@@ -572,7 +598,8 @@ int tshm_options_init(struct tshm_options *opts);
  * * `TSHM_MISUSE`: `db_path` or `out` NULL; `db_path` empty or ending in `/`, `.` or `..`;
  *   `opts` not initialized by `tshm_options_init` (`opts->size` smaller than this version's
  *   struct, or above 4096); unknown flag bits; `TSHM_OPEN_EXCLUSIVE` with
- *   `TSHM_OPEN_READONLY`; `reader_slots` outside 64..1024; an unknown reader strategy;
+ *   `TSHM_OPEN_READONLY`; `reader_slots` outside 64..65536 or `instance_slots` outside
+ *   1..65536 (0 is the default for both); an unknown reader or role strategy;
  *   `index_limit` above 2^32 - 2; or an open of the database from inside its own
  *   `on_last_close` hook;
  * * `TSHM_CANTOPEN`: the sidecar cannot be opened or created (e.g. its directory is not
@@ -590,7 +617,10 @@ int tshm_options_init(struct tshm_options *opts);
  *   writable when first opened here: close every handle on it first). (An existing sidecar
  *   this process may not write, e.g. on a read-only filesystem, gives a read-only handle; one
  *   that cannot be created there is `TSHM_CANTOPEN`.)
- * * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid);
+ * * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid), or the
+ *   sidecar they use has another shape than `opts` asks for: a `reader_slots` or
+ *   `instance_slots` other than 0 and other than the sidecar's, or another reader or role
+ *   strategy (`tshm_errmsg()` gives both values; `tshm_info_get` tells a handle the shape);
  * * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
  *   re-initializes instead);
  * * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` is a

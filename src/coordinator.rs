@@ -51,10 +51,16 @@ pub struct Options {
     pub allow_netfs: bool,
     /// Force the POSIX lock backend (`TSHM_LOCK_BACKEND=posix` does the same).
     pub posix_locks: bool,
-    /// Reader slots of a new sidecar (0: default).
+    /// Reader slots of the sidecar (0: the sidecar's, or the default for a new one). The shape
+    /// (slot counts and strategies) is chosen by the first process to attach; a later opener
+    /// asking for another one is refused with [`Error::Conflict`].
     pub reader_slots: u32,
-    /// Reader strategy of a new sidecar: [`READERS_CAS`] or [`READERS_BYTELOCK`].
+    /// Reader strategy: [`READERS_CAS`] or [`READERS_BYTELOCK`].
     pub reader_strategy: u32,
+    /// Instance slots of the sidecar (0: the sidecar's, or the default for a new one).
+    pub instance_slots: u32,
+    /// Role strategy: [`ROLES_SHM`] or [`ROLES_BYTELOCK`].
+    pub role_strategy: u32,
     /// Most entries this handle lets the frame index hold before appends fail with
     /// [`Error::Full`] (0: no limit but the format's, 2^32 - 2 per generation).
     pub index_limit: u64,
@@ -67,8 +73,10 @@ impl Default for Options {
             readonly: false,
             allow_netfs: false,
             posix_locks: false,
-            reader_slots: DEFAULT_READERS,
+            reader_slots: 0,
             reader_strategy: READERS_CAS,
+            instance_slots: 0,
+            role_strategy: ROLES_SHM,
             index_limit: 0,
         }
     }
@@ -98,8 +106,8 @@ pub struct tshm_info {
     /// 1 when this open found no other process attached and (re)initialized the sidecar's shared
     /// state: the engine should rebuild what it keeps there (e.g. its frame index) from its WAL.
     pub initialized: i32,
-    /// Reserved; 0.
-    pub reserved: i32,
+    /// `TSHM_ROLES_SHM` or `TSHM_ROLES_BYTELOCK`.
+    pub role_strategy: u32,
     /// How many times a first opener has (re)initialized this sidecar.
     pub init_epoch: u64,
 }
@@ -224,20 +232,33 @@ impl Coordinator {
                 "a read-only handle cannot hold the sidecar exclusively".into(),
             ));
         }
+        let opts = &Self::with_test_strategies(opts);
         if opts.reader_strategy > READERS_BYTELOCK {
             return Err(Error::Misuse(format!(
                 "unknown reader strategy {}",
                 opts.reader_strategy
             )));
         }
-        let readers = if opts.reader_slots == 0 {
-            DEFAULT_READERS
-        } else {
-            opts.reader_slots
-        };
-        if !(MIN_READERS..=MAX_READERS).contains(&readers) {
+        if opts.role_strategy > ROLES_BYTELOCK {
             return Err(Error::Misuse(format!(
-                "reader_slots {readers} outside {MIN_READERS}..={MAX_READERS}"
+                "unknown role strategy {}",
+                opts.role_strategy
+            )));
+        }
+        if opts.reader_slots != 0 && !(MIN_READERS..=MAX_READERS).contains(&opts.reader_slots) {
+            return Err(Error::Misuse(format!(
+                "reader_slots {} outside {MIN_READERS}..={MAX_READERS} (0: the default, \
+                 {DEFAULT_READERS})",
+                opts.reader_slots
+            )));
+        }
+        if opts.instance_slots != 0
+            && !(MIN_INSTANCES..=MAX_INSTANCES).contains(&opts.instance_slots)
+        {
+            return Err(Error::Misuse(format!(
+                "instance_slots {} outside {MIN_INSTANCES}..={MAX_INSTANCES} (0: the default, \
+                 {DEFAULT_INSTANCES})",
+                opts.instance_slots
             )));
         }
         if opts.index_limit > crate::index::MAX_ENTRIES {
@@ -293,7 +314,7 @@ impl Coordinator {
                 node.lock_wait(hid, LOCK_INIT, init_kind)?;
                 crate::testpoint::hit("open_holding_init");
             }
-            let r = Self::attach(&node, hid, opts, readers, readonly, db_path, guard.as_ref());
+            let r = Self::attach(&node, hid, opts, readonly, db_path, guard.as_ref());
             let unlocked = if first {
                 node.unlock(hid, LOCK_INIT).map(|_| ())
             } else {
@@ -324,7 +345,6 @@ impl Coordinator {
         node: &Arc<Node>,
         hid: HandleId,
         opts: &Options,
-        readers: u32,
         readonly: bool,
         db_path: &Path,
         guard: Option<&Arc<DbGuard>>,
@@ -351,7 +371,7 @@ impl Coordinator {
             // database (it was replaced under them), before anything is written to it.
             let r = if alone {
                 node.hold_db_guard(guard, db_path, true)
-                    .and_then(|_| Self::first_open(node, opts, readers))
+                    .and_then(|_| Self::first_open(node, opts))
                     .map(|_| initialized = true)
             } else {
                 Self::join(node, opts, db_path, guard)
@@ -359,6 +379,9 @@ impl Coordinator {
             if let Err(e) = r {
                 return undo(e);
             }
+        }
+        if !first {
+            Self::check_shape(&node.mapped()?.geom, opts)?;
         }
         let ident = if readonly {
             None
@@ -381,20 +404,40 @@ impl Coordinator {
 
     /// Alone (lifetime byte exclusive): validate or (re)initialize, reset stale owners, then
     /// downgrade in place unless EXCLUSIVE.
-    fn first_open(node: &Node, opts: &Options, readers: u32) -> Result<()> {
+    fn first_open(node: &Node, opts: &Options) -> Result<()> {
         let existing = match map_and_validate(node, true) {
             Ok(shm) => region::read_header(&shm).ok().map(|g| (shm, g)),
             Err(Error::Corrupt(_)) => None,
             Err(e) => return Err(e),
         };
+        // The first process of a session chooses the shape: the one asked for, where `opts`
+        // leaves a count open the sidecar's (or the default).
+        let want = |old: Option<&Geometry>| {
+            let pick = |asked: u32, had: Option<u32>, default: u32| match (asked, had) {
+                (0, Some(h)) => h,
+                (0, None) => default,
+                (a, _) => a,
+            };
+            Geometry::new(
+                pick(opts.reader_slots, old.map(|g| g.readers), DEFAULT_READERS),
+                opts.reader_strategy,
+                pick(
+                    opts.instance_slots,
+                    old.map(|g| g.instances),
+                    DEFAULT_INSTANCES,
+                ),
+                opts.role_strategy,
+            )
+        };
         let mapped = match existing {
-            Some((shm, geom)) => {
+            Some((shm, geom)) if want(Some(&geom)) == geom => {
                 node.set_mapped(shm, geom);
                 slots::reset_all(node)?;
                 node.mapped()?
             }
-            None => {
-                let geom = Geometry::new(readers, opts.reader_strategy, DEFAULT_INSTANCES);
+            old => {
+                let geom = want(old.as_ref().map(|(_, g)| g));
+                drop(old);
                 region::grow(node.fd(), geom.base_len)?;
                 let len = region::file_len(node.fd())?.max(geom.base_len);
                 let shm = node.map(len)?;
@@ -451,7 +494,70 @@ impl Coordinator {
         let geom = geom.map_err(Error::Corrupt)?;
         crate::index::validate(&shm, &geom, node.fd())?;
         node.set_mapped(shm, geom);
-        Ok(())
+        Self::check_shape(&geom, opts)
+    }
+
+    /// A joiner's request against the shape the first process chose: a count asked for (not
+    /// 0) or a strategy that differs is refused, never silently ignored.
+    fn check_shape(g: &Geometry, opts: &Options) -> Result<()> {
+        let strategy = |v: u32| if v == 0 { "CAS/shm" } else { "BYTELOCK" };
+        let differs = [
+            (
+                "reader_slots",
+                opts.reader_slots,
+                g.readers,
+                opts.reader_slots != 0,
+            ),
+            (
+                "instance_slots",
+                opts.instance_slots,
+                g.instances,
+                opts.instance_slots != 0,
+            ),
+            (
+                "reader_strategy",
+                opts.reader_strategy,
+                g.reader_strategy,
+                true,
+            ),
+            ("role_strategy", opts.role_strategy, g.role_strategy, true),
+        ]
+        .into_iter()
+        .find(|(_, asked, has, counts)| *counts && asked != has);
+        match differs {
+            None => Ok(()),
+            Some((name, asked, has, _)) if name.ends_with("strategy") => {
+                Err(Error::Conflict(format!(
+                    "{name} {asked} ({}) asked for, but the processes attached use {has} ({}); \
+                     the first process to attach chooses it",
+                    strategy(asked),
+                    strategy(has)
+                )))
+            }
+            Some((name, asked, has, _)) => Err(Error::Conflict(format!(
+                "{name} {asked} asked for, but the processes attached use a sidecar with {has}; \
+                 the first process to attach chooses it (0 joins any)"
+            ))),
+        }
+    }
+
+    /// In a build with test hooks, `TSHM_TEST_STRATEGIES=seed` turns default strategies into
+    /// the seed's byte locks, so that the whole test suite runs on them too.
+    fn with_test_strategies(opts: &Options) -> Options {
+        let mut o = opts.clone();
+        static SEED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let seed = *SEED.get_or_init(|| {
+            crate::testpoint::setting(c"TSHM_TEST_STRATEGIES").is_some_and(|v| v == "seed")
+        });
+        if seed {
+            if o.reader_strategy == READERS_CAS {
+                o.reader_strategy = READERS_BYTELOCK;
+            }
+            if o.role_strategy == ROLES_SHM {
+                o.role_strategy = ROLES_BYTELOCK;
+            }
+        }
+        o
     }
 
     fn conflict_message(
@@ -541,7 +647,7 @@ impl Coordinator {
             pid: std::process::id(),
             readonly: self.ident.is_none() as i32,
             initialized: self.initialized as i32,
-            reserved: 0,
+            role_strategy: m.geom.role_strategy,
             init_epoch: m.shm.u64(H_INIT_EPOCH).load(Relaxed),
         })
     }

@@ -1216,7 +1216,7 @@ mod killed_truncates {
             .truncate(true)
             .open(&path)
             .unwrap();
-        let geom = Geometry::new(MIN_READERS, READERS_CAS, 8);
+        let geom = Geometry::new(MIN_READERS, READERS_CAS, 8, ROLES_SHM);
         grow(file.as_raw_fd(), geom.base_len).unwrap();
         let shm = Shm::map(file.as_raw_fd(), geom.base_len, true).unwrap();
         write_header(&shm, &geom);

@@ -110,7 +110,7 @@ fn attach(db: &Path) -> Result<Arc<Node>> {
     if node.mapped.get().is_none() {
         // the fixed part only (the pool is mapped in windows): a huge file maps no more; the
         // node's protection, not the observer's: a handle of this process may share it
-        let most = Geometry::new(MAX_READERS, READERS_CAS, MAX_INSTANCES).base_len;
+        let most = Geometry::new(MAX_READERS, READERS_CAS, MAX_INSTANCES, ROLES_SHM).base_len;
         let len = region::file_len(node.fd())?.min(most);
         let shm = node.map(len.max(1))?;
         let geom = region::read_header(&shm).map_err(Error::Corrupt)?;

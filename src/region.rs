@@ -235,15 +235,14 @@ pub fn read_header(shm: &Shm) -> std::result::Result<Geometry, String> {
     if shm.u64(H_GEOM_SUM).load(Relaxed) != sum {
         return Err("header checksum mismatch".into());
     }
-    if shm.u32(H_HEADER_BYTES).load(Relaxed) as u64 != PAGE
-        || shm.u32(H_RESERVED).load(Relaxed) != 0
-    {
+    if shm.u32(H_HEADER_BYTES).load(Relaxed) as u64 != PAGE {
         return Err("bad header size".into());
     }
     let g = Geometry {
         readers: shm.u32(H_READERS).load(Relaxed),
         reader_strategy: shm.u32(H_READER_STRATEGY).load(Relaxed),
         instances: shm.u32(H_INSTANCES).load(Relaxed),
+        role_strategy: shm.u32(H_ROLE_STRATEGY).load(Relaxed),
         readers_off: shm.u64(H_READERS_OFF).load(Relaxed),
         instances_off: shm.u64(H_INSTANCES_OFF).load(Relaxed),
         base_len: shm.u64(H_BASE_LEN).load(Relaxed),
@@ -274,6 +273,7 @@ pub fn write_header(shm: &Shm, g: &Geometry) {
     shm.u32(H_READERS).store(g.readers, Relaxed);
     shm.u32(H_READER_STRATEGY).store(g.reader_strategy, Relaxed);
     shm.u32(H_INSTANCES).store(g.instances, Relaxed);
+    shm.u32(H_ROLE_STRATEGY).store(g.role_strategy, Relaxed);
     shm.u64(H_READERS_OFF).store(g.readers_off, Relaxed);
     shm.u64(H_INSTANCES_OFF).store(g.instances_off, Relaxed);
     shm.u64(H_BASE_LEN).store(g.base_len, Relaxed);

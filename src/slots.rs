@@ -159,7 +159,7 @@ pub fn tag_alive(node: &Node, tag: u64) -> Result<bool> {
     if i >= m.geom.instances {
         return Ok(false); // not a tag any instance could have written
     }
-    let cur = m.shm.u64(m.geom.instance(i) + 16).load(Acquire) & 0xffff_ffff_ffff;
+    let cur = m.shm.u64(m.geom.instance(i) + 16).load(Acquire) & TAG_GEN_MASK;
     if cur != generation {
         return Ok(false);
     }

@@ -198,7 +198,7 @@ fn the_model_mirrors_the_source() {
         "tests/loom_reclaim.rs",
         &[
             "let generation = m.shm.u64(rec + 16).fetch_add(1, AcqRel).wrapping_add(1);",
-            "let cur = m.shm.u64(m.geom.instance(i) + 16).load(Acquire) & 0xffff_ffff_ffff;",
+            "let cur = m.shm.u64(m.geom.instance(i) + 16).load(Acquire) & TAG_GEN_MASK;",
             "let owner = owner_w.load(Acquire);",
             "owner_w .compare_exchange(owner, tag, AcqRel, Relaxed) .is_ok()",
         ],

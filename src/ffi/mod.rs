@@ -47,6 +47,12 @@ pub const TSHM_READERS_CAS: u32 = 0;
 /// Reader strategy: one byte-range lock per read transaction.
 pub const TSHM_READERS_BYTELOCK: u32 = 1;
 
+/// Role strategy: the writer and checkpointer roles live in shared memory (no syscall when
+/// uncontended; waiters are served in arrival order, each handed the role and woken directly).
+pub const TSHM_ROLES_SHM: u32 = 0;
+/// Role strategy: one byte-range lock per role (two system calls per acquire and release).
+pub const TSHM_ROLES_BYTELOCK: u32 = 1;
+
 /// `tshm_owner` role: the lifetime lock (EXCLUSIVE-mode holder).
 pub const TSHM_ROLE_LIFETIME: u32 = 0;
 /// `tshm_owner` role: the writer.
@@ -63,6 +69,8 @@ const _: () = assert!(
     TSHM_READERS_CAS == crate::layout::READERS_CAS
         && TSHM_READERS_BYTELOCK == crate::layout::READERS_BYTELOCK
         && TSHM_NO_FRAME == crate::layout::NO_FRAME
+        && TSHM_ROLES_SHM == crate::layout::ROLES_SHM
+        && TSHM_ROLES_BYTELOCK == crate::layout::ROLES_BYTELOCK
 );
 
 /// Options for `tshm_open`. Initialize with `tshm_options_init()`, then change fields.
@@ -74,9 +82,13 @@ pub struct tshm_options {
     pub size: u32,
     /// `TSHM_OPEN_*` flags.
     pub flags: u32,
-    /// Reader slots of a newly created sidecar (64..1024; 0 for the default, 128).
+    /// Reader slots of the sidecar (64..65536; 0 for the default, 4096). A slot pins one
+    /// snapshot for any number of read transactions of one handle; a handle keeps its slots
+    /// until it closes. Like every shape field below, it is chosen by the first process to
+    /// attach (the sidecar is re-initialized to it then); a later opener that asks for another
+    /// value gets `TSHM_CONFLICT`.
     pub reader_slots: u32,
-    /// `TSHM_READERS_CAS` (default) or `TSHM_READERS_BYTELOCK`, for a newly created sidecar.
+    /// `TSHM_READERS_CAS` (default) or `TSHM_READERS_BYTELOCK`.
     pub reader_strategy: u32,
     /// Called by `tshm_close` when this handle is the last one attached in any process, while it
     /// still holds the sidecar exclusively: the place for a final checkpoint. The handle is fully
@@ -88,7 +100,33 @@ pub struct tshm_options {
     /// `tshm_index_append` fails with `TSHM_FULL`; 0 (default) for no limit but the format's
     /// (2^32 - 2, also the largest value accepted) and the disk.
     pub index_limit: u64,
+    /// Instance slots of the sidecar: how many handles (every writable handle is one) may be
+    /// open at once across all processes (1..65536; 0 for the default, 4096). Chosen like
+    /// `reader_slots`.
+    pub instance_slots: u32,
+    /// `TSHM_ROLES_SHM` (default) or `TSHM_ROLES_BYTELOCK`. Chosen like `reader_slots`.
+    pub role_strategy: u32,
 }
+
+/// `tshm_options.size` of the first version of the struct (up to `index_limit`): a caller built
+/// against that header gets the defaults for the later fields.
+const OPTIONS_V1_SIZE: usize = std::mem::offset_of!(tshm_options, instance_slots);
+
+/// The first version of `tshm_options`: the fields every caller's struct has.
+#[repr(C)]
+struct OptionsV1 {
+    size: u32,
+    flags: u32,
+    reader_slots: u32,
+    reader_strategy: u32,
+    on_last_close: tshm_last_close_fn,
+    ctx: *mut c_void,
+    index_limit: u64,
+}
+const _: () = assert!(std::mem::size_of::<OptionsV1>() == OPTIONS_V1_SIZE);
+const _: () = assert!(
+    std::mem::offset_of!(OptionsV1, index_limit) == std::mem::offset_of!(tshm_options, index_limit)
+);
 
 /// Called by `tshm_index_foreach` with each page and its newest frame; return 0 to go on,
 /// anything else to stop.
@@ -132,13 +170,18 @@ fn get_into<T>(
 /// A `tshm_options.size` above this is no struct of any version: garbage, not a later header.
 const MAX_OPTIONS_SIZE: usize = 4096;
 
-/// Checks `opts.size` without reading past this version's struct: smaller, or absurdly large, is
-/// an uninitialized struct (`TSHM_MISUSE`); larger is a caller built against a later header
-/// (`TSHM_NOTSUPPORTED`: this library cannot know what the later fields ask for).
-fn check_options_size(opts: &tshm_options) -> crate::Result<()> {
+/// Checks `opts.size` without reading past it: below this version's struct and not the size of
+/// the first version's, or absurdly large, is an uninitialized struct (`TSHM_MISUSE`); larger than this version's is a caller
+/// built against a later header (`TSHM_NOTSUPPORTED`: this library cannot know what the later
+/// fields ask for). Returns the size, which says which fields the caller's struct has.
+///
+/// # Safety
+/// `opts` is non-null and points to at least a `u32`.
+unsafe fn check_options_size(opts: *const tshm_options) -> crate::Result<usize> {
     let ours = std::mem::size_of::<tshm_options>();
-    let size = opts.size as usize;
-    if size < ours || size > MAX_OPTIONS_SIZE {
+    // SAFETY: `size` is the first field; the caller's struct has it in every version.
+    let size = unsafe { std::ptr::addr_of!((*opts).size).read() } as usize;
+    if (size < ours && size != OPTIONS_V1_SIZE) || size > MAX_OPTIONS_SIZE {
         return Err(Error::Misuse(format!(
             "tshm_open: opts.size is {size}, not the size of a tshm_options ({ours} bytes in this \
              version): opts was not initialized with tshm_options_init"
@@ -151,7 +194,7 @@ fn check_options_size(opts: &tshm_options) -> crate::Result<()> {
             env!("CARGO_PKG_VERSION")
         )));
     }
-    Ok(())
+    Ok(size)
 }
 
 /// The library's version number, `TSHM_VERSION_NUMBER` of the headers it was built with.
@@ -198,7 +241,8 @@ pub extern "C" fn tshm_errno() -> c_int {
     guard::errno()
 }
 
-/// Fills `*opts` with the defaults: SHARED mode, OFD locks, 128 CAS reader slots, no hook.
+/// Fills `*opts` with the defaults: SHARED mode, OFD locks, CAS reader slots, shared-memory
+/// roles, the default table sizes (4096 reader and 4096 instance slots), no hook.
 ///
 /// Returns `TSHM_OK`, or `TSHM_MISUSE` if `opts` is NULL.
 ///
@@ -219,6 +263,8 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
                 on_last_close: None,
                 ctx: std::ptr::null_mut(),
                 index_limit: 0,
+                instance_slots: 0,
+                role_strategy: TSHM_ROLES_SHM,
             })
         };
         TSHM_OK
@@ -245,7 +291,8 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 /// * `TSHM_MISUSE`: `db_path` or `out` NULL; `db_path` empty or ending in `/`, `.` or `..`;
 ///   `opts` not initialized by `tshm_options_init` (`opts->size` smaller than this version's
 ///   struct, or above 4096); unknown flag bits; `TSHM_OPEN_EXCLUSIVE` with
-///   `TSHM_OPEN_READONLY`; `reader_slots` outside 64..1024; an unknown reader strategy;
+///   `TSHM_OPEN_READONLY`; `reader_slots` outside 64..65536 or `instance_slots` outside
+///   1..65536 (0 is the default for both); an unknown reader or role strategy;
 ///   `index_limit` above 2^32 - 2; or an open of the database from inside its own
 ///   `on_last_close` hook;
 /// * `TSHM_CANTOPEN`: the sidecar cannot be opened or created (e.g. its directory is not
@@ -263,7 +310,10 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 ///   writable when first opened here: close every handle on it first). (An existing sidecar
 ///   this process may not write, e.g. on a read-only filesystem, gives a read-only handle; one
 ///   that cannot be created there is `TSHM_CANTOPEN`.)
-/// * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid);
+/// * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid), or the
+///   sidecar they use has another shape than `opts` asks for: a `reader_slots` or
+///   `instance_slots` other than 0 and other than the sidecar's, or another reader or role
+///   strategy (`tshm_errmsg()` gives both values; `tshm_info_get` tells a handle the shape);
 /// * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
 ///   re-initializes instead);
 /// * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` is a
@@ -293,10 +343,27 @@ pub unsafe extern "C" fn tshm_open(
         let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
         let (mut o, mut hook, mut ctx) = (Options::default(), None, std::ptr::null_mut());
         if !opts.is_null() {
-            let opts = unsafe { &*opts };
-            if let Err(e) = check_options_size(opts) {
-                return fail(e);
-            }
+            let size = match unsafe { check_options_size(opts) } {
+                Ok(size) => size,
+                Err(e) => return fail(e),
+            };
+            // SAFETY: the caller's struct holds `size` bytes; a field past them is left at its
+            // default (a caller built against the first version of the header).
+            let later = |off: usize, f: *const u32| -> u32 {
+                if off + 4 <= size {
+                    unsafe { f.read() }
+                } else {
+                    0
+                }
+            };
+            o.instance_slots = later(std::mem::offset_of!(tshm_options, instance_slots), unsafe {
+                std::ptr::addr_of!((*opts).instance_slots)
+            });
+            o.role_strategy = later(std::mem::offset_of!(tshm_options, role_strategy), unsafe {
+                std::ptr::addr_of!((*opts).role_strategy)
+            });
+            // SAFETY: every first-version field lies within `size` bytes (checked above).
+            let opts = unsafe { &*opts.cast::<OptionsV1>() };
             let known = TSHM_OPEN_EXCLUSIVE
                 | TSHM_OPEN_READONLY
                 | TSHM_OPEN_ALLOW_NETFS
