@@ -555,15 +555,17 @@ static void bench_contention(void) {
         tput[k] = (double)r[k].acq / r[k].secs;
     }
     char counts[2][256];
-    double fair = 0;
+    double fair[2] = {0, 0}, fair99 = 0;
     for (int k = 0; k < 2; k++) {
         int off = 0;
         for (int i = 0; i < CT_PROCS; i++) {
             double m = quantile(r[k].per[i], r[k].nper[i], 0.5), w = r[k].per[i][r[k].nper[i] - 1];
-            if (k == 0 && w / m > fair) fair = w / m;
+            double q = quantile(r[k].per[i], r[k].nper[i], 0.99);
+            if (w / m > fair[k]) fair[k] = w / m;
+            if (k == 0 && q / m > fair99) fair99 = q / m;
             off += snprintf(counts[k] + off, sizeof counts[k] - (size_t)off, "%s%zu", i ? "/" : "", r[k].nper[i]);
-            fprintf(stderr, "    %s process %d: %6zu acquisitions, wait median %8.0f ns, worst %10.0f ns\n",
-                    k ? "sleep-retry" : "tshm wait  ", i, r[k].nper[i], m, w);
+            fprintf(stderr, "    %s process %d: %6zu acquisitions, wait median %8.0f ns, p99 %9.0f ns, worst %10.0f ns\n",
+                    k ? "sleep-retry" : "tshm wait  ", i, r[k].nper[i], m, q, w);
         }
     }
     fprintf(stderr, "    tshm wait:   %.0f acquisitions/s, wait median %.0f ns, p99 %.0f ns\n", tput[0], med[0], p99[0]);
@@ -583,16 +585,12 @@ static void bench_contention(void) {
              "acquisitions/s tshm / sleep-retry (target >= 2); per-process counts tshm %s, sleep-retry %s; %.1f s each",
              counts[0], counts[1], r[0].secs);
     row("writer.throughput_vs_sleep", tput[0], tput[1], tput[0] / tput[1], "acq/s", note);
-    double fair_sleep = 0;
-    for (int i = 0; i < CT_PROCS; i++) {
-        double m = quantile(r[1].per[i], r[1].nper[i], 0.5), w = r[1].per[i][r[1].nper[i] - 1];
-        if (w / m > fair_sleep) fair_sleep = w / m;
-    }
     snprintf(note, sizeof note,
-             "tshm waiting: max over the 4 processes of worst wait / median wait (target <= 10; baseline = the same "
-             "for sleep-retry; ratio = value / baseline); per-process counts %s",
-             counts[0]);
-    row("writer.fairness", fair, fair_sleep, fair / fair_sleep, "x", note);
+             "tshm waiting: max over the 4 processes of worst wait / median wait (target <= 10; the median is mostly "
+             "an acquire that found the role free); baseline = the same for sleep-retry, ratio = value / baseline; "
+             "max p99 / median for tshm %.1f; per-process counts %s",
+             fair99, counts[0]);
+    row("writer.fairness", fair[0], fair[1], fair[0] / fair[1], "x", note);
     for (int k = 0; k < 2; k++) {
         free(r[k].all);
         for (int i = 0; i < CT_PROCS; i++) free(r[k].per[i]);
