@@ -222,7 +222,8 @@ c-test: test-lib test-cli $(C_TESTS) $(BBIN)/test_api_static
 # copies without the exported tshm_* names (function names are not points); the symbol table
 # is searched for testpoint functions.
 HOOK_NAMES = $$(sed -n '/^pub const NAMES/,/^];/p' src/testpoint.rs | grep -o '"[a-z_]*"' | tr -d '"') \
-             TSHM_TEST_CRASH_AT TSHM_TEST_PAUSE_AT TSHM_TEST_FAIL_AT TSHM_TEST_FS_MAGIC TSHM_TEST_WAIT_SLICE_MS
+             TSHM_TEST_CRASH_AT TSHM_TEST_PAUSE_AT TSHM_TEST_FAIL_AT TSHM_TEST_FS_MAGIC TSHM_TEST_WAIT_SLICE_MS \
+             TSHM_TEST_STRATEGIES
 SHIM_HOOK_NAMES = $$(grep -o 'stop_point([^,]*, "[a-z_]*")' examples/sqlite-vfs/tshm_vfs.c | grep -o '"[a-z_]*"' | tr -d '"') \
                   TSHM_SQLITE_TEST_STOP
 # strings of a stripped copy of $(1), split at non-identifier bytes (Rust's string data is not

@@ -187,6 +187,13 @@ static inline int read_line(int fd, char *buf, size_t cap) {
     return 1;
 }
 
+/* Whether the suite runs with the seed's strategies (`TSHM_TEST_STRATEGIES=seed`, test builds):
+ * byte locks for readers and roles wherever the default was asked for. */
+static inline int seed_strategies(void) {
+    const char *v = getenv("TSHM_TEST_STRATEGIES");
+    return v != NULL && strcmp(v, "seed") == 0;
+}
+
 /* Opens db with the given flags (and reader settings); returns the handle or NULL. */
 static inline tshm *open_with(const char *db, uint32_t flags, uint32_t readers, uint32_t strategy) {
     tshm_options o;

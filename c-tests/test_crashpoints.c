@@ -31,6 +31,8 @@
 #define READERS_FULL 16   /* ... and holds every reader slot but a dead process's */
 #define ENGINE_HELD 32    /* ... and holds engine lock slot 5 EXCLUSIVE */
 #define SPARSE 64         /* nobody attached; a page of the sidecar has no storage */
+#define ROLES_DEAD 128    /* attached; a dead process holds the writer and checkpointer roles */
+#define LAST_SETUP ROLES_DEAD
 
 /* How the child reaches the point. */
 enum action { SCRIPT, NODE_RACE, OBSERVE };
@@ -50,6 +52,8 @@ static const struct point POINTS[] = {
     {"ckpt_claim", ALONE | ATTACHED, SCRIPT},
     {"writer_release", ALONE | ATTACHED, SCRIPT},
     {"ckpt_release", ALONE | ATTACHED, SCRIPT},
+    {"writer_reclaim", ROLES_DEAD, SCRIPT},
+    {"ckpt_reclaim", ROLES_DEAD, SCRIPT},
     {"trim_mark", PENDING_TRIM, SCRIPT},
     {"truncate_mark", ALONE | ATTACHED, SCRIPT},
     {"append_entry", ALONE | ATTACHED | PENDING_TRIM, SCRIPT},
@@ -242,6 +246,9 @@ static void dead_holder(const char *db, int what) {
         uint32_t slot;
         tshm_snapshot s;
         if (what == READERS_FULL && tshm_reader_begin(h, &slot, &s) != TSHM_OK) _exit(61);
+        if (what == ROLES_DEAD && (tshm_writer_acquire(h, 0) != TSHM_OK ||
+                                   tshm_checkpointer_acquire(h, 0) != TSHM_OK))
+            _exit(62);
         _exit(0); /* no close: its instance record (and reader slot) stay behind */
     }
     CHECK(child_wait(kid) == 0);
@@ -310,6 +317,9 @@ static void set_up(struct world *w) {
     }
     case ENGINE_HELD:
         CHECK_RC(tshm_lock(h, 5, 1, TSHM_LOCK_EXCLUSIVE), TSHM_OK);
+        break;
+    case ROLES_DEAD:
+        dead_holder(w->db, ROLES_DEAD);
         break;
     }
     tshm_snapshot s;
@@ -422,6 +432,7 @@ static const char *setup_name(int s) {
     case READERS_FULL: return "readers-full";
     case ENGINE_HELD: return "engine-held";
     case SPARSE: return "sparse";
+    case ROLES_DEAD: return "roles-dead";
     }
     return "?";
 }
@@ -435,7 +446,7 @@ int main(void) {
     double t0 = now_ms();
     for (size_t i = 0; i < NPOINTS; i++) {
         const struct point *p = &POINTS[i];
-        for (int setup = 1; setup <= SPARSE; setup <<= 1) {
+        for (int setup = 1; setup <= LAST_SETUP; setup <<= 1) {
             if (!(p->setups & setup)) continue;
             char name[80], what[128];
             snprintf(name, sizeof name, "crash-%s-%s.db", p->name, setup_name(setup));

@@ -31,7 +31,8 @@ use crate::layout::*;
 use crate::lock::{self, Backend, Kind};
 use crate::node::{fork_gen, DbGuard, HandleId, Node};
 use crate::region;
-use crate::slots::{self, Ident, Role};
+use crate::roles::{self, Role};
+use crate::slots::{self, Ident};
 use crate::snapshot::{tshm_snapshot, Latch};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -123,13 +124,29 @@ pub const TSHM_BACKEND_OFD: u32 = 1;
 /// `tshm_info.backend`: POSIX process-associated record locks.
 pub const TSHM_BACKEND_POSIX: u32 = 2;
 
+/// What one handle does with one role, in a word its threads share (no lock on the path).
 #[derive(Default)]
-struct Held {
-    writer: bool,
-    ckpt: bool,
-    /// A role acquisition in progress on another thread of this handle.
-    pending: [bool; 2],
-    readers: Vec<u32>,
+struct RoleState(std::sync::atomic::AtomicU8);
+
+impl RoleState {
+    const FREE: u8 = 0;
+    /// An acquire is in progress on some thread of the handle.
+    const PENDING: u8 = 1;
+    const HELD: u8 = 2;
+    /// Held, and a thread of the handle is using the frame index under it.
+    const IN_USE: u8 = 3;
+    /// A release is in progress.
+    const RELEASING: u8 = 4;
+
+    fn swap_if(&self, from: u8, to: u8) -> bool {
+        self.0.compare_exchange(from, to, Acquire, Relaxed).is_ok()
+    }
+    fn set(&self, v: u8) {
+        self.0.store(v, Release);
+    }
+    fn held(&self) -> bool {
+        matches!(self.0.load(Acquire), Self::HELD | Self::IN_USE)
+    }
 }
 
 /// One open handle on a sidecar.
@@ -141,7 +158,10 @@ pub struct Coordinator {
     exclusive: bool,
     initialized: bool,
     index_limit: u64,
-    held: Mutex<Held>,
+    /// The writer's and the checkpointer's state.
+    roles: [RoleState; 2],
+    /// Reader slots this handle holds.
+    readers: Mutex<Vec<u32>>,
     /// Engine lock slots this handle holds: 0 none, 1 SHARED, 2 EXCLUSIVE.
     engine_locks: Mutex<[u8; ENGINE_LOCKS as usize]>,
     closed: std::sync::atomic::AtomicBool,
@@ -331,7 +351,8 @@ impl Coordinator {
             exclusive: opts.exclusive,
             initialized,
             index_limit: opts.index_limit,
-            held: Mutex::new(Held::default()),
+            roles: Default::default(),
+            readers: Mutex::new(Vec::new()),
             engine_locks: Mutex::new([0; ENGINE_LOCKS as usize]),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -497,8 +518,8 @@ impl Coordinator {
         Self::check_shape(&geom, opts)
     }
 
-    /// A joiner's request against the shape the first process chose: a count asked for (not
-    /// 0) or a strategy that differs is refused, never silently ignored.
+    /// A joiner's request against the shape the first process chose: a count or a non-default
+    /// strategy asked for (not 0) that differs is refused, never silently ignored.
     fn check_shape(g: &Geometry, opts: &Options) -> Result<()> {
         let strategy = |v: u32| if v == 0 { "CAS/shm" } else { "BYTELOCK" };
         let differs = [
@@ -514,13 +535,19 @@ impl Coordinator {
                 g.instances,
                 opts.instance_slots != 0,
             ),
+            // the default strategy (0) joins either; another one is a request
             (
                 "reader_strategy",
                 opts.reader_strategy,
                 g.reader_strategy,
-                true,
+                opts.reader_strategy != 0,
             ),
-            ("role_strategy", opts.role_strategy, g.role_strategy, true),
+            (
+                "role_strategy",
+                opts.role_strategy,
+                g.role_strategy,
+                opts.role_strategy != 0,
+            ),
         ]
         .into_iter()
         .find(|(_, asked, has, counts)| *counts && asked != has);
@@ -622,8 +649,15 @@ impl Coordinator {
         })
     }
 
-    fn held(&self) -> MutexGuard<'_, Held> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    fn readers(&self) -> MutexGuard<'_, Vec<u32>> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn role_state(&self, role: Role) -> &RoleState {
+        &self.roles[match role {
+            Role::Writer => 0,
+            Role::Checkpointer => 1,
+        }]
     }
 
     /// This handle's facts.
@@ -666,13 +700,10 @@ impl Coordinator {
     pub fn publish(&self, snap: &tshm_snapshot, mask: u32) -> Result<tshm_snapshot> {
         self.check()?;
         let id = self.ident()?;
-        {
-            let h = self.held();
-            if !h.writer && !h.ckpt {
-                return Err(Error::Misuse(
-                    "publishing needs the writer or checkpointer role".into(),
-                ));
-            }
+        if !self.roles.iter().any(RoleState::held) {
+            return Err(Error::Misuse(
+                "publishing needs the writer or checkpointer role".into(),
+            ));
         }
         if mask & !crate::snapshot::TSHM_SNAP_ALL != 0 {
             return Err(Error::Misuse(format!(
@@ -687,40 +718,31 @@ impl Coordinator {
         .publish(snap, mask, id.tag(), |t| slots::tag_alive(node, t))
     }
 
-    fn role_flag(h: &mut Held, role: Role) -> (&mut bool, &mut bool) {
-        match role {
-            Role::Writer => (&mut h.writer, &mut h.pending[0]),
-            Role::Checkpointer => (&mut h.ckpt, &mut h.pending[1]),
-        }
-    }
-
     /// Takes the writer or checkpointer role, waiting up to `timeout_ms` (0: try once).
     pub fn acquire(&self, role: Role, timeout_ms: u32) -> Result<()> {
         self.check()?;
-        let id = *self.ident()?;
-        {
-            let mut h = self.held();
-            let (held, pending) = Self::role_flag(&mut h, role);
-            if *held || *pending {
-                return Err(Error::Misuse(format!(
-                    "this handle already holds the {} role",
-                    role.name()
-                )));
-            }
-            *pending = true;
+        let id = self.ident()?;
+        let state = self.role_state(role);
+        if !state.swap_if(RoleState::FREE, RoleState::PENDING) {
+            return Err(Error::Misuse(format!(
+                "this handle already holds the {} role (or another of its threads is taking or \
+                 releasing it)",
+                role.name()
+            )));
         }
-        let mut r = slots::role_acquire(&self.node, &id, role, timeout_ms);
+        let mut r = roles::acquire(&self.node, id, role, timeout_ms);
         if r.is_ok() && role == Role::Writer {
             // A previous writer may have died between appending and committing.
             r = self.trim_index();
             if r.is_err() {
-                let _ = slots::role_release(&self.node, &id, role);
+                let _ = roles::release(&self.node, id, role);
             }
         }
-        let mut h = self.held();
-        let (held, pending) = Self::role_flag(&mut h, role);
-        *pending = false;
-        *held = r.is_ok();
+        state.set(if r.is_ok() {
+            RoleState::HELD
+        } else {
+            RoleState::FREE
+        });
         r
     }
 
@@ -740,12 +762,16 @@ impl Coordinator {
     fn with_writer_index<T>(&self, what: &str, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
         self.check()?;
         self.ident()?;
-        let h = self.held();
-        if !h.writer {
-            return Err(Error::Misuse(format!("{what} needs the writer role")));
+        let state = self.role_state(Role::Writer);
+        if !state.swap_if(RoleState::HELD, RoleState::IN_USE) {
+            return Err(Error::Misuse(if state.held() {
+                format!("{what}: another thread of this handle is using the frame index")
+            } else {
+                format!("{what} needs the writer role")
+            }));
         }
-        let r = f(&Index::new(self.node.mapped()?));
-        drop(h);
+        let r = self.node.mapped().and_then(|m| f(&Index::new(m)));
+        state.set(RoleState::HELD);
         r
     }
 
@@ -830,17 +856,22 @@ impl Coordinator {
     /// Releases a role this handle holds.
     pub fn release(&self, role: Role) -> Result<()> {
         self.check()?;
-        let id = *self.ident()?;
-        let mut h = self.held();
-        let (held, _) = Self::role_flag(&mut h, role);
-        if !*held {
-            return Err(Error::Misuse(format!(
-                "this handle does not hold the {} role",
-                role.name()
-            )));
+        let id = self.ident()?;
+        let state = self.role_state(role);
+        if !state.swap_if(RoleState::HELD, RoleState::RELEASING) {
+            return Err(Error::Misuse(if state.held() {
+                format!(
+                    "the {} role cannot be released while another thread of this handle uses \
+                     the frame index under it",
+                    role.name()
+                )
+            } else {
+                format!("this handle does not hold the {} role", role.name())
+            }));
         }
-        *held = false;
-        slots::role_release(&self.node, &id, role)
+        let r = roles::release(&self.node, id, role);
+        state.set(RoleState::FREE);
+        r
     }
 
     /// Claims a reader slot pinning the current snapshot. Returns the slot and the snapshot.
@@ -848,7 +879,7 @@ impl Coordinator {
         self.check()?;
         let id = *self.ident()?;
         let (slot, snap) = slots::reader_begin(&self.node, &id)?;
-        self.held().readers.push(slot);
+        self.readers().push(slot);
         Ok((slot, snap))
     }
 
@@ -857,13 +888,13 @@ impl Coordinator {
         self.check()?;
         let id = *self.ident()?;
         {
-            let mut h = self.held();
-            let Some(pos) = h.readers.iter().position(|s| *s == slot) else {
+            let mut h = self.readers();
+            let Some(pos) = h.iter().position(|s| *s == slot) else {
                 return Err(Error::Misuse(format!(
                     "this handle does not hold reader slot {slot}"
                 )));
             };
-            h.readers.swap_remove(pos);
+            h.swap_remove(pos);
         }
         slots::reader_end(&self.node, &id, slot)
     }
@@ -890,22 +921,23 @@ impl Coordinator {
     /// is reported (the first) but never skips the others.
     fn release_everything(&self) -> Result<()> {
         let Some(id) = self.ident else { return Ok(()) };
-        let (writer, ckpt, readers) = {
-            let mut h = self.held();
-            let r = (h.writer, h.ckpt, std::mem::take(&mut h.readers));
-            h.writer = false;
-            h.ckpt = false;
-            r
-        };
+        let readers = std::mem::take(&mut *self.readers());
+        // Closing: no other call runs on the handle, so a role is held or free, nothing between.
+        let writer = self
+            .role_state(Role::Writer)
+            .swap_if(RoleState::HELD, RoleState::FREE);
+        let ckpt = self
+            .role_state(Role::Checkpointer)
+            .swap_if(RoleState::HELD, RoleState::FREE);
         let mut result = Ok(());
         for slot in readers {
             result = result.and(slots::reader_end(&self.node, &id, slot));
         }
         if writer {
-            result = result.and(slots::role_release(&self.node, &id, Role::Writer));
+            result = result.and(roles::release(&self.node, &id, Role::Writer));
         }
         if ckpt {
-            result = result.and(slots::role_release(&self.node, &id, Role::Checkpointer));
+            result = result.and(roles::release(&self.node, &id, Role::Checkpointer));
         }
         let mut locks = self.engine_locks.lock().unwrap_or_else(|e| e.into_inner());
         result.and(crate::engine::release_all(&self.node, &id, &mut locks))

@@ -34,25 +34,10 @@
 
 use crate::error::{Error, Result};
 use crate::layout::*;
-use crate::lock::Kind;
 use crate::node::{HandleId, Node};
+use crate::roles::{self, Role};
 use crate::snapshot::{tshm_snapshot, Latch};
-use std::sync::atomic::{fence, AtomicU32, Ordering::*};
-use std::time::{Duration, Instant};
-
-/// Longest single futex sleep of a waiter before it retries the lock itself.
-pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(10);
-
-/// [`WAIT_SLICE`], or in a build with test hooks the test setting `TSHM_TEST_WAIT_SLICE_MS` (a
-/// long slice proves that a waiter was woken by the release, not by its own retry).
-fn wait_slice() -> Duration {
-    static SLICE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *SLICE.get_or_init(|| {
-        crate::testpoint::setting(c"TSHM_TEST_WAIT_SLICE_MS")
-            .and_then(|v| v.parse().ok())
-            .map_or(WAIT_SLICE, Duration::from_millis)
-    })
-}
+use std::sync::atomic::{fence, Ordering::*};
 
 /// One open handle's identity in the sidecar.
 #[derive(Clone, Copy, Debug)]
@@ -110,13 +95,14 @@ pub fn claim_instance(node: &Node, hid: HandleId) -> Result<Ident> {
             } else {
                 "instance_reclaim"
             });
-            // a previous holder that died may have left engine-lock bits
-            m.shm.u64(rec + 24).store(0, Release);
+            // a previous holder that died may have left engine-lock bits and a wait ticket
+            m.shm.u64(rec + I_ENGINE_LOCKS).store(0, Release);
+            roles::reset_instance(&m.shm, rec);
             m.shm.u32(H_INSTANCE_HWM).fetch_max(i + 1, AcqRel);
             let generation = m.shm.u64(rec + 16).fetch_add(1, AcqRel).wrapping_add(1);
             let nonce = nonce();
-            m.shm.u64(rec + 8).store(nonce, Relaxed);
-            m.shm.u64(rec).store(owner_id(pid, i), Release);
+            m.shm.u64(rec + I_NONCE).store(nonce, Relaxed);
+            m.shm.u64(rec + I_ID).store(owner_id(pid, i), Release);
             return Ok(Ident {
                 hid,
                 pid,
@@ -164,155 +150,6 @@ pub fn tag_alive(node: &Node, tag: u64) -> Result<bool> {
         return Ok(false);
     }
     instance_alive(node, i)
-}
-
-/// The two exclusive roles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Writer,
-    Checkpointer,
-}
-
-impl Role {
-    pub fn byte(self) -> u64 {
-        match self {
-            Role::Writer => LOCK_WRITER,
-            Role::Checkpointer => LOCK_CKPT,
-        }
-    }
-    fn id_off(self) -> usize {
-        match self {
-            Role::Writer => H_WRITER_ID,
-            Role::Checkpointer => H_CKPT_ID,
-        }
-    }
-    fn nonce_off(self) -> usize {
-        self.id_off() + 8
-    }
-    fn wake_off(self) -> usize {
-        match self {
-            Role::Writer => H_WRITER_WAKE,
-            Role::Checkpointer => H_CKPT_WAKE,
-        }
-    }
-    fn waiters_off(self) -> usize {
-        match self {
-            Role::Writer => H_WRITER_WAITERS,
-            Role::Checkpointer => H_CKPT_WAITERS,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Writer => "writer",
-            Role::Checkpointer => "checkpointer",
-        }
-    }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32, dur: Duration) {
-    let ts = libc::timespec {
-        tv_sec: dur.as_secs() as libc::time_t,
-        tv_nsec: dur.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: word is a live, aligned u32 in a MAP_SHARED mapping; FUTEX_WAIT without the
-    // private flag keys the wait on the file page, so other processes' wakes reach it.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-        );
-    }
-}
-
-fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: as in futex_wait.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
-    }
-}
-
-/// The owner record of a role, as a message fragment ("pid 123 (instance 4)").
-fn describe_owner(id: u64) -> String {
-    if id == 0 {
-        "another handle (owner record not yet written)".into()
-    } else {
-        format!("pid {} (instance {})", id >> 32, id as u32)
-    }
-}
-
-/// Takes `role` for `id`. `timeout_ms == 0` tries once; otherwise waits up to that long, woken
-/// when the holder releases.
-pub fn role_acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<()> {
-    let m = node.mapped()?;
-    let take = || -> Result<bool> {
-        if !node.try_lock(id.hid, role.byte(), Kind::Exclusive)? {
-            return Ok(false);
-        }
-        crate::testpoint::hit(match role {
-            Role::Writer => "writer_claim",
-            Role::Checkpointer => "ckpt_claim",
-        });
-        m.shm.u64(role.nonce_off()).store(id.nonce, Relaxed);
-        m.shm.u64(role.id_off()).store(id.owner_id(), Release);
-        Ok(true)
-    };
-    if take()? {
-        return Ok(());
-    }
-    let busy = || {
-        let holder = m.shm.u64(role.id_off()).load(Acquire);
-        Err(Error::Busy(format!(
-            "the {} role is held by {}",
-            role.name(),
-            describe_owner(holder)
-        )))
-    };
-    if timeout_ms == 0 {
-        return busy();
-    }
-    // Announce the wait before reading the counter: a releaser that sees no waiter bumped the
-    // counter before this load (SeqCst), so the futex wait below returns at once.
-    let wake = m.shm.u32(role.wake_off());
-    let waiters = m.shm.u32(role.waiters_off());
-    waiters.fetch_add(1, SeqCst);
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
-    let r = loop {
-        let seen = wake.load(SeqCst);
-        match take() {
-            Ok(true) => break Ok(()),
-            Ok(false) => {}
-            Err(e) => break Err(e),
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            break busy();
-        }
-        futex_wait(wake, seen, (deadline - now).min(wait_slice()));
-    };
-    waiters.fetch_sub(1, SeqCst);
-    r
-}
-
-/// Clears the owner record, drops the lock, then wakes waiters (the syscall only when some
-/// handle announced a wait; a waiter that died leaves the count high, which costs a wake).
-pub fn role_release(node: &Node, id: &Ident, role: Role) -> Result<()> {
-    let m = node.mapped()?;
-    m.shm.u64(role.id_off()).store(0, Release);
-    m.shm.u64(role.nonce_off()).store(0, Relaxed);
-    crate::testpoint::hit(match role {
-        Role::Writer => "writer_release",
-        Role::Checkpointer => "ckpt_release",
-    });
-    node.unlock(id.hid, role.byte())?;
-    let wake = m.shm.u32(role.wake_off());
-    wake.fetch_add(1, SeqCst);
-    if m.shm.u32(role.waiters_off()).load(SeqCst) != 0 {
-        futex_wake_all(wake);
-    }
-    Ok(())
 }
 
 /// Whether reader slot `i` is held by a live reader.
@@ -368,17 +205,26 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
                 } else {
                     "reader_reclaim"
                 });
+                if owner != 0 {
+                    m.shm
+                        .u64(H_READER_STATS + READER_STAT_RECLAIMS)
+                        .fetch_add(1, Relaxed);
+                }
                 claimed = Some(i);
                 break 'scan;
             }
         }
     }
+    let stats = |off: usize| m.shm.u64(H_READER_STATS + off).fetch_add(1, Relaxed);
     let Some(i) = claimed else {
+        stats(READER_STAT_BUSY);
         return Err(Error::Busy(format!(
             "all {} reader slots are held by live readers",
             g.readers
         )));
     };
+    stats(READER_STAT_CLAIMS);
+    m.shm.u32(H_READER_HWM).fetch_max(i + 1, AcqRel);
     let frame = m.shm.u64(g.reader_slot(i) + 8);
     let latch = Latch { shm: &m.shm };
     let mut snap = latch.read();
@@ -424,7 +270,9 @@ pub fn min_reader_frame(node: &Node) -> Result<u64> {
     let m = node.mapped()?;
     fence(SeqCst);
     let mut min = NO_FRAME;
-    for i in 0..m.geom.readers {
+    // slots above the high-water mark were never claimed in this session
+    let hwm = m.shm.u32(H_READER_HWM).load(Acquire).min(m.geom.readers);
+    for i in 0..hwm {
         let slot = m.geom.reader_slot(i);
         let owner = m.shm.u64(slot).load(SeqCst);
         let frame = m.shm.u64(slot + 8).load(SeqCst);
@@ -502,7 +350,7 @@ pub fn owner(node: &Node, role: u32) -> Result<tshm_owner_info> {
                 Role::Checkpointer
             };
             let id = m.shm.u64(r.id_off()).load(Acquire);
-            let alive = node.held_anywhere(r.byte())?;
+            let alive = roles::holder_alive(node, r)?;
             Ok(tshm_owner_info {
                 id,
                 nonce: m.shm.u64(r.nonce_off()).load(Relaxed),
@@ -560,17 +408,10 @@ pub fn live_instances(node: &Node) -> Result<Vec<(u32, u32)>> {
 pub fn reset_all(node: &Node) -> Result<()> {
     let m = node.mapped()?;
     let g = &m.geom;
-    for off in [
-        H_WRITER_ID,
-        H_WRITER_NONCE,
-        H_CKPT_ID,
-        H_CKPT_NONCE,
-        H_PUBLISH_TOKEN,
-        H_EXCL_ID,
-        H_EXCL_NONCE,
-    ] {
+    for off in [H_PUBLISH_TOKEN, H_EXCL_ID, H_EXCL_NONCE] {
         m.shm.u64(off).store(0, Relaxed);
     }
+    roles::reset_all(&m.shm, g);
     for i in 0..g.readers {
         m.shm.u64(g.reader_slot(i)).store(0, Relaxed);
         m.shm.u64(g.reader_slot(i) + 8).store(NO_FRAME, Relaxed);
@@ -581,10 +422,7 @@ pub fn reset_all(node: &Node) -> Result<()> {
         m.shm.u64(g.instance(i) + 24).store(0, Relaxed);
     }
     m.shm.u32(H_INSTANCE_HWM).store(0, Relaxed);
-    // A waiter killed while waiting never took itself off the count; alone, nobody waits.
-    for off in [H_WRITER_WAITERS, H_CKPT_WAITERS] {
-        m.shm.u32(off).store(0, Relaxed);
-    }
+    m.shm.u32(H_READER_HWM).store(0, Relaxed);
     for s in 0..ENGINE_LOCKS as usize {
         m.shm.u64(H_ENGINE_OWNERS + s * 8).store(0, Relaxed);
     }

@@ -27,9 +27,12 @@
 //!   written;
 //! * `instance_reclaim` — the same for a slot taken over from a dead instance (its old record
 //!   still in place);
-//! * `writer_claim`, `ckpt_claim` — the role's byte lock is won, its owner record not written;
-//! * `writer_release`, `ckpt_release` — the owner record is cleared, the byte still locked and
+//! * `writer_claim`, `ckpt_claim` — the role is won (its word or byte lock), its owner record
+//!   not written;
+//! * `writer_release`, `ckpt_release` — the owner record is cleared, the role still held and
 //!   waiters not woken;
+//! * `writer_reclaim`, `ckpt_reclaim` — the role word was taken over from a dead holder, its
+//!   owner record not written and waiters not served;
 //! * `trim_mark` — a writer's acquire trims index entries a dead writer left above the committed
 //!   frame: one of them is marked dead, the counters not yet stored;
 //! * `truncate_mark` — the same inside a rollback (`tshm_index_truncate`);
@@ -73,6 +76,8 @@ pub const NAMES: &[&str] = &[
     "ckpt_claim",
     "writer_release",
     "ckpt_release",
+    "writer_reclaim",
+    "ckpt_reclaim",
     "trim_mark",
     "truncate_mark",
     "append_entry",

@@ -13,7 +13,8 @@ pub mod handle;
 
 use crate::coordinator::{tshm_info, Coordinator, Options};
 use crate::error::{Error, TSHM_MISUSE, TSHM_OK};
-use crate::slots::{tshm_owner_info, Role};
+use crate::roles::Role;
+use crate::slots::tshm_owner_info;
 use crate::snapshot::tshm_snapshot;
 use guard::{code, fail, ffi_guard};
 use handle::{coord, tshm, tshm_last_close_fn};
@@ -311,9 +312,10 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 ///   this process may not write, e.g. on a read-only filesystem, gives a read-only handle; one
 ///   that cannot be created there is `TSHM_CANTOPEN`.)
 /// * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid), or the
-///   sidecar they use has another shape than `opts` asks for: a `reader_slots` or
-///   `instance_slots` other than 0 and other than the sidecar's, or another reader or role
-///   strategy (`tshm_errmsg()` gives both values; `tshm_info_get` tells a handle the shape);
+///   sidecar they use has another shape than `opts` asks for: a `reader_slots`,
+///   `instance_slots`, `reader_strategy` or `role_strategy` other than 0 and other than the
+///   sidecar's (`tshm_errmsg()` gives both values; 0 joins any; `tshm_info_get` tells a handle
+///   the shape);
 /// * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
 ///   re-initializes instead);
 /// * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` is a

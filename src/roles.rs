@@ -1,0 +1,540 @@
+//! The writer and checkpointer roles: taking, waiting for, handing over and reclaiming them, and
+//! their counters.
+//!
+//! Owns: header bytes 128..160 (owner records), 168..224 (role words, release counters, waiter
+//! counts, tickets) and 640..768 (role counters), the waiter fields of the instance records
+//! (+32..+96), and the lock bytes 1 and 2 of [`crate::layout`].
+//!
+//! Two strategies, fixed when the sidecar is created:
+//!
+//! **Shared memory (default).** The role word holds the holder's instance tag, 0 when free. An
+//! uncontended acquire is one CAS `0 -> tag`, a release one CAS `tag -> 0`: no system call. A
+//! holder's liveness is its instance's (the tag names an incarnation whose liveness byte is held
+//! for the handle's life), so a killed holder is noticed by its waiters and the role taken over
+//! by CAS from that exact tag: two reclaimers cannot both win, and a live holder is never
+//! reclaimed.
+//!
+//! A waiter takes a ticket (arrival order), writes it into its own instance record, sets the
+//! [`ROLE_WAITERS`] bit in the role word and sleeps on the futex word of its own record. A
+//! release that finds the bit set hands the role over: it claims the oldest live waiter's ticket
+//! by CAS (`ticket -> 0`), stores that waiter's tag (with the bit) into the role word and wakes
+//! that waiter alone. A waiter leaves on time-out only by taking its own ticket back by the same
+//! CAS, so a waiter that was chosen always gets the role. Finding no waiter, the releaser stores
+//! 0 and then wakes every waiter registered meanwhile (each stored its ticket before it read the
+//! role word, so one of the two sides sees the other). Waiters sleep in slices of at most
+//! [`WAIT_SLICE`]: after a slice without a wake each checks the holder's liveness, so a holder
+//! (or a chosen waiter) killed with the role is detected within one slice; the waiter that takes
+//! the role over from the dead hands it on in arrival order.
+//!
+//! **Byte locks (the seed's).** The role is the exclusive lock on byte 1 or 2, taken without
+//! waiting; a waiter sleeps on the role's release counter in slices of at most
+//! [`BYTELOCK_WAIT_SLICE`] and retries the lock after each (a holder killed without bumping the
+//! counter delays a waiter by one slice at most). Two system calls per acquire and release.
+//!
+//! Owner records (`pid << 32 | instance`, nonce) are written after the role is won and cleared
+//! before it is given up; they are diagnostics, the role word or lock is the truth.
+//!
+//! **Counters.** Acquisitions, waits and wait times are written by the holder only (the role
+//! serializes them), with plain loads and stores: exact and cheap. BUSY returns come from
+//! handles that do not hold the role and are atomic adds.
+
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::lock::Kind;
+use crate::node::Node;
+use crate::region::Shm;
+use crate::slots::{instance_alive, tag_alive, Ident};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::time::{Duration, Instant};
+
+/// Longest futex sleep of a waiter for a shared-memory role before it checks that the holder is
+/// alive (the bound on noticing a killed holder; a check is one lock probe).
+pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(2);
+/// Longest futex sleep of a waiter for a byte-lock role before it retries the lock.
+pub(crate) const BYTELOCK_WAIT_SLICE: Duration = Duration::from_millis(10);
+
+/// The slice, or in a build with test hooks the test setting `TSHM_TEST_WAIT_SLICE_MS` (a long
+/// slice proves that a waiter was woken by the release, not by its own retry).
+fn wait_slice(default: Duration) -> Duration {
+    static SLICE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    SLICE
+        .get_or_init(|| {
+            crate::testpoint::setting(c"TSHM_TEST_WAIT_SLICE_MS")
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+        })
+        .unwrap_or(default)
+}
+
+/// The two exclusive roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Writer,
+    Checkpointer,
+}
+
+impl Role {
+    fn pick<T>(self, writer: T, ckpt: T) -> T {
+        match self {
+            Role::Writer => writer,
+            Role::Checkpointer => ckpt,
+        }
+    }
+    pub fn byte(self) -> u64 {
+        self.pick(LOCK_WRITER, LOCK_CKPT)
+    }
+    pub(crate) fn id_off(self) -> usize {
+        self.pick(H_WRITER_ID, H_CKPT_ID)
+    }
+    pub(crate) fn nonce_off(self) -> usize {
+        self.id_off() + 8
+    }
+    pub(crate) fn word_off(self) -> usize {
+        self.pick(H_WRITER_WORD, H_CKPT_WORD)
+    }
+    fn wake_off(self) -> usize {
+        self.pick(H_WRITER_WAKE, H_CKPT_WAKE)
+    }
+    fn waiters_off(self) -> usize {
+        self.pick(H_WRITER_WAITERS, H_CKPT_WAITERS)
+    }
+    fn ticket_off(self) -> usize {
+        self.pick(H_WRITER_TICKET, H_CKPT_TICKET)
+    }
+    pub(crate) fn stats_off(self) -> usize {
+        self.pick(H_WRITER_STATS, H_CKPT_STATS)
+    }
+    fn i_ticket(self) -> usize {
+        self.pick(I_WRITER_TICKET, I_CKPT_TICKET)
+    }
+    fn i_wake(self) -> usize {
+        self.pick(I_WRITER_WAKE, I_CKPT_WAKE)
+    }
+    fn i_acquires(self) -> usize {
+        self.pick(I_WRITER_ACQUIRES, I_CKPT_ACQUIRES)
+    }
+    fn i_wait_ns(self) -> usize {
+        self.pick(I_WRITER_WAIT_NS, I_CKPT_WAIT_NS)
+    }
+    pub fn name(self) -> &'static str {
+        self.pick("writer", "checkpointer")
+    }
+    fn point(self, writer: &'static str, ckpt: &'static str) -> &'static str {
+        self.pick(writer, ckpt)
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, dur: Duration) {
+    let ts = libc::timespec {
+        tv_sec: dur.as_secs() as libc::time_t,
+        tv_nsec: dur.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: word is a live, aligned u32 in a MAP_SHARED mapping; FUTEX_WAIT without the
+    // private flag keys the wait on the file page, so other processes' wakes reach it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: as in futex_wait.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n);
+    }
+}
+
+/// Adds to a counter only the role holder writes (a plain load and store: exact, no atomic
+/// read-modify-write on the path).
+fn bump(w: &AtomicU64, by: u64) {
+    w.store(w.load(Relaxed).wrapping_add(by), Relaxed);
+}
+
+/// The owner record of a role, as a message fragment ("pid 123 (instance 4)").
+fn describe_owner(id: u64) -> String {
+    if id == 0 {
+        "another handle (owner record not yet written)".into()
+    } else {
+        format!("pid {} (instance {})", id >> 32, id as u32)
+    }
+}
+
+fn busy(shm: &Shm, role: Role) -> Result<()> {
+    shm.u64(role.stats_off() + ROLE_STAT_BUSY)
+        .fetch_add(1, Relaxed);
+    let holder = shm.u64(role.id_off()).load(Acquire);
+    Err(Error::Busy(format!(
+        "the {} role is held by {}",
+        role.name(),
+        describe_owner(holder)
+    )))
+}
+
+/// The holder's bookkeeping once it has the role: owner record and counters.
+fn won(shm: &Shm, geom: &Geometry, id: &Ident, role: Role, waited: Option<Instant>) {
+    shm.u64(role.nonce_off()).store(id.nonce, Relaxed);
+    shm.u64(role.id_off()).store(id.owner_id(), Release);
+    let st = role.stats_off();
+    let rec = geom.instance(id.instance);
+    bump(shm.u64(st + ROLE_STAT_ACQUIRES), 1);
+    bump(shm.u64(rec + role.i_acquires()), 1);
+    if let Some(t0) = waited {
+        let ns = t0.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        bump(shm.u64(st + ROLE_STAT_WAITED), 1);
+        bump(shm.u64(st + ROLE_STAT_WAIT_NS), ns);
+        bump(shm.u64(rec + role.i_wait_ns()), ns);
+        let max = shm.u64(st + ROLE_STAT_MAX_WAIT_NS);
+        if ns > max.load(Relaxed) {
+            max.store(ns, Relaxed);
+        }
+    }
+}
+
+/// Takes `role` for `id`. `timeout_ms == 0` tries once; otherwise waits up to that long.
+pub fn acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<()> {
+    let m = node.mapped()?;
+    if m.geom.role_strategy == ROLES_BYTELOCK {
+        return bytelock_acquire(node, id, role, timeout_ms);
+    }
+    let word = m.shm.u64(role.word_off());
+    let tag = id.tag();
+    let w = match word.compare_exchange(0, tag, Acquire, Relaxed) {
+        Ok(_) => {
+            crate::testpoint::hit(role.point("writer_claim", "ckpt_claim"));
+            won(&m.shm, &m.geom, id, role, None);
+            return Ok(());
+        }
+        Err(w) => w,
+    };
+    // Held: by a live handle, or by one that died with it (taken over, waiters bit kept).
+    let holder = w & !ROLE_WAITERS;
+    if holder != 0
+        && holder != tag
+        && !tag_alive(node, holder)?
+        && word
+            .compare_exchange(w, tag | (w & ROLE_WAITERS), AcqRel, Relaxed)
+            .is_ok()
+    {
+        crate::testpoint::hit(role.point("writer_reclaim", "ckpt_reclaim"));
+        bump(m.shm.u64(role.stats_off() + ROLE_STAT_RECLAIMS), 1);
+        won(&m.shm, &m.geom, id, role, None);
+        return Ok(());
+    }
+    if timeout_ms == 0 {
+        return busy(&m.shm, role);
+    }
+    wait_for(node, id, role, Instant::now(), timeout_ms)
+}
+
+/// The slow path of a shared-memory acquire: queue by ticket, sleep until handed the role (or
+/// until the role is free, or its holder dead), give up at the deadline.
+fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -> Result<()> {
+    let m = node.mapped()?;
+    let (shm, geom) = (&m.shm, &m.geom);
+    let word = shm.u64(role.word_off());
+    let tag = id.tag();
+    let rec = geom.instance(id.instance);
+    let mine = shm.u64(rec + role.i_ticket());
+    let wake = shm.u32(rec + role.i_wake());
+    let ticket = shm
+        .u64(role.ticket_off())
+        .fetch_add(1, AcqRel)
+        .wrapping_add(1)
+        .max(1);
+    mine.store(ticket, SeqCst);
+    let deadline = t0 + Duration::from_millis(timeout_ms as u64);
+    let slice = wait_slice(WAIT_SLICE);
+    // Chosen: a releaser took our ticket and is handing us the role; we may no longer leave.
+    let mut chosen = false;
+    loop {
+        let seen = wake.load(SeqCst);
+        let w = word.load(SeqCst);
+        if w & !ROLE_WAITERS == tag {
+            // handed over (the releaser cleared our ticket)
+            won(shm, geom, id, role, Some(t0));
+            return Ok(());
+        }
+        if w == 0 {
+            // Free and nobody was handed it: take it. Keep the waiters bit, others may queue.
+            if word
+                .compare_exchange(0, tag | ROLE_WAITERS, AcqRel, Relaxed)
+                .is_ok()
+            {
+                mine.store(0, SeqCst);
+                crate::testpoint::hit(role.point("writer_claim", "ckpt_claim"));
+                won(shm, geom, id, role, Some(t0));
+                return Ok(());
+            }
+            continue;
+        }
+        if w & ROLE_WAITERS == 0
+            && word
+                .compare_exchange(w, w | ROLE_WAITERS, SeqCst, Relaxed)
+                .is_err()
+        {
+            continue;
+        }
+        let now = Instant::now();
+        if !chosen && now >= deadline {
+            if mine.compare_exchange(ticket, 0, SeqCst, Relaxed).is_ok() {
+                return busy(shm, role);
+            }
+            chosen = true; // the role is on its way
+            continue;
+        }
+        let nap = if chosen {
+            slice
+        } else {
+            (deadline - now).min(slice)
+        };
+        futex_wait(wake, seen, nap);
+        if wake.load(SeqCst) != seen {
+            continue;
+        }
+        // A slice without a wake: is the holder alive?
+        let w = word.load(SeqCst);
+        let holder = w & !ROLE_WAITERS;
+        if w == 0 || holder == tag || tag_alive(node, holder)? {
+            continue;
+        }
+        if word
+            .compare_exchange(w, tag | ROLE_WAITERS, AcqRel, Relaxed)
+            .is_err()
+        {
+            continue; // someone else took it over (or it was handed on)
+        }
+        crate::testpoint::hit(role.point("writer_reclaim", "ckpt_reclaim"));
+        bump(shm.u64(role.stats_off() + ROLE_STAT_RECLAIMS), 1);
+        // Holding it now; the longest waiter gets it, which may be this one (always when it
+        // was chosen: its ticket is gone, and it was the longest then).
+        while !chosen {
+            match oldest_waiter(node, role)? {
+                Some((i, t)) if i != id.instance => {
+                    if hand_over(node, role, i, t)? {
+                        break;
+                    }
+                }
+                _ => {
+                    mine.store(0, SeqCst);
+                    chosen = true;
+                }
+            }
+        }
+        if word.load(SeqCst) & !ROLE_WAITERS == tag {
+            won(shm, geom, id, role, Some(t0));
+            return Ok(());
+        }
+        // passed on to an older waiter; still queued
+    }
+}
+
+/// The live waiter with the smallest ticket, as (instance, ticket). Tickets of dead waiters are
+/// cleared on the way.
+fn oldest_waiter(node: &Node, role: Role) -> Result<Option<(u32, u64)>> {
+    let m = node.mapped()?;
+    let hwm = m
+        .shm
+        .u32(H_INSTANCE_HWM)
+        .load(Acquire)
+        .min(m.geom.instances);
+    loop {
+        let mut best: Option<(u32, u64)> = None;
+        for i in 0..hwm {
+            let t = m.shm.u64(m.geom.instance(i) + role.i_ticket()).load(SeqCst);
+            if t != 0 && best.is_none_or(|(_, b)| t < b) {
+                best = Some((i, t));
+            }
+        }
+        let Some((i, t)) = best else { return Ok(None) };
+        if instance_alive(node, i)? {
+            return Ok(Some((i, t)));
+        }
+        // killed while waiting: its ticket goes
+        let _ = m
+            .shm
+            .u64(m.geom.instance(i) + role.i_ticket())
+            .compare_exchange(t, 0, SeqCst, Relaxed);
+    }
+}
+
+/// Hands the held role to waiter `i` (ticket `t`): claims its ticket, stores its tag, wakes it.
+/// `false` when it left the queue meanwhile.
+fn hand_over(node: &Node, role: Role, i: u32, t: u64) -> Result<bool> {
+    let m = node.mapped()?;
+    let rec = m.geom.instance(i);
+    if m.shm
+        .u64(rec + role.i_ticket())
+        .compare_exchange(t, 0, SeqCst, Relaxed)
+        .is_err()
+    {
+        return Ok(false);
+    }
+    let generation = m.shm.u64(rec + I_GENERATION).load(Acquire);
+    bump(m.shm.u64(role.stats_off() + ROLE_STAT_HANDOFFS), 1);
+    m.shm.u64(role.id_off()).store(0, Relaxed);
+    m.shm
+        .u64(role.word_off())
+        .store(make_tag(i, generation) | ROLE_WAITERS, SeqCst);
+    let wake = m.shm.u32(rec + role.i_wake());
+    wake.fetch_add(1, SeqCst);
+    futex_wake(wake, 1);
+    Ok(true)
+}
+
+/// Releases `role` held by `id`: clears the owner record, then frees the role or hands it to
+/// the longest waiter.
+pub fn release(node: &Node, id: &Ident, role: Role) -> Result<()> {
+    let m = node.mapped()?;
+    if m.geom.role_strategy == ROLES_BYTELOCK {
+        return bytelock_release(node, id, role);
+    }
+    let word = m.shm.u64(role.word_off());
+    let tag = id.tag();
+    m.shm.u64(role.id_off()).store(0, Release);
+    m.shm.u64(role.nonce_off()).store(0, Relaxed);
+    crate::testpoint::hit(role.point("writer_release", "ckpt_release"));
+    match word.compare_exchange(tag, 0, Release, Relaxed) {
+        Ok(_) => return Ok(()),
+        Err(w) if w == tag | ROLE_WAITERS => {}
+        Err(w) => {
+            return Err(Error::Corrupt(format!(
+                "the {} role word holds {w:#x} instead of its live holder's tag {tag:#x}",
+                role.name()
+            )))
+        }
+    }
+    loop {
+        match oldest_waiter(node, role)? {
+            Some((i, t)) => {
+                if hand_over(node, role, i, t)? {
+                    return Ok(());
+                }
+            }
+            None => break,
+        }
+    }
+    word.store(0, SeqCst);
+    // A waiter that queued after the scan may sleep on the bit just dropped: wake them all.
+    let hwm = m
+        .shm
+        .u32(H_INSTANCE_HWM)
+        .load(Acquire)
+        .min(m.geom.instances);
+    for i in 0..hwm {
+        let rec = m.geom.instance(i);
+        if m.shm.u64(rec + role.i_ticket()).load(SeqCst) != 0 {
+            let wake = m.shm.u32(rec + role.i_wake());
+            wake.fetch_add(1, SeqCst);
+            futex_wake(wake, i32::MAX);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `role` is held by a live handle now, and by which owner id.
+pub fn holder_alive(node: &Node, role: Role) -> Result<bool> {
+    let m = node.mapped()?;
+    if m.geom.role_strategy == ROLES_BYTELOCK {
+        return node.held_anywhere(role.byte());
+    }
+    let w = m.shm.u64(role.word_off()).load(Acquire) & !ROLE_WAITERS;
+    Ok(w != 0 && tag_alive(node, w)?)
+}
+
+fn bytelock_acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<()> {
+    let m = node.mapped()?;
+    let take = |waited: Option<Instant>| -> Result<bool> {
+        if !node.try_lock(id.hid, role.byte(), Kind::Exclusive)? {
+            return Ok(false);
+        }
+        crate::testpoint::hit(role.point("writer_claim", "ckpt_claim"));
+        // An owner record left behind: its holder died with the role.
+        if m.shm.u64(role.id_off()).load(Acquire) != 0 {
+            bump(m.shm.u64(role.stats_off() + ROLE_STAT_RECLAIMS), 1);
+        }
+        won(&m.shm, &m.geom, id, role, waited);
+        Ok(true)
+    };
+    if take(None)? {
+        return Ok(());
+    }
+    if timeout_ms == 0 {
+        return busy(&m.shm, role);
+    }
+    // Announce the wait before reading the counter: a releaser that sees no waiter bumped the
+    // counter before this load (SeqCst), so the futex wait below returns at once.
+    let t0 = Instant::now();
+    let wake = m.shm.u32(role.wake_off());
+    let waiters = m.shm.u32(role.waiters_off());
+    waiters.fetch_add(1, SeqCst);
+    let deadline = t0 + Duration::from_millis(timeout_ms as u64);
+    let r = loop {
+        let seen = wake.load(SeqCst);
+        match take(Some(t0)) {
+            Ok(true) => break Ok(()),
+            Ok(false) => {}
+            Err(e) => break Err(e),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break busy(&m.shm, role);
+        }
+        futex_wait(
+            wake,
+            seen,
+            (deadline - now).min(wait_slice(BYTELOCK_WAIT_SLICE)),
+        );
+    };
+    waiters.fetch_sub(1, SeqCst);
+    r
+}
+
+/// Clears the owner record, drops the lock, then wakes waiters (the syscall only when some
+/// handle announced a wait; a waiter that died leaves the count high, which costs a wake).
+fn bytelock_release(node: &Node, id: &Ident, role: Role) -> Result<()> {
+    let m = node.mapped()?;
+    m.shm.u64(role.id_off()).store(0, Release);
+    m.shm.u64(role.nonce_off()).store(0, Relaxed);
+    crate::testpoint::hit(role.point("writer_release", "ckpt_release"));
+    node.unlock(id.hid, role.byte())?;
+    let wake = m.shm.u32(role.wake_off());
+    wake.fetch_add(1, SeqCst);
+    if m.shm.u32(role.waiters_off()).load(SeqCst) != 0 {
+        futex_wake(wake, i32::MAX);
+    }
+    Ok(())
+}
+
+/// Clears role state a claimed instance record may carry from a dead previous occupant.
+pub fn reset_instance(shm: &Shm, rec: usize) {
+    for off in [I_WRITER_TICKET, I_CKPT_TICKET] {
+        shm.u64(rec + off).store(0, Relaxed);
+    }
+}
+
+/// Clears every role word, owner record and waiter field: only for a process provably alone
+/// (see [`crate::slots::reset_all`]).
+pub fn reset_all(shm: &Shm, geom: &Geometry) {
+    for off in [
+        H_WRITER_ID,
+        H_WRITER_NONCE,
+        H_CKPT_ID,
+        H_CKPT_NONCE,
+        H_WRITER_WORD,
+        H_CKPT_WORD,
+    ] {
+        shm.u64(off).store(0, Relaxed);
+    }
+    // A waiter killed while waiting never took itself off the count; alone, nobody waits.
+    for off in [H_WRITER_WAITERS, H_CKPT_WAITERS] {
+        shm.u32(off).store(0, Relaxed);
+    }
+    for i in 0..geom.instances {
+        reset_instance(shm, geom.instance(i));
+    }
+}
