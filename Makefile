@@ -248,11 +248,7 @@ check-no-hooks: release-lib sqlite-vfs test-lib test-cli $(SHIM_TEST_SO)
 	nm $(TLIB)/libtshm.so.$(VERSION) | grep -q testpoint || { echo "test libtshm.so has no testpoint code"; exit 1; }; \
 	echo "release library and shim hold none of $$n + $$m test point names (nor testpoint code); the test builds hold all"
 
-# Benchmarks: ratios against baselines measured in the same run, in target/bench/report.json.
-# `make bench ONLY=core.reader` runs the ids with that prefix.
-bench: $(BLIB)/libtshm_sqlite.so $(BBIN)/bench_sqlite
-	ONLY=$(ONLY) $(CARGO) bench --quiet --bench core --bench index --bench sqlite
-	@echo "report: target/bench/report.json"
+# Benchmarks (`make bench`): mk/bench.mk.
 
 # Each file in mk/ adds its own targets, and the ones `make test` runs to TEST_EXTRA.
 TEST_EXTRA :=

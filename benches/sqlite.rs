@@ -8,8 +8,6 @@
 
 mod common;
 
-use common::Row;
-
 fn main() {
     if !common::wanted("sqlite") {
         return;
@@ -20,32 +18,9 @@ fn main() {
         .unwrap_or_else(|_| format!("{}/build/lib/libtshm_sqlite.so", env!("CARGO_MANIFEST_DIR")));
     let dir = std::env::temp_dir().join(format!("tshm-bench-sqlite-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = match std::process::Command::new(&bin)
-        .arg(&ext)
-        .arg(&dir)
-        .output()
-    {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => panic!("{bin} failed: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => {
-            eprintln!("skipping the SQLite benchmarks: {bin}: {e} (run `make bench`)");
-            return;
-        }
-    };
+    let rows = common::c_rows(&bin, &[ext.as_ref(), dir.as_os_str()]);
     let _ = std::fs::remove_dir_all(&dir);
-    let rows = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| {
-            Some(Row {
-                id: v["id"].as_str()?.into(),
-                value: v["value"].as_f64()?,
-                baseline: v["baseline"].as_f64()?,
-                ratio: v["ratio"].as_f64()?,
-                unit: v["unit"].as_str()?.into(),
-                note: v["note"].as_str()?.into(),
-            })
-        })
-        .collect::<Vec<_>>();
-    common::report(rows);
+    if let Some(rows) = rows {
+        common::report(rows);
+    }
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub fn criterion() -> criterion::Criterion {
@@ -94,4 +95,38 @@ pub fn report(rows: impl IntoIterator<Item = Option<Row>>) {
         serde_json::to_string_pretty(&all).unwrap(),
     )
     .unwrap();
+}
+
+/// Runs a C benchmark program (`make bench` builds them into `build/bin`) with `args`, its
+/// stderr (its readable account) passed through, and returns the report rows it printed on
+/// stdout as JSON lines. `None` (with a message) when the program is missing.
+pub fn c_rows(bin: &str, args: &[&std::ffi::OsStr]) -> Option<Vec<Option<Row>>> {
+    let out = match Command::new(bin)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+    {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => panic!("{bin} failed ({})", o.status),
+        Err(e) => {
+            eprintln!("skipping {bin}: {e} (run `make bench`)");
+            return None;
+        }
+    };
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                Some(Row {
+                    id: v["id"].as_str()?.into(),
+                    value: v["value"].as_f64()?,
+                    baseline: v["baseline"].as_f64()?,
+                    ratio: v["ratio"].as_f64()?,
+                    unit: v["unit"].as_str()?.into(),
+                    note: v["note"].as_str()?.into(),
+                })
+            })
+            .collect(),
+    )
 }
