@@ -878,8 +878,15 @@ impl Coordinator {
     /// Begins a read transaction pinning the current snapshot. Returns the slot and the
     /// snapshot. Transactions of one handle at one snapshot share a slot (see [`Pins`]).
     pub fn reader_begin(&self) -> Result<(u32, tshm_snapshot)> {
+        let mut snap = tshm_snapshot::default();
+        self.reader_begin_into(&mut snap).map(|slot| (slot, snap))
+    }
+
+    /// [`Coordinator::reader_begin`] into `out` (what the C API calls). `out` is unspecified
+    /// after an error.
+    pub fn reader_begin_into(&self, out: &mut tshm_snapshot) -> Result<u32> {
         self.check()?;
-        self.pins.begin(&self.node, self.ident()?)
+        self.pins.begin(&self.node, self.ident()?, out)
     }
 
     /// Ends a read transaction on `slot`.

@@ -20,7 +20,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout::*;
-use crate::node::Node;
+use crate::node::{Mapped, Node};
 use crate::slots::{self, Ident};
 use crate::snapshot::{tshm_snapshot, Latch};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
@@ -94,61 +94,67 @@ impl Pins {
         self.alone.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Begins a read transaction pinning the current snapshot; returns its slot and snapshot.
-    pub fn begin(&self, node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
+    /// Begins a read transaction pinning the current snapshot into `out`; returns its slot.
+    pub fn begin(&self, node: &Node, id: &Ident, out: &mut tshm_snapshot) -> Result<u32> {
         let m = node.mapped()?;
         if m.geom.reader_strategy == READERS_BYTELOCK {
-            return self.begin_alone(node, id);
+            return self.begin_alone(node, id, out);
         }
-        let read = Latch { shm: &m.shm }.read_at();
+        let at = Latch { shm: &m.shm }.read_into(out);
         let first = &self.entries[0];
-        if let Some(slot) = first.join(read.0.sequence) {
-            return Ok((slot, read.0));
+        if let Some(slot) = first.join(out.sequence) {
+            return Ok(slot);
         }
         if let Some(v) = first.start() {
-            return self.pin(node, id, 0, v, read);
+            return self.pin(node, m, id, 0, v, out, at);
         }
-        self.begin_slow(node, id, read)
+        self.begin_slow(node, m, id, out, at)
     }
 
     #[cold]
     fn begin_slow(
         &self,
         node: &Node,
+        m: &Mapped,
         id: &Ident,
-        read: (tshm_snapshot, u64),
-    ) -> Result<(u32, tshm_snapshot)> {
+        out: &mut tshm_snapshot,
+        at: u64,
+    ) -> Result<u32> {
         let rest = &self.entries[1..];
-        if let Some(slot) = rest.iter().find_map(|e| e.join(read.0.sequence)) {
-            return Ok((slot, read.0));
+        if let Some(slot) = rest.iter().find_map(|e| e.join(out.sequence)) {
+            return Ok(slot);
         }
         for (k, e) in rest.iter().enumerate() {
             if let Some(v) = e.start() {
-                return self.pin(node, id, k + 1, v, read);
+                return self.pin(node, m, id, k + 1, v, out, at);
             }
         }
-        let m = node.mapped()?;
         m.shm
             .u64(H_READER_STATS + READER_STAT_EXTRA)
             .fetch_add(1, Relaxed);
-        self.begin_alone(node, id)
+        self.begin_alone(node, id, out)
     }
 
-    fn begin_alone(&self, node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
+    fn begin_alone(&self, node: &Node, id: &Ident, out: &mut tshm_snapshot) -> Result<u32> {
         let (slot, snap) = slots::reader_begin(node, id)?;
         self.alone().push(slot);
-        Ok((slot, snap))
+        *out = snap;
+        Ok(slot)
     }
 
-    /// Entry `k`, taken for version `v`: claims a slot if it has none, pins `read` in it.
+    /// Entry `k`, taken for version `v`: claims a slot if it has none, pins `out` (read at `at`)
+    /// in it.
+    #[allow(clippy::too_many_arguments)]
     fn pin(
         &self,
         node: &Node,
+        m: &Mapped,
         id: &Ident,
         k: usize,
         v: u64,
-        read: (tshm_snapshot, u64),
-    ) -> Result<(u32, tshm_snapshot)> {
+        out: &mut tshm_snapshot,
+        at: u64,
+    ) -> Result<u32> {
         let e = &self.entries[k];
         let mut slot = e.slot.load(Relaxed);
         if slot == NONE {
@@ -163,11 +169,11 @@ impl Pins {
                 }
             }
         }
-        match slots::pin(node, id, slot, read) {
-            Ok(snap) => {
-                e.seq.store(snap.sequence, Relaxed);
+        match slots::pin(m, id, slot, out, at) {
+            Ok(()) => {
+                e.seq.store(out.sequence, Relaxed);
                 e.state.store(v | 1, Release);
-                Ok((slot, snap))
+                Ok(slot)
             }
             Err(err) => {
                 // overwritten from outside: no longer this handle's to keep or give back
@@ -181,8 +187,9 @@ impl Pins {
     /// Ends a read transaction on `slot`.
     pub fn end(&self, node: &Node, id: &Ident, slot: u32) -> Result<()> {
         if slot != NONE {
+            let m = node.mapped()?;
             for (k, e) in self.entries.iter().enumerate() {
-                if let Some(r) = Self::end_in(node, id, k, e, slot) {
+                if let Some(r) = Self::end_in(node, m, id, k, e, slot) {
                     return r;
                 }
             }
@@ -200,7 +207,14 @@ impl Pins {
     }
 
     /// Ends one transaction of entry `k` if it pins `slot` (`None`: it does not).
-    fn end_in(node: &Node, id: &Ident, k: usize, e: &Entry, slot: u32) -> Option<Result<()>> {
+    fn end_in(
+        node: &Node,
+        m: &Mapped,
+        id: &Ident,
+        k: usize,
+        e: &Entry,
+        slot: u32,
+    ) -> Option<Result<()>> {
         let mut spins = 0u32;
         loop {
             let s = e.state.load(Acquire);
@@ -233,7 +247,7 @@ impl Pins {
             {
                 continue;
             }
-            let mut r = slots::unpin(node, id, slot);
+            let mut r = slots::unpin(m, id, slot);
             if r.is_err() {
                 e.slot.store(NONE, Relaxed);
             } else if k > 0 {

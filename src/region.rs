@@ -71,6 +71,17 @@ impl Shm {
         unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU64) }
     }
 
+    /// `N` consecutive `u64`s at `off`, bounds-checked once (for words read together on a hot
+    /// path).
+    pub fn u64s<const N: usize>(&self, off: usize) -> &[AtomicU64; N] {
+        assert!(
+            off % 8 == 0 && off + 8 * N <= self.map.len(),
+            "shm offset {off} (+{N} words) out of bounds"
+        );
+        // SAFETY: as for u32; an array of atomics has their alignment.
+        unsafe { &*(self.map.as_mut_ptr().add(off) as *const [AtomicU64; N]) }
+    }
+
     /// The geometry bytes (0..56) as read now, for the checksum.
     fn geometry_bytes(&self) -> [u8; H_GEOM_SUM] {
         let mut out = [0u8; H_GEOM_SUM];

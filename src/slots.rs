@@ -34,7 +34,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout::*;
-use crate::node::{HandleId, Node};
+use crate::node::{HandleId, Mapped, Node};
 use crate::roles::{self, Role};
 use crate::snapshot::{tshm_snapshot, Latch};
 use std::sync::atomic::{fence, Ordering::*};
@@ -228,15 +228,12 @@ pub fn claim_slot(node: &Node, id: &Ident) -> Result<u32> {
     Ok(i)
 }
 
-/// Pins the current snapshot in slot `i`, which `id` holds, re-pinning until no snapshot was
-/// published across the pin. `read` is a snapshot just read and its latch sequence. Returns the
-/// snapshot pinned.
-pub fn pin(node: &Node, id: &Ident, i: u32, read: (tshm_snapshot, u64)) -> Result<tshm_snapshot> {
-    let m = node.mapped()?;
-    let slot = m.geom.reader_slot(i);
-    let frame = m.shm.u64(slot + 8);
+/// Pins `snap` (just read at latch sequence `at`) in slot `i`, which `id` holds, re-reading and
+/// re-pinning until no snapshot was published across the pin; `snap` ends as the one pinned.
+pub fn pin(m: &Mapped, id: &Ident, i: u32, snap: &mut tshm_snapshot, at: u64) -> Result<()> {
+    let [owner, frame] = m.shm.u64s::<2>(m.geom.reader_slot(i));
     let latch = Latch { shm: &m.shm };
-    let (mut snap, mut at) = read;
+    let mut at = at;
     loop {
         frame.store(snap.max_frame, Relaxed);
         // the store before the re-read, against the checkpointer's fence before its scan
@@ -245,19 +242,24 @@ pub fn pin(node: &Node, id: &Ident, i: u32, read: (tshm_snapshot, u64)) -> Resul
         if !latch.moved(at) {
             break;
         }
-        (snap, at) = latch.read_at();
+        at = latch.read_into(snap);
     }
     // Only a dead instance's slot is ever taken over; another tag here while this reader is
     // alive means its owner word was overwritten from outside.
-    let owner = m.shm.u64(slot).load(Relaxed);
+    let owner = owner.load(Relaxed);
     if owner != id.tag() {
         frame.store(NO_FRAME, Release);
-        return Err(Error::Corrupt(format!(
-            "reader slot {i} holds tag {owner:#x} instead of its live reader's {:#x}",
-            id.tag()
-        )));
+        return Err(overwritten(i, owner, id));
     }
-    Ok(snap)
+    Ok(())
+}
+
+#[cold]
+fn overwritten(i: u32, owner: u64, id: &Ident) -> Error {
+    Error::Corrupt(format!(
+        "reader slot {i} holds tag {owner:#x} instead of its live reader's {:#x}",
+        id.tag()
+    ))
 }
 
 /// Claims a reader slot and pins the current snapshot in it, for one transaction. Returns the
@@ -265,8 +267,9 @@ pub fn pin(node: &Node, id: &Ident, i: u32, read: (tshm_snapshot, u64)) -> Resul
 pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
     let i = claim_slot(node, id)?;
     let m = node.mapped()?;
-    match pin(node, id, i, Latch { shm: &m.shm }.read_at()) {
-        Ok(snap) => Ok((i, snap)),
+    let (mut snap, at) = Latch { shm: &m.shm }.read_at();
+    match pin(m, id, i, &mut snap, at) {
+        Ok(()) => Ok((i, snap)),
         Err(e) => {
             let _ = release_slot(node, id, i);
             Err(e)
@@ -275,17 +278,13 @@ pub fn reader_begin(node: &Node, id: &Ident) -> Result<(u32, tshm_snapshot)> {
 }
 
 /// Clears the pin of slot `i` (kept by `id`): the slot stays claimed.
-pub fn unpin(node: &Node, id: &Ident, i: u32) -> Result<()> {
-    let m = node.mapped()?;
-    let slot = m.geom.reader_slot(i);
-    m.shm.u64(slot + 8).store(NO_FRAME, Release);
+pub fn unpin(m: &Mapped, id: &Ident, i: u32) -> Result<()> {
+    let [owner, frame] = m.shm.u64s::<2>(m.geom.reader_slot(i));
+    frame.store(NO_FRAME, Release);
     crate::testpoint::hit("reader_end");
-    let owner = m.shm.u64(slot).load(Relaxed);
+    let owner = owner.load(Relaxed);
     if owner != id.tag() {
-        return Err(Error::Corrupt(format!(
-            "reader slot {i} holds tag {owner:#x} instead of its live reader's {:#x}",
-            id.tag()
-        )));
+        return Err(overwritten(i, owner, id));
     }
     Ok(())
 }
@@ -312,7 +311,7 @@ pub fn release_slot(node: &Node, id: &Ident, i: u32) -> Result<()> {
 
 /// Ends a one-transaction slot `i` held by `id`: frame, then owner, then (byte-lock) the lock.
 pub fn reader_end(node: &Node, id: &Ident, i: u32) -> Result<()> {
-    let pinned = unpin(node, id, i);
+    let pinned = unpin(node.mapped()?, id, i);
     release_slot(node, id, i).and(pinned)
 }
 

@@ -158,8 +158,8 @@ pub struct Latch<'a> {
 
 impl Latch<'_> {
     fn read_copy(&self, i: usize) -> [u64; SNAP_WORDS] {
-        let base = H_SNAP_COPY[i];
-        std::array::from_fn(|k| self.shm.u64(base + 8 * k).load(Relaxed))
+        let words = self.shm.u64s::<SNAP_WORDS>(H_SNAP_COPY[i & 1]);
+        std::array::from_fn(|k| words[k].load(Relaxed))
     }
 
     /// The current snapshot. Lock-free; never waits for a publisher.
@@ -169,13 +169,21 @@ impl Latch<'_> {
 
     /// The current snapshot and the latch sequence it was read at (see [`Latch::moved`]).
     pub fn read_at(&self) -> (tshm_snapshot, u64) {
+        let mut snap = tshm_snapshot::default();
+        let at = self.read_into(&mut snap);
+        (snap, at)
+    }
+
+    /// [`Latch::read_at`] into `out` (no copy of the snapshot on a hot path).
+    pub fn read_into(&self, out: &mut tshm_snapshot) -> u64 {
         let seq = self.shm.u64(H_SNAP_SEQ);
         loop {
             let s1 = seq.load(Acquire);
             let w = self.read_copy((s1 & 1) as usize);
             fence(Acquire);
             if seq.load(Relaxed) == s1 {
-                return (from_words(&w), s1);
+                *out = from_words(&w);
+                return s1;
             }
             std::hint::spin_loop();
         }

@@ -158,7 +158,7 @@ fn the_model_mirrors_the_source() {
             "let free = owner == 0 || (pass == 1 && !reader_alive(node, i, owner)?);",
             "owner_w .compare_exchange(owner, tag, AcqRel, Relaxed) .is_ok()",
             "frame.store(snap.max_frame, Relaxed);",
-            "fence(SeqCst); if !latch.moved(at) { break; } (snap, at) = latch.read_at();",
+            "fence(SeqCst); if !latch.moved(at) { break; } at = latch.read_into(snap);",
             "let m = node.mapped()?; fence(SeqCst); let mut min = NO_FRAME;",
             "let owner = m.shm.u64(slot).load(SeqCst); let frame = m.shm.u64(slot + 8).load(SeqCst);",
         ],

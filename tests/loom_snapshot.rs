@@ -164,7 +164,7 @@ fn the_model_mirrors_the_source() {
         "src/snapshot.rs",
         "tests/loom_support/latch.rs",
         &[
-            "std::array::from_fn(|k| self.shm.u64(base + 8 * k).load(Relaxed))",
+            "std::array::from_fn(|k| words[k].load(Relaxed))",
             "let s1 = seq.load(Acquire); let w = self.read_copy((s1 & 1) as usize); \
              fence(Acquire); if seq.load(Relaxed) == s1 {",
             "match token.compare_exchange(0, tag, AcqRel, Acquire) {",

@@ -568,8 +568,9 @@ pub unsafe extern "C" fn tshm_reader_begin(
         if slot_out.is_null() || snap_out.is_null() {
             return misuse("tshm_reader_begin: slot_out and snap_out must not be NULL");
         }
-        match coord(h).and_then(|c| c.reader_begin()) {
-            Ok((slot, snap)) => {
+        let mut snap = tshm_snapshot::default();
+        match coord(h).and_then(|c| c.reader_begin_into(&mut snap)) {
+            Ok(slot) => {
                 unsafe {
                     *slot_out = slot;
                     *snap_out = snap;
