@@ -424,7 +424,8 @@ static void test_waiter_killed_while_waiting_is_forgotten_when_alone(void) {
     CHECK(writer_waiters(db, strategy) == 1); /* it could not take itself off */
     CHECK_RC(tshm_writer_release(h), TSHM_OK);
     if (strategy == TSHM_ROLES_SHM) {
-        /* The release found the waiter dead, dropped its ticket and freed the role. */
+        /* The release handed the role to the dead waiter, found it dead, took the role back
+         * from it and freed it. */
         CHECK(writer_waiters(db, strategy) == 0);
         CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
         CHECK_RC(tshm_writer_release(h), TSHM_OK);

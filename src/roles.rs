@@ -43,7 +43,7 @@ use crate::layout::*;
 use crate::lock::Kind;
 use crate::node::Node;
 use crate::region::Shm;
-use crate::slots::{instance_alive, tag_alive, Ident};
+use crate::slots::{tag_alive, Ident};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
@@ -315,7 +315,7 @@ fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -
         while !chosen {
             match oldest_waiter(node, role)? {
                 Some((i, t)) if i != id.instance => {
-                    if hand_over(node, role, i, t)? {
+                    if hand_over(node, role, i, t)?.is_some() {
                         break;
                     }
                 }
@@ -333,8 +333,8 @@ fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -
     }
 }
 
-/// The live waiter with the smallest ticket, as (instance, ticket). Tickets of dead waiters are
-/// cleared on the way.
+/// The waiter with the smallest ticket, as (instance, ticket). Whether it is alive is checked
+/// after the handoff, off the path of a live waiter's wake (see [`release`]).
 fn oldest_waiter(node: &Node, role: Role) -> Result<Option<(u32, u64)>> {
     let m = node.mapped()?;
     let hwm = m
@@ -342,48 +342,41 @@ fn oldest_waiter(node: &Node, role: Role) -> Result<Option<(u32, u64)>> {
         .u32(H_INSTANCE_HWM)
         .load(Acquire)
         .min(m.geom.instances);
-    loop {
-        let mut best: Option<(u32, u64)> = None;
-        for i in 0..hwm {
-            let t = m.shm.u64(m.geom.instance(i) + role.i_ticket()).load(SeqCst);
-            if t != 0 && best.map_or(true, |(_, b)| t < b) {
-                best = Some((i, t));
-            }
+    let mut best: Option<(u32, u64)> = None;
+    for i in 0..hwm {
+        let t = m.shm.u64(m.geom.instance(i) + role.i_ticket()).load(SeqCst);
+        if t != 0 && best.map_or(true, |(_, b)| t < b) {
+            best = Some((i, t));
         }
-        let Some((i, t)) = best else { return Ok(None) };
-        if instance_alive(node, i)? {
-            return Ok(Some((i, t)));
-        }
-        // killed while waiting: its ticket goes
-        let _ = m
-            .shm
-            .u64(m.geom.instance(i) + role.i_ticket())
-            .compare_exchange(t, 0, SeqCst, Relaxed);
     }
+    Ok(best)
 }
 
 /// Hands the held role to waiter `i` (ticket `t`): claims its ticket, stores its tag, wakes it.
-/// `false` when it left the queue meanwhile.
-fn hand_over(node: &Node, role: Role, i: u32, t: u64) -> Result<bool> {
+/// Returns the tag stored; `None` when the waiter left the queue meanwhile.
+fn hand_over(node: &Node, role: Role, i: u32, t: u64) -> Result<Option<u64>> {
     let m = node.mapped()?;
     let rec = m.geom.instance(i);
+    // The generation before the ticket: an instance record taken over meanwhile has its ticket
+    // cleared before its generation moves, so a claimed ticket proves this generation waits.
+    let generation = m.shm.u64(rec + I_GENERATION).load(SeqCst);
     if m.shm
         .u64(rec + role.i_ticket())
         .compare_exchange(t, 0, SeqCst, Relaxed)
         .is_err()
     {
-        return Ok(false);
+        return Ok(None);
     }
-    let generation = m.shm.u64(rec + I_GENERATION).load(Acquire);
     bump(m.shm.u64(role.stats_off() + ROLE_STAT_HANDOFFS), 1);
     m.shm.u64(role.id_off()).store(0, Relaxed);
+    let theirs = make_tag(i, generation);
     m.shm
         .u64(role.word_off())
-        .store(make_tag(i, generation) | ROLE_WAITERS, SeqCst);
+        .store(theirs | ROLE_WAITERS, SeqCst);
     let wake = m.shm.u32(rec + role.i_wake());
     wake.fetch_add(1, SeqCst);
     futex_wake(wake, 1);
-    Ok(true)
+    Ok(Some(theirs))
 }
 
 /// Releases `role` held by `id`: clears the owner record, then frees the role or hands it to
@@ -409,9 +402,19 @@ pub fn release(node: &Node, id: &Ident, role: Role) -> Result<()> {
         }
     }
     while let Some((i, t)) = oldest_waiter(node, role)? {
-        if hand_over(node, role, i, t)? {
+        let Some(theirs) = hand_over(node, role, i, t)? else {
+            continue;
+        };
+        // Woken first, checked after: a waiter killed while it waited gets the role back from
+        // it here (from its exact tag) and passed on.
+        if tag_alive(node, theirs)?
+            || word
+                .compare_exchange(theirs | ROLE_WAITERS, tag | ROLE_WAITERS, AcqRel, Relaxed)
+                .is_err()
+        {
             return Ok(());
         }
+        bump(m.shm.u64(role.stats_off() + ROLE_STAT_RECLAIMS), 1);
     }
     word.store(0, SeqCst);
     // A waiter that queued after the scan may sleep on the bit just dropped: wake them all.
