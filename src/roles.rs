@@ -177,18 +177,19 @@ fn busy(shm: &Shm, role: Role) -> Result<()> {
 
 /// The holder's bookkeeping once it has the role: owner record and counters.
 fn won(shm: &Shm, geom: &Geometry, id: &Ident, role: Role, waited: Option<Instant>) {
-    shm.u64(role.nonce_off()).store(id.nonce, Relaxed);
-    shm.u64(role.id_off()).store(id.owner_id(), Release);
-    let st = role.stats_off();
-    let rec = geom.instance(id.instance);
-    bump(shm.u64(st + ROLE_STAT_ACQUIRES), 1);
-    bump(shm.u64(rec + role.i_acquires()), 1);
+    let [owner, nonce] = shm.u64s::<2>(role.id_off());
+    nonce.store(id.nonce, Relaxed);
+    owner.store(id.owner_id(), Release);
+    let st = shm.u64s::<8>(role.stats_off());
+    let rec = shm.u64s::<{ INSTANCE_BYTES as usize / 8 }>(geom.instance(id.instance));
+    bump(&st[ROLE_STAT_ACQUIRES / 8], 1);
+    bump(&rec[role.i_acquires() / 8], 1);
     if let Some(t0) = waited {
         let ns = t0.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-        bump(shm.u64(st + ROLE_STAT_WAITED), 1);
-        bump(shm.u64(st + ROLE_STAT_WAIT_NS), ns);
-        bump(shm.u64(rec + role.i_wait_ns()), ns);
-        let max = shm.u64(st + ROLE_STAT_MAX_WAIT_NS);
+        bump(&st[ROLE_STAT_WAITED / 8], 1);
+        bump(&st[ROLE_STAT_WAIT_NS / 8], ns);
+        bump(&rec[role.i_wait_ns() / 8], ns);
+        let max = &st[ROLE_STAT_MAX_WAIT_NS / 8];
         if ns > max.load(Relaxed) {
             max.store(ns, Relaxed);
         }
