@@ -424,17 +424,74 @@ static void test_waiter_killed_while_waiting_is_forgotten_when_alone(void) {
     CHECK(writer_waiters(db, strategy) == 1); /* it could not take itself off */
     CHECK_RC(tshm_writer_release(h), TSHM_OK);
     if (strategy == TSHM_ROLES_SHM) {
-        /* The release handed the role to the dead waiter, found it dead, took the role back
-         * from it and freed it. */
-        CHECK(writer_waiters(db, strategy) == 0);
+        /* The release handed the role to the dead waiter: a dead holder, taken over at once by
+         * the next acquire; its release finds nobody waiting and frees the role. */
         CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
         CHECK_RC(tshm_writer_release(h), TSHM_OK);
+        CHECK(writer_waiters(db, strategy) == 0);
     }
     int last = -1;
     CHECK_RC(tshm_close(h, &last), TSHM_OK);
     CHECK(last == 1);
     /* The last closer was provably alone: no waiter is left to wake on every release. */
     CHECK(writer_waiters(db, strategy) == 0);
+}
+
+/* Writer waiters queued now (shared-memory roles): instance records with a writer ticket. */
+static int writer_tickets(const char *db) {
+    uint64_t inst_off = 0;
+    uint32_t hwm = 0;
+    read_in_child(sidecar_of(db), 40, &inst_off, sizeof inst_off); /* header: instances offset */
+    read_in_child(sidecar_of(db), 632, &hwm, sizeof hwm);          /* instance high-water mark */
+    int n = 0;
+    for (uint32_t i = 0; i < hwm && i < 64; i++) {
+        uint64_t t = 0;
+        read_in_child(sidecar_of(db), (off_t)(inst_off + 128u * i + 32u), &t, sizeof t);
+        n += t != 0;
+    }
+    return n;
+}
+
+/* The oldest waiter is killed in the queue; the release hands the role to it (dead) and the
+ * next waiter, alive, takes it over within its wait slice instead of waiting for its time-out. */
+static void test_dead_waiter_chosen_by_a_release_is_passed_over(void) {
+    const char *db = test_db("lc-dead-first.db");
+    tshm *h = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    if (info_of(h).role_strategy != TSHM_ROLES_SHM) {
+        close_ok(h);
+        return; /* byte-lock roles have no queue */
+    }
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    fflush(NULL);
+    pid_t first = fork();
+    if (first == 0) {
+        alarm(60);
+        tshm *x = open_with(db, 0, 0, 0);
+        if (x == NULL) _exit(1);
+        tshm_writer_acquire(x, 600000); /* waits until killed */
+        _exit(2);
+    }
+    watchdog(30);
+    while (writer_tickets(db) != 1) sched_yield();
+    pid_t second = fork();
+    if (second == 0) {
+        alarm(60);
+        tshm *x = open_with(db, 0, 0, 0);
+        if (x == NULL) _exit(1);
+        /* far shorter than the first waiter's 600 s, far longer than a slice */
+        int rc = tshm_writer_acquire(x, 20000);
+        _exit(rc == TSHM_OK ? 0 : 3);
+    }
+    while (writer_tickets(db) != 2) sched_yield();
+    alarm(0);
+    child_kill(first);
+    CHECK_RC(tshm_writer_release(h), TSHM_OK); /* to the oldest ticket: the dead one */
+    CHECK(child_wait(second) == 0);
+    CHECK_RC(tshm_writer_acquire(h, 5000), TSHM_OK);
+    CHECK_RC(tshm_writer_release(h), TSHM_OK);
+    close_ok(h);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -857,6 +914,7 @@ int main(int argc, char **argv) {
         T(test_closing_last_handle_keeps_a_new_nodes_locks),
         T(test_process_stopped_in_its_open_stalls_nothing_here),
         T(test_waiter_killed_while_waiting_is_forgotten_when_alone),
+        T(test_dead_waiter_chosen_by_a_release_is_passed_over),
         T(test_last_close_hook_opening_its_database_is_misuse),
         T(test_reader_slot_overwritten_from_outside_is_corrupt),
         T(test_readonly_handle_never_creates_regions),

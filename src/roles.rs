@@ -334,8 +334,7 @@ fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -
     }
 }
 
-/// The waiter with the smallest ticket, as (instance, ticket). Whether it is alive is checked
-/// after the handoff, off the path of a live waiter's wake (see [`release`]).
+/// The waiter with the smallest ticket, as (instance, ticket); dead or alive (see [`release`]).
 fn oldest_waiter(node: &Node, role: Role) -> Result<Option<(u32, u64)>> {
     let m = node.mapped()?;
     let hwm = m
@@ -402,20 +401,13 @@ pub fn release(node: &Node, id: &Ident, role: Role) -> Result<()> {
             )))
         }
     }
+    // No liveness probe here: a system call between the wake and the waiter's run delays it. A
+    // waiter killed while it waited holds the role dead, and is taken over like any dead
+    // holder (by the next waiter's check after a slice, or at once by the next acquire).
     while let Some((i, t)) = oldest_waiter(node, role)? {
-        let Some(theirs) = hand_over(node, role, i, t)? else {
-            continue;
-        };
-        // Woken first, checked after: a waiter killed while it waited gets the role back from
-        // it here (from its exact tag) and passed on.
-        if tag_alive(node, theirs)?
-            || word
-                .compare_exchange(theirs | ROLE_WAITERS, tag | ROLE_WAITERS, AcqRel, Relaxed)
-                .is_err()
-        {
+        if hand_over(node, role, i, t)?.is_some() {
             return Ok(());
         }
-        bump(m.shm.u64(role.stats_off() + ROLE_STAT_RECLAIMS), 1);
     }
     word.store(0, SeqCst);
     // A waiter that queued after the scan may sleep on the bit just dropped: wake them all.
