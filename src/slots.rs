@@ -1,8 +1,8 @@
-//! Who holds what: instances, the writer and checkpointer roles, reader slots, owner records,
-//! stale reclaim and waits.
+//! Who holds what: instances, reader slots, owner records and stale reclaim.
 //!
-//! Owns: header bytes 128..200 (role owner records and release counters), the reader table and
-//! the instance table, and the lock bytes 1, 2, 3.. and 4096.. of [`crate::layout`].
+//! Owns: the reader table and the instance table (the role fields of an instance record belong
+//! to [`crate::roles`]), header words 632..640 (high-water marks) and 768..800 (reader
+//! counters), and the lock bytes 2^20.. and 2^24.. of [`crate::layout`].
 //!
 //! **Liveness comes from locks, never from pids.** Every open handle is an *instance*: it holds
 //! the exclusive lock on its own liveness byte for its whole life and writes
@@ -11,20 +11,15 @@
 //! answers, so a live sibling handle is never mistaken for a dead one). Generations make a reused
 //! instance slot distinguishable from its previous occupant.
 //!
-//! **Roles.** The writer (byte 1) and checkpointer (byte 2) are byte locks taken without waiting.
-//! Their owner records (`pid << 32 | instance`, nonce) are written after the lock is won and
-//! cleared before it is released; they are diagnostics, the lock is the truth. A waiter sleeps on
-//! the role's release counter with a cross-process futex in slices of at most [`WAIT_SLICE`] and
-//! retries the lock after every slice, so a holder that died without bumping the counter (SIGKILL)
-//! delays a waiter by one slice at most.
-//!
 //! **Reader slots**, one of two strategies fixed when the sidecar is created:
-//! * CAS (default): a reader claims a free slot by CAS of its instance tag into `owner`, stores
-//!   the pinned frame, issues `fence(SeqCst)` and re-reads the snapshot, re-pinning until the
-//!   snapshot did not move across the pin. No syscall. A slot whose tag names a dead instance is
-//!   stale and is taken over by CAS from that exact tag, so two reclaimers cannot both win.
-//! * Byte lock (the reference system's): a reader takes the exclusive lock on byte `3 + slot`
-//!   (two syscalls per transaction). The lock is the truth; a slot whose byte is free is stale.
+//! * CAS (default): a reader claims a free slot by CAS of its instance tag into `owner` (a handle
+//!   keeps it across transactions, see [`crate::pins`]); a pin stores the frame, issues
+//!   `fence(SeqCst)` and re-reads the latch sequence, re-pinning until no snapshot was published
+//!   across the pin. No syscall. A slot whose tag names a dead instance is stale and is taken
+//!   over by CAS from that exact tag, so two reclaimers cannot both win.
+//! * Byte lock (the reference system's): a reader takes the exclusive lock on byte
+//!   `2^20 + slot` (two syscalls per transaction). The lock is the truth; a slot whose byte is
+//!   free is stale.
 //!
 //! Release order is always: clear the pinned frame, clear the owner, then drop the lock. A
 //! reclaimer therefore never sees a half-released slot that a delayed releaser could later wipe.
