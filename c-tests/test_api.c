@@ -902,6 +902,18 @@ static void test_bytelock(void) {
         _exit(rc == TSHM_CONFLICT && c == SENTINEL && strstr(tshm_errmsg(), "role_strategy") ? 0 : 1);
     }
     CHECK(child_wait(pid) == 0);
+    /* a read-only handle chooses nothing: it takes the shape as it is, whatever it asks */
+    {
+        tshm_options o;
+        tshm_options_init(&o);
+        o.flags = TSHM_OPEN_READONLY;
+        o.role_strategy = roles == TSHM_ROLES_SHM ? TSHM_ROLES_BYTELOCK : TSHM_ROLES_SHM;
+        o.reader_slots = 64;
+        tshm *ro = NULL;
+        CHECK_RC(tshm_open(db, &o, &ro), TSHM_OK);
+        if (ro != NULL) CHECK(info_of(ro).role_strategy == roles && info_of(ro).reader_slots == 4096);
+        close_handle(ro);
+    }
     CHECK(a != NULL && b != NULL);
     if (a != NULL && b != NULL) {
         CHECK(info_of(a).reader_strategy == TSHM_READERS_BYTELOCK);

@@ -625,8 +625,8 @@ int tshm_options_init(struct tshm_options *opts);
  * * `TSHM_CONFLICT`: other processes use the other mode (`tshm_errmsg()` names a pid), or the
  *   sidecar they use has another shape than `opts` asks for: a `reader_slots`,
  *   `instance_slots`, `reader_strategy` or `role_strategy` other than 0 and other than the
- *   sidecar's (`tshm_errmsg()` gives both values; 0 joins any; `tshm_info_get` tells a handle
- *   the shape);
+ *   sidecar's (`tshm_errmsg()` gives both values; 0 joins any; a read-only handle takes the
+ *   shape as it is; `tshm_info_get` tells a handle the shape);
  * * `TSHM_CORRUPT`: others are attached and the sidecar is invalid (a process that is alone
  *   re-initializes instead);
  * * `TSHM_NOTSUPPORTED`: a network filesystem without `TSHM_OPEN_ALLOW_NETFS`, or `opts` is a

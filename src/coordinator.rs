@@ -400,13 +400,14 @@ impl Coordinator {
                     .map(|_| initialized = true)
             } else {
                 Self::join(node, opts, db_path, guard)
+                    .and_then(|_| Self::check_shape(&node.mapped()?.geom, opts, readonly))
             };
             if let Err(e) = r {
                 return undo(e);
             }
         }
         if !first {
-            Self::check_shape(&node.mapped()?.geom, opts)?;
+            Self::check_shape(&node.mapped()?.geom, opts, readonly)?;
         }
         let ident = if readonly {
             None
@@ -519,12 +520,16 @@ impl Coordinator {
         let geom = geom.map_err(Error::Corrupt)?;
         crate::index::validate(&shm, &geom, node.fd())?;
         node.set_mapped(shm, geom);
-        Self::check_shape(&geom, opts)
+        Ok(())
     }
 
     /// A joiner's request against the shape the first process chose: a count or a non-default
-    /// strategy asked for (not 0) that differs is refused, never silently ignored.
-    fn check_shape(g: &Geometry, opts: &Options) -> Result<()> {
+    /// strategy asked for (not 0) that differs is refused, never silently ignored. A read-only
+    /// handle chooses nothing (it never writes the sidecar): it takes the shape as it is.
+    fn check_shape(g: &Geometry, opts: &Options, readonly: bool) -> Result<()> {
+        if readonly {
+            return Ok(());
+        }
         let strategy = |v: u32| if v == 0 { "CAS/shm" } else { "BYTELOCK" };
         let differs = [
             (

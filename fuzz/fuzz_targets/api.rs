@@ -306,6 +306,7 @@ fn do_open(inp: &mut Input, m: &mut Model) {
         TSHM_CONFLICT
     } else if m.open_count() > 0
         && use_opts
+        && !ro
         && ((o.reader_slots != 0 && o.reader_slots != m.readers)
             || (o.reader_strategy != 0 && o.reader_strategy != m.strategy))
     {
