@@ -222,6 +222,14 @@ fn check_db_path(db_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Clears every record a process that died attached may have left: roles, then instances and
+/// slots. Only for a process provably alone (see [`slots::reset_all`]).
+fn reset_stale(node: &Node) -> Result<()> {
+    let m = node.mapped()?;
+    roles::reset_all(&m.shm, &m.geom);
+    slots::reset_all(node)
+}
+
 fn next_hid() -> HandleId {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Relaxed)
@@ -458,7 +466,7 @@ impl Coordinator {
         let mapped = match existing {
             Some((shm, geom)) if want(Some(&geom)) == geom => {
                 node.set_mapped(shm, geom);
-                slots::reset_all(node)?;
+                reset_stale(node)?;
                 node.mapped()?
             }
             old => {
@@ -909,7 +917,7 @@ impl Coordinator {
     /// Who holds `role` (0 lifetime, 1 writer, 2 checkpointer, 3 + i reader slot i).
     pub fn owner(&self, role: u32) -> Result<slots::tshm_owner_info> {
         self.check()?;
-        slots::owner(&self.node, role)
+        roles::owner(&self.node, role)
     }
 
     /// Live instances attached to the sidecar, as (pid, instance).
@@ -985,7 +993,7 @@ impl Coordinator {
                     self.closed.store(true, Release);
                     result = result.and(self.release_everything());
                     // Alone: records of processes that died attached are stale; leave none.
-                    result = result.and(slots::reset_all(&node));
+                    result = result.and(reset_stale(&node));
                     if let Ok(m) = node.mapped() {
                         m.shm.u64(H_EXCL_ID).store(0, Relaxed);
                         m.shm.u32(H_MODE).store(0, Release);

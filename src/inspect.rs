@@ -482,7 +482,7 @@ fn role_holder(node: &Node, m: &Mapped, role: Role) -> Result<tshm_owner_info> {
             });
         }
     }
-    slots::owner(node, byte)
+    crate::roles::owner(node, byte)
 }
 
 /// Validates the sidecar of `db`: the header, the index counters against each other and the

@@ -43,7 +43,7 @@ use crate::layout::*;
 use crate::lock::Kind;
 use crate::node::Node;
 use crate::region::Shm;
-use crate::slots::{tag_alive, Ident};
+use crate::slots::{self, tag_alive, tshm_owner_info, Ident};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
@@ -427,8 +427,31 @@ pub fn release(node: &Node, id: &Ident, role: Role) -> Result<()> {
     Ok(())
 }
 
-/// Whether `role` is held by a live handle now, and by which owner id.
-pub fn holder_alive(node: &Node, role: Role) -> Result<bool> {
+/// Who holds role number `role` (`tshm_owner`: 0 lifetime, 1 writer, 2 checkpointer, 3 + i
+/// reader slot i; all but the two roles are [`slots::owner`]'s).
+pub fn owner(node: &Node, role: u32) -> Result<tshm_owner_info> {
+    let r = match role {
+        1 => Role::Writer,
+        2 => Role::Checkpointer,
+        _ => return slots::owner(node, role),
+    };
+    let m = node.mapped()?;
+    let [id, nonce] = m.shm.u64s::<2>(r.id_off());
+    let id = id.load(Acquire);
+    let alive = holder_alive(node, r)?;
+    Ok(tshm_owner_info {
+        id,
+        nonce: nonce.load(Relaxed),
+        frame: 0,
+        pid: (id >> 32) as u32,
+        instance: id as u32,
+        held: (alive || id != 0) as i32,
+        alive: alive as i32,
+    })
+}
+
+/// Whether `role` is held by a live handle now.
+fn holder_alive(node: &Node, role: Role) -> Result<bool> {
     let m = node.mapped()?;
     if m.geom.role_strategy == ROLES_BYTELOCK {
         return node.held_anywhere(role.byte());
@@ -501,13 +524,6 @@ fn bytelock_release(node: &Node, id: &Ident, role: Role) -> Result<()> {
     Ok(())
 }
 
-/// Clears role state a claimed instance record may carry from a dead previous occupant.
-pub fn reset_instance(shm: &Shm, rec: usize) {
-    for off in [I_WRITER_TICKET, I_CKPT_TICKET] {
-        shm.u64(rec + off).store(0, Relaxed);
-    }
-}
-
 /// Clears every role word, owner record and waiter field: only for a process provably alone
 /// (see [`crate::slots::reset_all`]).
 pub fn reset_all(shm: &Shm, geom: &Geometry) {
@@ -526,6 +542,8 @@ pub fn reset_all(shm: &Shm, geom: &Geometry) {
         shm.u32(off).store(0, Relaxed);
     }
     for i in 0..geom.instances {
-        reset_instance(shm, geom.instance(i));
+        for off in [I_WRITER_TICKET, I_CKPT_TICKET] {
+            shm.u64(geom.instance(i) + off).store(0, Relaxed);
+        }
     }
 }

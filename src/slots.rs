@@ -1,7 +1,7 @@
 //! Who holds what: instances, reader slots, owner records and stale reclaim.
 //!
 //! Owns: the reader table and the instance table (the role fields of an instance record belong
-//! to [`crate::roles`]), header words 632..640 (high-water marks) and 768..800 (reader
+//! to the `roles` module), header words 632..640 (high-water marks) and 768..800 (reader
 //! counters), and the lock bytes 2^20.. and 2^24.. of [`crate::layout`].
 //!
 //! **Liveness comes from locks, never from pids.** Every open handle is an *instance*: it holds
@@ -30,7 +30,6 @@
 use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::node::{HandleId, Mapped, Node};
-use crate::roles::{self, Role};
 use crate::snapshot::{tshm_snapshot, Latch};
 use std::sync::atomic::{fence, Ordering::*};
 
@@ -90,9 +89,12 @@ pub fn claim_instance(node: &Node, hid: HandleId) -> Result<Ident> {
             } else {
                 "instance_reclaim"
             });
-            // a previous holder that died may have left engine-lock bits and a wait ticket
-            m.shm.u64(rec + I_ENGINE_LOCKS).store(0, Release);
-            roles::reset_instance(&m.shm, rec);
+            // A previous holder that died may have left engine-lock bits and wait tickets. The
+            // tickets go before the generation moves: a release that claims a ticket read the
+            // generation first, so it can never hand the role to this new incarnation.
+            for off in [I_ENGINE_LOCKS, I_WRITER_TICKET, I_CKPT_TICKET] {
+                m.shm.u64(rec + off).store(0, Release);
+            }
             m.shm.u32(H_INSTANCE_HWM).fetch_max(i + 1, AcqRel);
             let generation = m.shm.u64(rec + 16).fetch_add(1, AcqRel).wrapping_add(1);
             let nonce = nonce();
@@ -368,7 +370,9 @@ fn info_for_instance(node: &Node, i: u32) -> Result<tshm_owner_info> {
     })
 }
 
-/// Reads the owner record of `role` (see [`tshm_owner_info`]).
+/// Reads the owner record of the lifetime (0) or of reader slot `role - 3` (see
+/// [`tshm_owner_info`]); the writer and checkpointer (1, 2) are `roles::owner`'s (the layer
+/// above), which calls this for every other number.
 pub fn owner(node: &Node, role: u32) -> Result<tshm_owner_info> {
     let m = node.mapped()?;
     let g = &m.geom;
@@ -388,24 +392,6 @@ pub fn owner(node: &Node, role: u32) -> Result<tshm_owner_info> {
                 held: 1,
                 alive: 1,
                 frame: 0,
-            })
-        }
-        1 | 2 => {
-            let r = if role == 1 {
-                Role::Writer
-            } else {
-                Role::Checkpointer
-            };
-            let id = m.shm.u64(r.id_off()).load(Acquire);
-            let alive = roles::holder_alive(node, r)?;
-            Ok(tshm_owner_info {
-                id,
-                nonce: m.shm.u64(r.nonce_off()).load(Relaxed),
-                frame: 0,
-                pid: (id >> 32) as u32,
-                instance: id as u32,
-                held: (alive || id != 0) as i32,
-                alive: alive as i32,
             })
         }
         r if r >= 3 && r - 3 < g.readers => {
@@ -458,7 +444,6 @@ pub fn reset_all(node: &Node) -> Result<()> {
     for off in [H_PUBLISH_TOKEN, H_EXCL_ID, H_EXCL_NONCE] {
         m.shm.u64(off).store(0, Relaxed);
     }
-    roles::reset_all(&m.shm, g);
     for i in 0..g.readers {
         m.shm.u64(g.reader_slot(i)).store(0, Relaxed);
         m.shm.u64(g.reader_slot(i) + 8).store(NO_FRAME, Relaxed);
