@@ -400,6 +400,20 @@ static int writer_waiters(const char *db, uint32_t strategy) {
     return (w & ROLE_WAITERS_BIT) != 0;
 }
 
+/* A child that opens db and waits up to timeout_ms for the writer role: it exits 0 holding it,
+ * 3 when the wait failed, 1 when it could not open. */
+static pid_t writer_waiter(const char *db, uint32_t timeout_ms) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(60); /* a test that stalls does not leave it behind */
+        tshm *x = open_with(db, 0, 0, 0);
+        if (x == NULL) _exit(1);
+        _exit(tshm_writer_acquire(x, timeout_ms) == TSHM_OK ? 0 : 3);
+    }
+    return pid;
+}
+
 static void test_waiter_killed_while_waiting_is_forgotten_when_alone(void) {
     const char *db = test_db("lc-waiter.db");
     tshm *h = open_with(db, 0, 0, TSHM_READERS_CAS);
@@ -407,15 +421,7 @@ static void test_waiter_killed_while_waiting_is_forgotten_when_alone(void) {
     if (h == NULL) return;
     uint32_t strategy = info_of(h).role_strategy;
     CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
-    fflush(NULL);
-    pid_t w = fork();
-    if (w == 0) {
-        alarm(60);
-        tshm *x = open_with(db, 0, 0, 0);
-        if (x == NULL) _exit(1);
-        tshm_writer_acquire(x, 600000); /* waits until killed */
-        _exit(2);
-    }
+    pid_t w = writer_waiter(db, 600000); /* waits until killed */
     /* The waiter announces itself in the sidecar before it sleeps. */
     watchdog(30);
     while (writer_waiters(db, strategy) != 1) sched_yield();
@@ -464,26 +470,11 @@ static void test_dead_waiter_chosen_by_a_release_is_passed_over(void) {
         return; /* byte-lock roles have no queue */
     }
     CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
-    fflush(NULL);
-    pid_t first = fork();
-    if (first == 0) {
-        alarm(60);
-        tshm *x = open_with(db, 0, 0, 0);
-        if (x == NULL) _exit(1);
-        tshm_writer_acquire(x, 600000); /* waits until killed */
-        _exit(2);
-    }
+    pid_t first = writer_waiter(db, 600000); /* waits until killed */
     watchdog(30);
     while (writer_tickets(db) != 1) sched_yield();
-    pid_t second = fork();
-    if (second == 0) {
-        alarm(60);
-        tshm *x = open_with(db, 0, 0, 0);
-        if (x == NULL) _exit(1);
-        /* far shorter than the first waiter's 600 s, far longer than a slice */
-        int rc = tshm_writer_acquire(x, 20000);
-        _exit(rc == TSHM_OK ? 0 : 3);
-    }
+    /* far shorter than the first waiter's 600 s, far longer than a slice */
+    pid_t second = writer_waiter(db, 20000);
     while (writer_tickets(db) != 2) sched_yield();
     alarm(0);
     child_kill(first);

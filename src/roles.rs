@@ -300,8 +300,21 @@ fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -
         // A slice without a wake: is the holder alive?
         let w = word.load(SeqCst);
         let holder = w & !ROLE_WAITERS;
-        if w == 0 || holder == tag || tag_alive(node, holder)? {
+        if w == 0 || holder == tag {
             continue;
+        }
+        match tag_alive(node, holder) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            // Leave the queue before failing, or a release would hand the role to a handle
+            // that no longer waits for it; a chosen waiter stays for the role.
+            Err(e) if !chosen && mine.compare_exchange(ticket, 0, SeqCst, Relaxed).is_ok() => {
+                return Err(e)
+            }
+            Err(_) => {
+                chosen = true;
+                continue;
+            }
         }
         if word
             .compare_exchange(w, tag | ROLE_WAITERS, AcqRel, Relaxed)
