@@ -548,6 +548,112 @@ static void test_nested_last_close_hooks_refuse_reopening_either(void) {
     CHECK_RC(n.rc, TSHM_MISUSE);
 }
 
+/* Threads of one handle race for the writer role while another process keeps taking it. */
+struct sibling_race {
+    tshm *h;
+    int inside;   /* threads of the handle that believe they hold the role now */
+    int overlaps; /* a thread found another inside */
+    int ok, busy, misuse, bad_rc, release_failed;
+};
+
+static void *sibling_loop(void *arg) {
+    struct sibling_race *r = arg;
+    unsigned seed = (unsigned)(uintptr_t)&seed;
+    for (int i = 0; i < 4000; i++) {
+        static const uint32_t timeouts[] = {0, 1, 20};
+        int rc = tshm_writer_acquire(r->h, timeouts[rand_r(&seed) % 3]);
+        if (rc == TSHM_OK) {
+            if (__atomic_add_fetch(&r->inside, 1, __ATOMIC_SEQ_CST) != 1)
+                __atomic_add_fetch(&r->overlaps, 1, __ATOMIC_SEQ_CST);
+            __atomic_add_fetch(&r->ok, 1, __ATOMIC_SEQ_CST);
+            for (volatile int k = rand_r(&seed) % 2000; k > 0; k--) {}
+            __atomic_sub_fetch(&r->inside, 1, __ATOMIC_SEQ_CST);
+            if (tshm_writer_release(r->h) != TSHM_OK)
+                __atomic_add_fetch(&r->release_failed, 1, __ATOMIC_SEQ_CST);
+        } else if (rc == TSHM_BUSY) {
+            __atomic_add_fetch(&r->busy, 1, __ATOMIC_SEQ_CST);
+        } else if (rc == TSHM_MISUSE) {
+            __atomic_add_fetch(&r->misuse, 1, __ATOMIC_SEQ_CST);
+        } else {
+            __atomic_add_fetch(&r->bad_rc, 1, __ATOMIC_SEQ_CST);
+        }
+    }
+    return NULL;
+}
+
+/* Four threads of one handle loop on acquire (try-once, 1 ms, 20 ms) and release while a
+ * second process takes and gives the role back, so that they race each other on the fast path,
+ * in the queue and at handoffs. Never do two threads of the handle hold the role at once; a
+ * thread that loses to a sibling gets TSHM_MISUSE (or TSHM_BUSY), never anything else; every
+ * release by the thread that holds succeeds; and afterwards nothing is stuck: another handle
+ * takes the role at once. For both role strategies. */
+static void test_threads_of_one_handle_never_hold_the_writer_role_twice(void) {
+    static const uint32_t strategies[] = {TSHM_ROLES_SHM, TSHM_ROLES_BYTELOCK};
+    for (int s = 0; s < 2; s++) {
+        const char *db = test_db(s == 0 ? "lc-siblings-shm.db" : "lc-siblings-byte.db");
+        tshm_options o;
+        tshm_options_init(&o);
+        o.role_strategy = strategies[s];
+        tshm *h = NULL;
+        CHECK_RC(tshm_open(db, &o, &h), TSHM_OK);
+        if (h == NULL) return;
+        watchdog(120);
+        int ready[2], stop[2];
+        if (pipe(ready) != 0 || pipe(stop) != 0) exit(2);
+        fflush(NULL);
+        pid_t other = fork();
+        if (other == 0) {
+            close(ready[0]);
+            close(stop[1]);
+            tshm *x = NULL;
+            if (tshm_open(db, &o, &x) != TSHM_OK) _exit(1);
+            if (write(ready[1], "r", 1) != 1) _exit(2);
+            /* Until the parent closes its end of `stop`. */
+            for (struct pollfd pf = {stop[0], POLLIN, 0}; poll(&pf, 1, 0) == 0;) {
+                int rc = tshm_writer_acquire(x, 50);
+                if (rc == TSHM_BUSY) continue;
+                if (rc != TSHM_OK) _exit(4);
+                for (volatile int k = 0; k < 2000; k++) {}
+                if (tshm_writer_release(x) != TSHM_OK) _exit(5);
+            }
+            _exit(tshm_close(x, NULL) == TSHM_OK ? 0 : 6);
+        }
+        close(ready[1]);
+        close(stop[0]);
+        char c;
+        CHECK(read(ready[0], &c, 1) == 1);
+        struct sibling_race r;
+        memset(&r, 0, sizeof r);
+        r.h = h;
+        pthread_t t[4];
+        for (int k = 0; k < 4; k++) pthread_create(&t[k], NULL, sibling_loop, &r);
+        for (int k = 0; k < 4; k++) pthread_join(t[k], NULL);
+        close(stop[1]);
+        close(ready[0]);
+        CHECK(child_wait(other) == 0);
+        alarm(0);
+        if (r.overlaps != 0 || r.bad_rc != 0 || r.release_failed != 0)
+            fprintf(stderr, "  strategy %u: %d overlaps, %d other codes, %d failed releases\n",
+                    strategies[s], r.overlaps, r.bad_rc, r.release_failed);
+        CHECK(r.overlaps == 0);
+        CHECK(r.bad_rc == 0);
+        CHECK(r.release_failed == 0);
+        CHECK(r.ok > 0);
+        CHECK(r.misuse > 0); /* the siblings did race */
+        /* Nothing stuck: the handle and a new one each take and give back the role at once. */
+        CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+        CHECK_RC(tshm_writer_release(h), TSHM_OK);
+        tshm *y = NULL;
+        CHECK_RC(tshm_open(db, &o, &y), TSHM_OK);
+        if (y != NULL) {
+            CHECK_RC(tshm_writer_acquire(y, 0), TSHM_OK);
+            CHECK_RC(tshm_writer_release(y), TSHM_OK);
+            close_ok(y);
+        }
+        close_ok(h);
+    }
+}
+
 static void test_last_close_hook_opening_its_database_is_misuse(void) {
     const char *db = test_db("lc-hook.db");
     struct reentry r = {db, 0, -1, 0};
@@ -906,6 +1012,7 @@ int main(int argc, char **argv) {
         T(test_process_stopped_in_its_open_stalls_nothing_here),
         T(test_waiter_killed_while_waiting_is_forgotten_when_alone),
         T(test_dead_waiter_chosen_by_a_release_is_passed_over),
+        T(test_threads_of_one_handle_never_hold_the_writer_role_twice),
         T(test_last_close_hook_opening_its_database_is_misuse),
         T(test_reader_slot_overwritten_from_outside_is_corrupt),
         T(test_readonly_handle_never_creates_regions),

@@ -32,7 +32,7 @@ use crate::lock::{self, Backend, Kind};
 use crate::node::{fork_gen, DbGuard, HandleId, Node};
 use crate::pins::Pins;
 use crate::region;
-use crate::roles::{self, Role};
+use crate::roles::{self, Role, Take};
 use crate::slots::{self, Ident};
 use crate::snapshot::{tshm_snapshot, Latch};
 use std::path::Path;
@@ -131,7 +131,8 @@ struct RoleState(std::sync::atomic::AtomicU8);
 
 impl RoleState {
     const FREE: u8 = 0;
-    /// An acquire is in progress on some thread of the handle.
+    /// A thread of the handle waits for the role (or reclaims it, or takes a byte-lock role);
+    /// the uncontended shared-memory acquire does not pass through this state.
     const PENDING: u8 = 1;
     const HELD: u8 = 2;
     /// Held, and a thread of the handle is using the frame index under it.
@@ -732,34 +733,62 @@ impl Coordinator {
     }
 
     /// Takes the writer or checkpointer role, waiting up to `timeout_ms` (0: try once).
+    ///
+    /// The uncontended shared-memory path is [`roles::take`] alone: the role word tells this
+    /// handle's threads apart. Everything else (a wait, a reclaim, byte-lock roles) runs with
+    /// the handle's state `PENDING`, so one thread of the handle at most queues for the role.
     pub fn acquire(&self, role: Role, timeout_ms: u32) -> Result<()> {
         self.check()?;
         let id = self.ident()?;
         let state = self.role_state(role);
-        if !state.swap_if(RoleState::FREE, RoleState::PENDING) {
-            return Err(Error::Misuse(format!(
-                "this handle already holds the {} role (or another of its threads is taking or \
-                 releasing it)",
-                role.name()
-            )));
+        match roles::take(&self.node, id, role)? {
+            Take::Taken => return self.took(id, role, false),
+            Take::Mine => return Err(Self::already_held(role)),
+            Take::Other => {}
         }
-        let mut r = roles::acquire(&self.node, id, role, timeout_ms);
-        if r.is_ok() && role == Role::Writer {
-            // A previous writer may have died between appending and committing.
-            r = self.trim_index();
-            if r.is_err() {
-                let _ = roles::release(&self.node, id, role);
+        if !state.swap_if(RoleState::FREE, RoleState::PENDING) {
+            return Err(Self::already_held(role));
+        }
+        match roles::acquire(&self.node, id, role, timeout_ms) {
+            Ok(()) => self.took(id, role, true),
+            Err(e) => {
+                state.swap_if(RoleState::PENDING, RoleState::FREE);
+                Err(e)
             }
         }
-        state.set(if r.is_ok() {
-            RoleState::HELD
-        } else {
-            RoleState::FREE
-        });
-        r
+    }
+
+    fn already_held(role: Role) -> Error {
+        Error::Misuse(format!(
+            "this handle already holds the {} role (or another of its threads is taking or \
+             releasing it)",
+            role.name()
+        ))
+    }
+
+    /// The role is this handle's: trims the index (writer) and marks it held. `pending`: this
+    /// thread set the state `PENDING` (otherwise it left the state alone).
+    #[inline(always)]
+    fn took(&self, id: &Ident, role: Role, pending: bool) -> Result<()> {
+        let state = self.role_state(role);
+        if role == Role::Writer {
+            // A previous writer may have died between appending and committing.
+            if let Err(e) = self.trim_index() {
+                let _ = roles::release(&self.node, id, role);
+                if pending {
+                    state.swap_if(RoleState::PENDING, RoleState::FREE);
+                }
+                return Err(e);
+            }
+        }
+        // Any state a sibling thread left is older than this win (its release stored FREE
+        // before it gave up the role word; a queued sibling leaves PENDING without storing).
+        state.set(RoleState::HELD);
+        Ok(())
     }
 
     /// Drops index entries above the committed `max_frame`.
+    #[inline(always)]
     fn trim_index(&self) -> Result<()> {
         let m = self.node.mapped()?;
         let ix = Index::new(m);
@@ -883,9 +912,16 @@ impl Coordinator {
                 format!("this handle does not hold the {} role", role.name())
             }));
         }
-        let r = roles::release(&self.node, id, role);
+        if self.node.mapped()?.geom.role_strategy == ROLES_BYTELOCK {
+            // The lock goes first: a sibling's acquire waits for FREE.
+            let r = roles::release(&self.node, id, role);
+            state.set(RoleState::FREE);
+            return r;
+        }
+        // FREE before the role word: a sibling thread that wins the word next stores HELD
+        // after this store, never before it.
         state.set(RoleState::FREE);
-        r
+        roles::release(&self.node, id, role)
     }
 
     /// Begins a read transaction pinning the current snapshot. Returns the slot and the

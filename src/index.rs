@@ -260,6 +260,7 @@ unsafe fn at<'a, T>(addr: usize) -> &'a T {
     unsafe { &*(addr as *const T) }
 }
 
+#[inline]
 fn word(shm: &Shm, off: usize) -> &AtomicU64 {
     shm.u64(off)
 }
@@ -530,6 +531,7 @@ impl<'a> Index<'a> {
     }
 
     /// The newest frame appended (or the last rollback point).
+    #[inline]
     pub fn tail(&self) -> u64 {
         word(self.shm, H_IX_TAIL).load(Relaxed)
     }

@@ -108,6 +108,8 @@ pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"TSHM");
 pub(crate) const VERSION: u32 = 3;
 pub(crate) const ENDIAN_TAG: u32 = 0x0102_0304;
 pub(crate) const PAGE: u64 = 4096;
+/// The header page in 64-bit words.
+pub(crate) const HEADER_WORDS: usize = PAGE as usize / 8;
 
 pub(crate) const H_MAGIC: usize = 0;
 pub(crate) const H_VERSION: usize = 4;

@@ -634,6 +634,7 @@ impl Node {
         let _ = self.mapped.set(Mapped { shm, geom, pool });
     }
 
+    #[inline]
     pub fn mapped(&self) -> Result<&Mapped> {
         self.mapped
             .get()

@@ -52,6 +52,7 @@ impl Shm {
         self.writable
     }
 
+    #[inline]
     pub fn u32(&self, off: usize) -> &AtomicU32 {
         assert!(
             off % 4 == 0 && off + 4 <= self.map.len(),
@@ -62,6 +63,7 @@ impl Shm {
         unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU32) }
     }
 
+    #[inline]
     pub fn u64(&self, off: usize) -> &AtomicU64 {
         assert!(
             off % 8 == 0 && off + 8 <= self.map.len(),
@@ -73,6 +75,7 @@ impl Shm {
 
     /// `N` consecutive `u64`s at `off`, bounds-checked once (for words read together on a hot
     /// path).
+    #[inline]
     pub fn u64s<const N: usize>(&self, off: usize) -> &[AtomicU64; N] {
         assert!(
             off % 8 == 0 && off + 8 * N <= self.map.len(),

@@ -175,34 +175,91 @@ fn busy(shm: &Shm, role: Role) -> Result<()> {
     )))
 }
 
+/// The header page as words: one bounds check, after which the constant offsets of this module
+/// index it without any.
+fn header(shm: &Shm) -> &[AtomicU64; HEADER_WORDS] {
+    shm.u64s::<HEADER_WORDS>(0)
+}
+
 /// The holder's bookkeeping once it has the role: owner record and counters.
+#[inline(always)]
 fn won(shm: &Shm, geom: &Geometry, id: &Ident, role: Role, waited: Option<Instant>) {
-    let [owner, nonce] = shm.u64s::<2>(role.id_off());
-    nonce.store(id.nonce, Relaxed);
-    owner.store(id.owner_id(), Release);
-    let st = shm.u64s::<8>(role.stats_off());
+    let h = header(shm);
+    h[role.nonce_off() / 8].store(id.nonce, Relaxed);
+    h[role.id_off() / 8].store(id.owner_id(), Release);
     let rec = shm.u64s::<{ INSTANCE_BYTES as usize / 8 }>(geom.instance(id.instance));
-    bump(&st[ROLE_STAT_ACQUIRES / 8], 1);
+    bump(&h[(role.stats_off() + ROLE_STAT_ACQUIRES) / 8], 1);
     bump(&rec[role.i_acquires() / 8], 1);
     if let Some(t0) = waited {
-        let ns = t0.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-        bump(&st[ROLE_STAT_WAITED / 8], 1);
-        bump(&st[ROLE_STAT_WAIT_NS / 8], ns);
-        bump(&rec[role.i_wait_ns() / 8], ns);
-        let max = &st[ROLE_STAT_MAX_WAIT_NS / 8];
-        if ns > max.load(Relaxed) {
-            max.store(ns, Relaxed);
-        }
+        count_wait(h, rec, role, t0);
     }
 }
 
-/// Takes `role` for `id`. `timeout_ms == 0` tries once; otherwise waits up to that long.
+/// The wait counters of a holder that waited since `t0`.
+#[inline(never)]
+fn count_wait(h: &[AtomicU64; HEADER_WORDS], rec: &[AtomicU64], role: Role, t0: Instant) {
+    let st = &h[role.stats_off() / 8..];
+    let ns = t0.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+    bump(&st[ROLE_STAT_WAITED / 8], 1);
+    bump(&st[ROLE_STAT_WAIT_NS / 8], ns);
+    bump(&rec[role.i_wait_ns() / 8], ns);
+    let max = &st[ROLE_STAT_MAX_WAIT_NS / 8];
+    if ns > max.load(Relaxed) {
+        max.store(ns, Relaxed);
+    }
+}
+
+/// What the single attempt of [`take`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// The role is this handle's now.
+    Taken,
+    /// The role word holds this handle's own tag: another of its threads holds, takes or
+    /// releases the role.
+    Mine,
+    /// Held by another handle (or a byte-lock role, which [`take`] does not try).
+    Other,
+}
+
+/// The uncontended acquire: one CAS `0 -> tag` on a shared-memory role word, nothing else that
+/// can block. The handle's threads need no other guard on this path: the role word itself tells
+/// them apart (each thread that wins it has seen it free; a sibling sees the handle's tag).
+#[inline(always)]
+pub fn take(node: &Node, id: &Ident, role: Role) -> Result<Take> {
+    let m = node.mapped()?;
+    if m.geom.role_strategy == ROLES_BYTELOCK {
+        return Ok(Take::Other);
+    }
+    let word = &header(&m.shm)[role.word_off() / 8];
+    let tag = id.tag();
+    match word.compare_exchange(0, tag, Acquire, Relaxed) {
+        Ok(_) => {
+            crate::testpoint::hit(role.point("writer_claim", "ckpt_claim"));
+            won(&m.shm, &m.geom, id, role, None);
+            Ok(Take::Taken)
+        }
+        Err(w) if w & !ROLE_WAITERS == tag => Ok(Take::Mine),
+        Err(_) => Ok(Take::Other),
+    }
+}
+
+fn sibling_holds(role: Role) -> Error {
+    Error::Misuse(format!(
+        "another thread of this handle holds, takes or releases the {} role",
+        role.name()
+    ))
+}
+
+/// Takes `role` for `id`. `timeout_ms == 0` tries once; otherwise waits up to that long. At
+/// most one thread of a handle may be here at a time (the caller guards it); others of its
+/// threads may meanwhile try [`take`].
+#[inline(never)]
 pub fn acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<()> {
     let m = node.mapped()?;
     if m.geom.role_strategy == ROLES_BYTELOCK {
         return bytelock_acquire(node, id, role, timeout_ms);
     }
-    let word = m.shm.u64(role.word_off());
+    let word = &header(&m.shm)[role.word_off() / 8];
     let tag = id.tag();
     let w = match word.compare_exchange(0, tag, Acquire, Relaxed) {
         Ok(_) => {
@@ -214,8 +271,10 @@ pub fn acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<(
     };
     // Held: by a live handle, or by one that died with it (taken over, waiters bit kept).
     let holder = w & !ROLE_WAITERS;
+    if holder == tag {
+        return Err(sibling_holds(role));
+    }
     if holder != 0
-        && holder != tag
         && !tag_alive(node, holder)?
         && word
             .compare_exchange(w, tag | (w & ROLE_WAITERS), AcqRel, Relaxed)
@@ -247,7 +306,10 @@ fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -
         .fetch_add(1, AcqRel)
         .wrapping_add(1)
         .max(1);
-    mine.store(ticket, SeqCst);
+    // The record holds one ticket per role: a second waiting thread of the handle is refused.
+    if mine.compare_exchange(0, ticket, SeqCst, Relaxed).is_err() {
+        return Err(sibling_holds(role));
+    }
     let deadline = t0 + Duration::from_millis(timeout_ms as u64);
     let slice = wait_slice(WAIT_SLICE);
     // Chosen: a releaser took our ticket and is handing us the role; we may no longer leave.
@@ -256,9 +318,17 @@ fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -
         let seen = wake.load(SeqCst);
         let w = word.load(SeqCst);
         if w & !ROLE_WAITERS == tag {
-            // handed over (the releaser cleared our ticket)
-            won(shm, geom, id, role, Some(t0));
-            return Ok(());
+            if mine.load(SeqCst) != ticket {
+                // handed over (the releaser claimed our ticket)
+                won(shm, geom, id, role, Some(t0));
+                return Ok(());
+            }
+            // Our tag, our ticket unclaimed: another thread of this handle took the role.
+            if mine.compare_exchange(ticket, 0, SeqCst, Relaxed).is_ok() {
+                return Err(sibling_holds(role));
+            }
+            chosen = true; // handed to us meanwhile
+            continue;
         }
         if w == 0 {
             // Free and nobody was handed it: take it. Keep the waiters bit, others may queue.
@@ -394,26 +464,32 @@ fn hand_over(node: &Node, role: Role, i: u32, t: u64) -> Result<Option<u64>> {
 
 /// Releases `role` held by `id`: clears the owner record, then frees the role or hands it to
 /// the longest waiter.
+#[inline(always)]
 pub fn release(node: &Node, id: &Ident, role: Role) -> Result<()> {
     let m = node.mapped()?;
     if m.geom.role_strategy == ROLES_BYTELOCK {
         return bytelock_release(node, id, role);
     }
-    let word = m.shm.u64(role.word_off());
+    let h = header(&m.shm);
     let tag = id.tag();
-    m.shm.u64(role.id_off()).store(0, Release);
-    m.shm.u64(role.nonce_off()).store(0, Relaxed);
+    h[role.id_off() / 8].store(0, Release);
+    h[role.nonce_off() / 8].store(0, Relaxed);
     crate::testpoint::hit(role.point("writer_release", "ckpt_release"));
-    match word.compare_exchange(tag, 0, Release, Relaxed) {
-        Ok(_) => return Ok(()),
-        Err(w) if w == tag | ROLE_WAITERS => {}
-        Err(w) => {
-            return Err(Error::Corrupt(format!(
-                "the {} role word holds {w:#x} instead of its live holder's tag {tag:#x}",
-                role.name()
-            )))
-        }
+    match h[role.word_off() / 8].compare_exchange(tag, 0, Release, Relaxed) {
+        Ok(_) => Ok(()),
+        Err(w) if w == tag | ROLE_WAITERS => hand_on(node, role),
+        Err(w) => Err(Error::Corrupt(format!(
+            "the {} role word holds {w:#x} instead of its live holder's tag {tag:#x}",
+            role.name()
+        ))),
     }
+}
+
+/// A release that found waiters: hands the role to the oldest, or frees it and wakes them all.
+#[inline(never)]
+fn hand_on(node: &Node, role: Role) -> Result<()> {
+    let m = node.mapped()?;
+    let word = m.shm.u64(role.word_off());
     // No liveness probe here: a system call between the wake and the waiter's run delays it. A
     // waiter killed while it waited holds the role dead, and is taken over like any dead
     // holder (by the next waiter's check after a slice, or at once by the next acquire).

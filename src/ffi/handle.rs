@@ -75,6 +75,7 @@ impl tshm {
 }
 
 /// Validates a handle pointer from C and returns its coordinator.
+#[inline]
 pub(crate) fn coord<'a>(h: *const tshm) -> Result<&'a Coordinator> {
     if h.is_null() {
         return Err(Error::Misuse("NULL handle".into()));
