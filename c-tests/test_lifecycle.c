@@ -559,7 +559,7 @@ struct sibling_race {
 static void *sibling_loop(void *arg) {
     struct sibling_race *r = arg;
     unsigned seed = (unsigned)(uintptr_t)&seed;
-    for (int i = 0; i < 4000; i++) {
+    for (int i = 0; i < 20000; i++) {
         static const uint32_t timeouts[] = {0, 1, 20};
         int rc = tshm_writer_acquire(r->h, timeouts[rand_r(&seed) % 3]);
         if (rc == TSHM_OK) {
