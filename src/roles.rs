@@ -21,8 +21,8 @@
 //! that waiter alone. A waiter leaves on time-out only by taking its own ticket back by the same
 //! CAS, so a waiter that was chosen always gets the role. Finding no waiter, the releaser stores
 //! 0 and then wakes every waiter registered meanwhile (each stored its ticket before it read the
-//! role word, so one of the two sides sees the other). Waiters sleep in slices of at most
-//! [`WAIT_SLICE`]: after a slice without a wake each checks the holder's liveness, so a holder
+//! role word, so one of the two sides sees the other). Waiters sleep in slices of about
+//! [`WAIT_SLICE`] (ending on a whole millisecond, see [`SLICE_GRID_NS`]): after a slice without a wake each checks the holder's liveness, so a holder
 //! (or a chosen waiter) killed with the role is detected within one slice; the waiter that takes
 //! the role over from the dead hands it on in arrival order.
 //!
@@ -47,9 +47,10 @@ use crate::slots::{self, tag_alive, tshm_owner_info, Ident};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
-/// Longest futex sleep of a waiter for a shared-memory role before it checks that the holder is
-/// alive (the bound on noticing a killed holder; a check is one lock probe).
-pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(2);
+/// Shortest futex sleep of a waiter for a shared-memory role before it checks that the holder is
+/// alive; the sleep ends on the next whole millisecond after this ([`SLICE_GRID_NS`]), so a
+/// killed holder is noticed within 2.5 ms (a check is one lock probe).
+pub(crate) const WAIT_SLICE: Duration = Duration::from_micros(1500);
 /// Longest futex sleep of a waiter for a byte-lock role before it retries the lock.
 pub(crate) const BYTELOCK_WAIT_SLICE: Duration = Duration::from_millis(10);
 
@@ -124,20 +125,44 @@ impl Role {
     }
 }
 
-fn futex_wait(word: &AtomicU32, expected: u32, dur: Duration) {
-    let ts = libc::timespec {
-        tv_sec: dur.as_secs() as libc::time_t,
-        tv_nsec: dur.subsec_nanos() as libc::c_long,
+/// Where the end of a full wait slice falls: on a whole millisecond of `CLOCK_MONOTONIC`. The
+/// kernel's periodic tick has a timer event there already, so a sleeping waiter's time-out adds
+/// no timer programming of its own (on a virtual machine each is an exit to the hypervisor; on
+/// this project's 2-core VM an unaligned 2 ms time-out made a handoff about 1.5 us slower).
+const SLICE_GRID_NS: u64 = 1_000_000;
+
+/// Sleeps while `word` holds `expected`, for up to `dur`; `on_grid`: a full slice, whose end is
+/// rounded up to [`SLICE_GRID_NS`] (a deadline's nap is not rounded).
+fn futex_wait(word: &AtomicU32, expected: u32, dur: Duration, on_grid: bool) {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // SAFETY: word is a live, aligned u32 in a MAP_SHARED mapping; FUTEX_WAIT without the
-    // private flag keys the wait on the file page, so other processes' wakes reach it.
+    // SAFETY: writes the current time into `now`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let mut end = (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+        .saturating_add(dur.as_nanos().min(u64::MAX as u128) as u64);
+    if on_grid {
+        end = end.div_ceil(SLICE_GRID_NS).saturating_mul(SLICE_GRID_NS);
+    }
+    let ts = libc::timespec {
+        tv_sec: (end / 1_000_000_000).min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: (end % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: word is a live, aligned u32 in a MAP_SHARED mapping; a wait without the private
+    // flag keys on the file page, so other processes' wakes reach it. FUTEX_WAIT_BITSET takes
+    // an absolute CLOCK_MONOTONIC time-out.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
-            libc::FUTEX_WAIT,
+            libc::FUTEX_WAIT_BITSET,
             expected,
             &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
         );
     }
 }
@@ -363,7 +388,7 @@ fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -
         } else {
             (deadline - now).min(slice)
         };
-        futex_wait(wake, seen, nap);
+        futex_wait(wake, seen, nap, nap == slice);
         if wake.load(SeqCst) != seen {
             continue;
         }
@@ -587,11 +612,9 @@ fn bytelock_acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Res
         if now >= deadline {
             break busy(&m.shm, role);
         }
-        futex_wait(
-            wake,
-            seen,
-            (deadline - now).min(wait_slice(BYTELOCK_WAIT_SLICE)),
-        );
+        let slice = wait_slice(BYTELOCK_WAIT_SLICE);
+        let nap = (deadline - now).min(slice);
+        futex_wait(wake, seen, nap, nap == slice);
     };
     waiters.fetch_sub(1, SeqCst);
     r

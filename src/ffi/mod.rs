@@ -502,8 +502,9 @@ fn release(h: *mut tshm, writer: bool) -> c_int {
 
 /// Takes the writer role. `timeout_ms == 0`: try once, `TSHM_BUSY` if it is held. Otherwise wait
 /// up to `timeout_ms` milliseconds, woken as soon as the holder releases it (or, if the holder
-/// died, within 10 ms). On success the frame index is trimmed to the published `max_frame` (a
-/// previous writer may have died with uncommitted entries).
+/// died, within 2.5 ms; 10 ms with `TSHM_ROLES_BYTELOCK`). Waiters get the role in arrival
+/// order (shared-memory roles). On success the frame index is trimmed to the published `max_frame` (a previous
+/// writer may have died with uncommitted entries).
 ///
 /// Returns `TSHM_OK`; `TSHM_BUSY` (held elsewhere past the timeout); `TSHM_MISUSE` (this handle
 /// holds it or is acquiring it on another thread, bad handle); `TSHM_READONLY` on a read-only
