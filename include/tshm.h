@@ -700,8 +700,9 @@ int tshm_publish(struct tshm *h, const struct tshm_snapshot *snap, uint32_t mask
 /**
  * Takes the writer role. `timeout_ms == 0`: try once, `TSHM_BUSY` if it is held. Otherwise wait
  * up to `timeout_ms` milliseconds, woken as soon as the holder releases it (or, if the holder
- * died, within 10 ms). On success the frame index is trimmed to the published `max_frame` (a
- * previous writer may have died with uncommitted entries).
+ * died, within 2.5 ms; 10 ms with `TSHM_ROLES_BYTELOCK`). Waiters get the role in arrival
+ * order (shared-memory roles). On success the frame index is trimmed to the published `max_frame` (a previous
+ * writer may have died with uncommitted entries).
  *
  * Returns `TSHM_OK`; `TSHM_BUSY` (held elsewhere past the timeout); `TSHM_MISUSE` (this handle
  * holds it or is acquiring it on another thread, bad handle); `TSHM_READONLY` on a read-only
@@ -711,7 +712,8 @@ int tshm_publish(struct tshm *h, const struct tshm_snapshot *snap, uint32_t mask
  * # Safety
  * `h` is NULL or a handle.
  */
-int tshm_writer_acquire(struct tshm *h, uint32_t timeout_ms);
+int tshm_writer_acquire(struct tshm *h,
+                        uint32_t timeout_ms);
 
 /**
  * Releases the writer role.
