@@ -202,6 +202,7 @@ fn busy(shm: &Shm, role: Role) -> Result<()> {
 
 /// The header page as words: one bounds check, after which the constant offsets of this module
 /// index it without any.
+#[inline(always)]
 fn header(shm: &Shm) -> &[AtomicU64; HEADER_WORDS] {
     shm.u64s::<HEADER_WORDS>(0)
 }

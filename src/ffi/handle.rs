@@ -75,21 +75,33 @@ impl tshm {
 }
 
 /// Validates a handle pointer from C and returns its coordinator.
-#[inline]
+#[inline(always)]
 pub(crate) fn coord<'a>(h: *const tshm) -> Result<&'a Coordinator> {
-    if h.is_null() {
-        return Err(Error::Misuse("NULL handle".into()));
+    if !h.is_null() {
+        // SAFETY: non-null pointers come from tshm_open and stay allocated while open or
+        // quarantined; a pointer older than the quarantine is a use-after-free by the caller.
+        let r = unsafe { &*h };
+        if r.state.load(Acquire) == OPEN {
+            // SAFETY: while OPEN the cell is Some and only retire() (not concurrent) writes it.
+            if let Some(c) = unsafe { &*r.coord.get() }.as_ref() {
+                return Ok(c);
+            }
+        }
     }
-    // SAFETY: non-null pointers come from tshm_open and stay allocated while open or
-    // quarantined; a pointer older than the quarantine is a use-after-free by the caller.
-    let r = unsafe { &*h };
-    match r.state.load(Acquire) {
-        // SAFETY: while OPEN the cell is Some and only retire() (not concurrent) writes it.
-        OPEN => unsafe { &*r.coord.get() }
-            .as_ref()
-            .ok_or_else(|| Error::Misuse("handle is closed".into())),
-        CLOSED => Err(Error::Misuse("handle is closed".into())),
-        _ => Err(Error::Misuse("not a tshm handle".into())),
+    Err(bad_handle(h))
+}
+
+/// Why `h` is not an open handle.
+#[cold]
+#[inline(never)]
+fn bad_handle(h: *const tshm) -> Error {
+    if h.is_null() {
+        return Error::Misuse("NULL handle".into());
+    }
+    // SAFETY: as in coord.
+    match unsafe { &*h }.state.load(Acquire) {
+        OPEN | CLOSED => Error::Misuse("handle is closed".into()),
+        _ => Error::Misuse("not a tshm handle".into()),
     }
 }
 
