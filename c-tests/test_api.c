@@ -32,6 +32,10 @@ static int (*const pin_writer_acquire)(tshm *, uint32_t) = tshm_writer_acquire;
 static int (*const pin_writer_release)(tshm *) = tshm_writer_release;
 static int (*const pin_checkpointer_acquire)(tshm *, uint32_t) = tshm_checkpointer_acquire;
 static int (*const pin_checkpointer_release)(tshm *) = tshm_checkpointer_release;
+static int (*const pin_writer_acquire_while)(tshm *, uint32_t, tshm_keep_waiting_fn, void *) =
+    tshm_writer_acquire_while;
+static int (*const pin_checkpointer_acquire_while)(tshm *, uint32_t, tshm_keep_waiting_fn, void *) =
+    tshm_checkpointer_acquire_while;
 static int (*const pin_reader_begin)(tshm *, uint32_t *, tshm_snapshot *) = tshm_reader_begin;
 static int (*const pin_reader_end)(tshm *, uint32_t) = tshm_reader_end;
 static int (*const pin_min_reader_frame)(const tshm *, uint64_t *) = tshm_min_reader_frame;
@@ -171,6 +175,8 @@ static void test_signatures(void) {
         {"tshm_writer_release", (any_fn)pin_writer_release},
         {"tshm_checkpointer_acquire", (any_fn)pin_checkpointer_acquire},
         {"tshm_checkpointer_release", (any_fn)pin_checkpointer_release},
+        {"tshm_writer_acquire_while", (any_fn)pin_writer_acquire_while},
+        {"tshm_checkpointer_acquire_while", (any_fn)pin_checkpointer_acquire_while},
         {"tshm_reader_begin", (any_fn)pin_reader_begin},
         {"tshm_reader_end", (any_fn)pin_reader_end},
         {"tshm_min_reader_frame", (any_fn)pin_min_reader_frame},
@@ -569,6 +575,91 @@ static void check_role(tshm *a, tshm *b, const char *name, uint32_t role, int (*
     CHECK_RC(release(b), TSHM_OK);
 
     if (harness_failed != failed_before) fprintf(stderr, "  (the failures above are in the %s role)\n", name);
+}
+
+/* What a keep-waiting callback is asked and does: it counts the questions, calls libtshm on the
+ * waiting handle itself, may release the role from its holder on question `release_at`, and
+ * says stop on question `stop_at` (0: never). */
+struct keep_log {
+    tshm *waiting;
+    int calls, stop_at, snap_rc;
+    tshm *holder;
+    int (*release)(tshm *);
+    int release_at, release_rc;
+};
+
+static int keep_waiting(void *ctx) {
+    struct keep_log *k = ctx;
+    k->calls++;
+    tshm_snapshot s;
+    k->snap_rc = tshm_snapshot_get(k->waiting, &s);
+    if (k->holder != NULL && k->calls == k->release_at) k->release_rc = k->release(k->holder);
+    return k->stop_at == 0 || k->calls < k->stop_at;
+}
+
+/* The `_while` acquires, for one role: `a` and `b` are two handles of one sidecar. */
+static void check_acquire_while(tshm *a, tshm *b, const char *name,
+                                int (*acquire_while)(tshm *, uint32_t, tshm_keep_waiting_fn, void *),
+                                int (*acquire)(tshm *, uint32_t), int (*release)(tshm *)) {
+    const int failed_before = harness_failed;
+    struct keep_log k;
+
+    /* Free: taken at once, and the callback is never asked. NULL: the plain acquire. */
+    memset(&k, 0, sizeof k);
+    k.waiting = a;
+    CHECK_RC(acquire_while(a, 1000, keep_waiting, &k), TSHM_OK);
+    CHECK(k.calls == 0);
+    CHECK_RC(release(a), TSHM_OK);
+    CHECK_RC(acquire_while(a, 0, NULL, NULL), TSHM_OK);
+
+    /* Held by a. Trying once never asks; a wait asks before it sleeps and stops when told,
+     * long before its ten-minute timeout, with TSHM_BUSY and a message that says why. */
+    memset(&k, 0, sizeof k);
+    k.waiting = b;
+    CHECK_RC(acquire_while(b, 0, keep_waiting, &k), TSHM_BUSY);
+    CHECK(k.calls == 0);
+    k.stop_at = 3;
+    CHECK_RC(acquire_while(b, 600000, keep_waiting, &k), TSHM_BUSY);
+    CHECK(k.calls == 3);
+    CHECK(k.snap_rc == TSHM_OK); /* the callback may call libtshm on the waiting handle */
+    CHECK(tshm_errmsg() != NULL && strstr(tshm_errmsg(), "keep-waiting") != NULL);
+    /* It left the queue: a's release frees the role instead of handing it to b. */
+    CHECK_RC(release(a), TSHM_OK);
+    CHECK_RC(acquire(b, 0), TSHM_OK);
+
+    /* b holds it; a waits, and its second question releases b's hold: a is handed the role. */
+    memset(&k, 0, sizeof k);
+    k.waiting = a;
+    k.holder = b;
+    k.release = release;
+    k.release_at = 2;
+    CHECK_RC(acquire_while(a, 600000, keep_waiting, &k), TSHM_OK);
+    CHECK(k.release_rc == TSHM_OK);
+    CHECK(k.calls >= 2);
+    CHECK_RC(acquire(b, 0), TSHM_BUSY);
+    CHECK_RC(release(a), TSHM_OK);
+
+    CHECK_RC(acquire_while(NULL, 10, keep_waiting, &k), TSHM_MISUSE);
+    if (harness_failed != failed_before) fprintf(stderr, "  (the failures above are in the %s role)\n", name);
+}
+
+static void test_acquire_while(void) {
+    static const uint32_t strategies[] = {TSHM_ROLES_SHM, TSHM_ROLES_BYTELOCK};
+    for (int i = 0; i < 2; i++) {
+        const char *db = test_db(i == 0 ? "while-shm.db" : "while-byte.db");
+        tshm_options o;
+        tshm_options_init(&o);
+        o.role_strategy = strategies[i];
+        tshm *a = NULL, *b = NULL;
+        CHECK_RC(tshm_open(db, &o, &a), TSHM_OK);
+        CHECK_RC(tshm_open(db, &o, &b), TSHM_OK);
+        if (a == NULL || b == NULL) return;
+        check_acquire_while(a, b, "writer", tshm_writer_acquire_while, tshm_writer_acquire, tshm_writer_release);
+        check_acquire_while(a, b, "checkpointer", tshm_checkpointer_acquire_while, tshm_checkpointer_acquire,
+                            tshm_checkpointer_release);
+        close_handle(a);
+        close_handle(b);
+    }
 }
 
 static void test_roles(void) {
@@ -1380,6 +1471,7 @@ int main(void) {
     test_options();
     test_info();
     test_roles();
+    test_acquire_while();
     test_publish();
     test_readers();
     test_bytelock();

@@ -467,6 +467,12 @@ typedef struct tshm_snapshot {
 } tshm_snapshot;
 
 /**
+ * Asked by `tshm_writer_acquire_while` and `tshm_checkpointer_acquire_while` whether to go on
+ * waiting: nonzero to wait on, 0 to stop.
+ */
+typedef int (*tshm_keep_waiting_fn)(void *ctx);
+
+/**
  * Who holds a role or slot (`tshm_owner`). Role numbers follow the lock-byte map: 0 lifetime,
  * 1 writer, 2 checkpointer, 3 + i reader slot i.
  */
@@ -716,6 +722,26 @@ int tshm_writer_acquire(struct tshm *h,
                         uint32_t timeout_ms);
 
 /**
+ * Takes the writer role like `tshm_writer_acquire`, and while it waits asks
+ * `keep_waiting(ctx)` whether to go on: before the first sleep, after every wake-up, and at
+ * least once a wait slice (2.5 ms; 10 ms with `TSHM_ROLES_BYTELOCK`). When it returns 0 the
+ * call leaves the queue and returns `TSHM_BUSY` (unless a release has already handed it the
+ * role, which it then takes: `TSHM_OK`). An engine uses it to stop waiting when waiting could
+ * only delay another holder (for example one that waits for something this caller holds).
+ * `keep_waiting` NULL: exactly `tshm_writer_acquire`. It is never called when the role is taken
+ * at once; it may call libtshm, on `h` too (but not to take this role), and must not unwind.
+ *
+ * Returns what `tshm_writer_acquire` returns.
+ *
+ * # Safety
+ * `h` is NULL or a handle; `keep_waiting` is NULL or a function that can be called with `ctx`.
+ */
+int tshm_writer_acquire_while(struct tshm *h,
+                              uint32_t timeout_ms,
+                              tshm_keep_waiting_fn keep_waiting,
+                              void *ctx);
+
+/**
  * Releases the writer role.
  *
  * Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold it (or is bad); `TSHM_READONLY`
@@ -734,6 +760,17 @@ int tshm_writer_release(struct tshm *h);
  * `h` is NULL or a handle.
  */
 int tshm_checkpointer_acquire(struct tshm *h, uint32_t timeout_ms);
+
+/**
+ * Takes the checkpointer role; the same rules and results as `tshm_writer_acquire_while`.
+ *
+ * # Safety
+ * `h` is NULL or a handle; `keep_waiting` is NULL or a function that can be called with `ctx`.
+ */
+int tshm_checkpointer_acquire_while(struct tshm *h,
+                                    uint32_t timeout_ms,
+                                    tshm_keep_waiting_fn keep_waiting,
+                                    void *ctx);
 
 /**
  * Releases the checkpointer role; the same results as `tshm_writer_release`.

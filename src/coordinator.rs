@@ -738,6 +738,13 @@ impl Coordinator {
     /// handle's threads apart. Everything else (a wait, a reclaim, byte-lock roles) runs with
     /// the handle's state `PENDING`, so one thread of the handle at most queues for the role.
     pub fn acquire(&self, role: Role, timeout_ms: u32) -> Result<()> {
+        self.acquire_while(role, timeout_ms, None)
+    }
+
+    /// [`Coordinator::acquire`], asking `keep` before every sleep whether to go on waiting (no
+    /// more: `TSHM_BUSY`). A waiter already chosen by a release gets the role regardless.
+    #[inline(always)]
+    pub fn acquire_while(&self, role: Role, timeout_ms: u32, keep: roles::Keep) -> Result<()> {
         self.check()?;
         let id = self.ident()?;
         let state = self.role_state(role);
@@ -749,7 +756,7 @@ impl Coordinator {
         if !state.swap_if(RoleState::FREE, RoleState::PENDING) {
             return Err(Self::already_held(role));
         }
-        match roles::acquire(&self.node, id, role, timeout_ms) {
+        match roles::acquire(&self.node, id, role, timeout_ms, keep) {
             Ok(()) => self.took(id, role, true),
             Err(e) => {
                 state.swap_if(RoleState::PENDING, RoleState::FREE);

@@ -276,14 +276,31 @@ fn sibling_holds(role: Role) -> Error {
     ))
 }
 
-/// Takes `role` for `id`. `timeout_ms == 0` tries once; otherwise waits up to that long. At
-/// most one thread of a handle may be here at a time (the caller guards it); others of its
-/// threads may meanwhile try [`take`].
+/// The caller's say, while a handle waits for a role, in whether to go on waiting: asked
+/// before every sleep (so when the wait begins, after every wake-up and at least once a slice).
+pub type Keep<'a> = Option<&'a mut dyn FnMut() -> bool>;
+
+fn go_on(keep: &mut Keep) -> bool {
+    keep.as_mut().map_or(true, |f| f())
+}
+
+fn gave_up(shm: &Shm, role: Role) -> Result<()> {
+    shm.u64(role.stats_off() + ROLE_STAT_BUSY)
+        .fetch_add(1, Relaxed);
+    Err(Error::Busy(format!(
+        "stopped waiting for the {} role: the caller's keep-waiting check said so",
+        role.name()
+    )))
+}
+
+/// Takes `role` for `id`. `timeout_ms == 0` tries once; otherwise waits up to that long, or
+/// until `keep` says stop. At most one thread of a handle may be here at a time (the caller
+/// guards it); others of its threads may meanwhile try [`take`].
 #[inline(never)]
-pub fn acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<()> {
+pub fn acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32, keep: Keep) -> Result<()> {
     let m = node.mapped()?;
     if m.geom.role_strategy == ROLES_BYTELOCK {
-        return bytelock_acquire(node, id, role, timeout_ms);
+        return bytelock_acquire(node, id, role, timeout_ms, keep);
     }
     let word = &header(&m.shm)[role.word_off() / 8];
     let tag = id.tag();
@@ -314,12 +331,19 @@ pub fn acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<(
     if timeout_ms == 0 {
         return busy(&m.shm, role);
     }
-    wait_for(node, id, role, Instant::now(), timeout_ms)
+    wait_for(node, id, role, Instant::now(), timeout_ms, keep)
 }
 
 /// The slow path of a shared-memory acquire: queue by ticket, sleep until handed the role (or
 /// until the role is free, or its holder dead), give up at the deadline.
-fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -> Result<()> {
+fn wait_for(
+    node: &Node,
+    id: &Ident,
+    role: Role,
+    t0: Instant,
+    timeout_ms: u32,
+    mut keep: Keep,
+) -> Result<()> {
     let m = node.mapped()?;
     let (shm, geom) = (&m.shm, &m.geom);
     let word = shm.u64(role.word_off());
@@ -377,9 +401,14 @@ fn wait_for(node: &Node, id: &Ident, role: Role, t0: Instant, timeout_ms: u32) -
             continue;
         }
         let now = Instant::now();
-        if !chosen && now >= deadline {
+        let timed_out = now >= deadline;
+        if !chosen && (timed_out || !go_on(&mut keep)) {
             if mine.compare_exchange(ticket, 0, SeqCst, Relaxed).is_ok() {
-                return busy(shm, role);
+                return if timed_out {
+                    busy(shm, role)
+                } else {
+                    gave_up(shm, role)
+                };
             }
             chosen = true; // the role is on its way
             continue;
@@ -575,7 +604,13 @@ fn holder_alive(node: &Node, role: Role) -> Result<bool> {
     Ok(w != 0 && tag_alive(node, w)?)
 }
 
-fn bytelock_acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Result<()> {
+fn bytelock_acquire(
+    node: &Node,
+    id: &Ident,
+    role: Role,
+    timeout_ms: u32,
+    mut keep: Keep,
+) -> Result<()> {
     let m = node.mapped()?;
     let take = |waited: Option<Instant>| -> Result<bool> {
         if !node.try_lock(id.hid, role.byte(), Kind::Exclusive)? {
@@ -612,6 +647,9 @@ fn bytelock_acquire(node: &Node, id: &Ident, role: Role, timeout_ms: u32) -> Res
         let now = Instant::now();
         if now >= deadline {
             break busy(&m.shm, role);
+        }
+        if !go_on(&mut keep) {
+            break gave_up(&m.shm, role);
         }
         let slice = wait_slice(BYTELOCK_WAIT_SLICE);
         let nap = (deadline - now).min(slice);

@@ -496,6 +496,23 @@ fn acquire(h: *mut tshm, writer: bool, timeout_ms: u32) -> c_int {
     code(coord(h).and_then(|c| c.acquire(role(writer), timeout_ms)))
 }
 
+/// Asked by `tshm_writer_acquire_while` and `tshm_checkpointer_acquire_while` whether to go on
+/// waiting: nonzero to wait on, 0 to stop.
+#[allow(non_camel_case_types)]
+pub type tshm_keep_waiting_fn = Option<unsafe extern "C" fn(ctx: *mut c_void) -> c_int>;
+
+fn acquire_while(
+    h: *mut tshm,
+    writer: bool,
+    timeout_ms: u32,
+    keep_waiting: tshm_keep_waiting_fn,
+    ctx: *mut c_void,
+) -> c_int {
+    // SAFETY: the caller promises a callable `keep_waiting` that does not unwind.
+    let mut ask = || keep_waiting.map_or(true, |f| unsafe { f(ctx) } != 0);
+    code(coord(h).and_then(|c| c.acquire_while(role(writer), timeout_ms, Some(&mut ask))))
+}
+
 fn release(h: *mut tshm, writer: bool) -> c_int {
     code(coord(h).and_then(|c| c.release(role(writer))))
 }
@@ -518,6 +535,29 @@ pub unsafe extern "C" fn tshm_writer_acquire(h: *mut tshm, timeout_ms: u32) -> c
     ffi_guard!({ acquire(h, true, timeout_ms) })
 }
 
+/// Takes the writer role like `tshm_writer_acquire`, and while it waits asks
+/// `keep_waiting(ctx)` whether to go on: before the first sleep, after every wake-up, and at
+/// least once a wait slice (2.5 ms; 10 ms with `TSHM_ROLES_BYTELOCK`). When it returns 0 the
+/// call leaves the queue and returns `TSHM_BUSY` (unless a release has already handed it the
+/// role, which it then takes: `TSHM_OK`). An engine uses it to stop waiting when waiting could
+/// only delay another holder (for example one that waits for something this caller holds).
+/// `keep_waiting` NULL: exactly `tshm_writer_acquire`. It is never called when the role is taken
+/// at once; it may call libtshm, on `h` too (but not to take this role), and must not unwind.
+///
+/// Returns what `tshm_writer_acquire` returns.
+///
+/// # Safety
+/// `h` is NULL or a handle; `keep_waiting` is NULL or a function that can be called with `ctx`.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_writer_acquire_while(
+    h: *mut tshm,
+    timeout_ms: u32,
+    keep_waiting: tshm_keep_waiting_fn,
+    ctx: *mut c_void,
+) -> c_int {
+    ffi_guard!({ acquire_while(h, true, timeout_ms, keep_waiting, ctx) })
+}
+
 /// Releases the writer role.
 ///
 /// Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold it (or is bad); `TSHM_READONLY`
@@ -538,6 +578,20 @@ pub unsafe extern "C" fn tshm_writer_release(h: *mut tshm) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn tshm_checkpointer_acquire(h: *mut tshm, timeout_ms: u32) -> c_int {
     ffi_guard!({ acquire(h, false, timeout_ms) })
+}
+
+/// Takes the checkpointer role; the same rules and results as `tshm_writer_acquire_while`.
+///
+/// # Safety
+/// `h` is NULL or a handle; `keep_waiting` is NULL or a function that can be called with `ctx`.
+#[no_mangle]
+pub unsafe extern "C" fn tshm_checkpointer_acquire_while(
+    h: *mut tshm,
+    timeout_ms: u32,
+    keep_waiting: tshm_keep_waiting_fn,
+    ctx: *mut c_void,
+) -> c_int {
+    ffi_guard!({ acquire_while(h, false, timeout_ms, keep_waiting, ctx) })
 }
 
 /// Releases the checkpointer role; the same results as `tshm_writer_release`.

@@ -92,6 +92,8 @@ pub struct tshm {
 
 pub type tshm_last_close_fn = Option<unsafe extern "C" fn(h: *mut tshm, ctx: *mut c_void)>;
 
+pub type tshm_keep_waiting_fn = Option<unsafe extern "C" fn(ctx: *mut c_void) -> c_int>;
+
 #[repr(C)]
 pub struct tshm_options {
     pub size: u32,
@@ -176,8 +178,20 @@ extern "C" {
     pub fn tshm_snapshot_get(h: *const tshm, out: *mut tshm_snapshot) -> c_int;
     pub fn tshm_publish(h: *mut tshm, snap: *const tshm_snapshot, mask: u32) -> c_int;
     pub fn tshm_writer_acquire(h: *mut tshm, timeout_ms: u32) -> c_int;
+    pub fn tshm_writer_acquire_while(
+        h: *mut tshm,
+        timeout_ms: u32,
+        keep_waiting: tshm_keep_waiting_fn,
+        ctx: *mut c_void,
+    ) -> c_int;
     pub fn tshm_writer_release(h: *mut tshm) -> c_int;
     pub fn tshm_checkpointer_acquire(h: *mut tshm, timeout_ms: u32) -> c_int;
+    pub fn tshm_checkpointer_acquire_while(
+        h: *mut tshm,
+        timeout_ms: u32,
+        keep_waiting: tshm_keep_waiting_fn,
+        ctx: *mut c_void,
+    ) -> c_int;
     pub fn tshm_checkpointer_release(h: *mut tshm) -> c_int;
     pub fn tshm_reader_begin(
         h: *mut tshm,

@@ -180,6 +180,11 @@ const _: () = {
         |d: decls::tshm_last_close_fn, r: ::tshm::ffi::handle::tshm_last_close_fn| same_type(d, r);
 };
 
+/// `tshm_keep_waiting_fn`: the same function pointer type.
+const _: () = {
+    let _ = |d: decls::tshm_keep_waiting_fn, r: ::tshm::ffi::tshm_keep_waiting_fn| same_type(d, r);
+};
+
 /// `tshm_index_fn`: the same function pointer type.
 const _: () = {
     let _ = |d: decls::tshm_index_fn, r: ::tshm::ffi::tshm_index_fn| same_type(d, r);
@@ -212,8 +217,10 @@ check_fns! {
     tshm_snapshot_get(_, _);
     tshm_publish(_, _, _);
     tshm_writer_acquire(_, _);
+    tshm_writer_acquire_while(_, _, _, _);
     tshm_writer_release(_);
     tshm_checkpointer_acquire(_, _);
+    tshm_checkpointer_acquire_while(_, _, _, _);
     tshm_checkpointer_release(_);
     tshm_reader_begin(_, _, _);
     tshm_reader_end(_, _);
