@@ -9,6 +9,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <sched.h>
 #include <sqlite3.h>
 
 static const char *ext, *cli, *tshm_bin;
@@ -330,6 +331,15 @@ static int refused(pid_t pid, const char *out) {
 /* A child holding a connection open (vfs = "tshm" or NULL for stock) until told to close. It
  * keeps no other descriptor of its parent: the write end of a pipe on which another child
  * waits for EOF would otherwise stay open for as long as the holder lives. */
+/* In a child: closes every descriptor above 2 but `a` and `b` (so that pipes to other children
+ * see their end-of-file when the parent closes its end). */
+static int keep_only_fds(int a, int b) {
+    unsigned lo = (unsigned)(a < b ? a : b), hi = (unsigned)(a < b ? b : a);
+    if (lo > 3 && close_range(3, lo - 1, 0) != 0) return -1;
+    if (hi > lo + 1 && close_range(lo + 1, hi - 1, 0) != 0) return -1;
+    return close_range(hi + 1, ~0u, 0);
+}
+
 static pid_t holder(const char *path, const char *vfs, int *release_fd) {
     int p[2], r[2];
     if (pipe(p) || pipe(r)) exit(2);
@@ -337,10 +347,7 @@ static pid_t holder(const char *path, const char *vfs, int *release_fd) {
     if (pid == 0) {
         close(p[1]);
         close(r[0]);
-        unsigned lo = (unsigned)(p[0] < r[1] ? p[0] : r[1]), hi = (unsigned)(p[0] < r[1] ? r[1] : p[0]);
-        if ((lo > 3 && close_range(3, lo - 1, 0) != 0) || (hi > lo + 1 && close_range(lo + 1, hi - 1, 0) != 0) ||
-            close_range(hi + 1, ~0u, 0) != 0)
-            _exit(3);
+        if (keep_only_fds(p[0], r[1]) != 0) _exit(3);
         sqlite3 *db = open_db(path, vfs);
         int ok = db && scalar(db, "SELECT count(*) FROM acct") == ACCOUNTS;
         if (write(r[1], &ok, sizeof ok) != sizeof ok) _exit(3);
@@ -831,6 +838,198 @@ static void killed_in_shim_points(void) {
         }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* 8. Waiting for the write lock: handed over on release, bounded, ended by a dead holder, and  */
+/*    stepping aside for a checkpoint that waits for read marks                                 */
+
+/* A connection in a child process: runs each statement it is sent (one a line) and answers
+ * with the result code and the first column of the first row (-1 when none). Busy timeout 0:
+ * any wait is the shim's. */
+typedef struct {
+    pid_t pid;
+    int cmd, res;
+} actor;
+
+typedef struct {
+    int rc;
+    int64_t value;
+} actor_reply;
+
+static actor actor_start(const char *uri) {
+    int c[2], r[2];
+    if (pipe(c) != 0 || pipe(r) != 0) exit(2);
+    fflush(NULL);
+    actor a = {fork(), c[1], r[0]};
+    if (a.pid == 0) {
+        if (keep_only_fds(c[0], r[1]) != 0) _exit(3);
+        signal(SIGALRM, SIG_DFL);
+        alarm(120);
+        sqlite3 *db = NULL;
+        if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, "tshm") !=
+            SQLITE_OK)
+            _exit(2);
+        char line[512];
+        while (read_line(c[0], line, sizeof line)) {
+            actor_reply rep = {SQLITE_OK, -1};
+            sqlite3_stmt *st = NULL;
+            rep.rc = sqlite3_prepare_v2(db, line, -1, &st, NULL);
+            int first = 1;
+            while (rep.rc == SQLITE_OK || rep.rc == SQLITE_ROW) {
+                rep.rc = sqlite3_step(st);
+                if (rep.rc == SQLITE_ROW && first) rep.value = sqlite3_column_int64(st, 0), first = 0;
+                if (rep.rc == SQLITE_DONE) rep.rc = SQLITE_OK;
+                if (rep.rc != SQLITE_ROW) break;
+            }
+            if (rep.rc != SQLITE_OK && getenv("TEST_VERBOSE"))
+                fprintf(stderr, "  [%d] %s: %d (%d) %s\n", (int)getpid(), line, rep.rc, sqlite3_extended_errcode(db), sqlite3_errmsg(db));
+            sqlite3_finalize(st);
+            if (write(r[1], &rep, sizeof rep) != sizeof rep) _exit(3);
+        }
+        sqlite3_close(db);
+        _exit(0);
+    }
+    close(c[0]);
+    close(r[1]);
+    return a;
+}
+
+static void actor_send(actor *a, const char *sql) {
+    if (write(a->cmd, sql, strlen(sql)) < 0 || write(a->cmd, "\n", 1) != 1) exit(2);
+}
+
+static actor_reply actor_result(actor *a) {
+    actor_reply rep = {-1, -1};
+    if (read(a->res, &rep, sizeof rep) != sizeof rep) rep.rc = -1;
+    return rep;
+}
+
+static int actor_run(actor *a, const char *sql) {
+    actor_send(a, sql);
+    return actor_result(a).rc;
+}
+
+static void actor_stop(actor *a) {
+    close(a->cmd);
+    close(a->res);
+    CHECK(child_wait(a->pid) == 0);
+}
+
+/* Whether a connection is queued for the write lock: the waiters bit of the writer role word
+ * (sidecar header byte 168, bit 47; shared-memory roles). */
+static int write_lock_waited_for(const char *path) {
+    uint64_t w = 0;
+    int fd = open(sidecar_of(path), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || pread(fd, &w, sizeof w, 168) != sizeof w) w = 0;
+    if (fd >= 0) close(fd);
+    return (w >> 47) & 1;
+}
+
+/* Waits (30 s at most: a failure, not a hang) until process `pid` holds the write lock
+ * (libtshm's writer role). */
+static void until_write_lock_held_by(tshm *h, pid_t pid) {
+    for (double end = now_ms() + 30000; now_ms() < end; sched_yield()) {
+        tshm_owner_info o;
+        if (tshm_owner(h, TSHM_ROLE_WRITER, &o) == TSHM_OK && o.alive && o.pid == (uint32_t)pid) return;
+    }
+    CHECK(!"the write lock was taken by the expected process");
+}
+
+static void until_write_lock_waited_for(const char *path) {
+    for (double end = now_ms() + 30000; now_ms() < end; sched_yield())
+        if (write_lock_waited_for(path)) return;
+    CHECK(!"a connection queued for the write lock");
+}
+
+static void write_lock_waits(const char *path) {
+    sqlite3 *db = fresh(path);
+    CHECK_RC(exec(db, "CREATE TABLE t(x)"), SQLITE_OK);
+    sqlite3_close(db);
+    char waiting[700], brief[700];
+    snprintf(waiting, sizeof waiting, "file:%s?tshm_wait_ms=60000", path);
+    snprintf(brief, sizeof brief, "file:%s?tshm_wait_ms=50", path);
+
+    /* Handed over: B waits in BEGIN IMMEDIATE while C holds the lock and gets it at C's commit.
+     * SQLite before 3.42 without SETLK_TIMEOUT began its read transaction before it asked for
+     * the lock, so it finds its snapshot stale (SQLITE_BUSY_SNAPSHOT), lets go and retries
+     * through its busy handler: B has one (1 s). */
+    actor c = actor_start(path), b = actor_start(waiting), q = actor_start(brief);
+    CHECK_RC(actor_run(&b, "PRAGMA busy_timeout=1000"), SQLITE_OK);
+    CHECK_RC(actor_run(&c, "BEGIN IMMEDIATE"), SQLITE_OK);
+    CHECK_RC(actor_run(&c, "INSERT INTO t VALUES(1)"), SQLITE_OK);
+    CHECK_RC(actor_run(&q, "BEGIN IMMEDIATE"), SQLITE_BUSY); /* bounded: 50 ms, then BUSY */
+    actor_send(&b, "BEGIN IMMEDIATE");
+    until_write_lock_waited_for(path);
+    CHECK_RC(actor_run(&c, "COMMIT"), SQLITE_OK);
+    CHECK_RC(actor_result(&b).rc, SQLITE_OK);
+    CHECK_RC(actor_run(&b, "INSERT INTO t VALUES(2)"), SQLITE_OK);
+    CHECK_RC(actor_run(&b, "COMMIT"), SQLITE_OK);
+
+    /* A holder killed in its transaction: the waiter gets the lock (within a wait slice), and
+     * the killed transaction left nothing. */
+    CHECK_RC(actor_run(&c, "BEGIN IMMEDIATE"), SQLITE_OK);
+    CHECK_RC(actor_run(&c, "INSERT INTO t VALUES(99)"), SQLITE_OK);
+    actor_send(&b, "BEGIN IMMEDIATE");
+    until_write_lock_waited_for(path);
+    child_kill(c.pid);
+    close(c.cmd);
+    close(c.res);
+    CHECK_RC(actor_result(&b).rc, SQLITE_OK);
+    CHECK_RC(actor_run(&b, "INSERT INTO t VALUES(3)"), SQLITE_OK);
+    CHECK_RC(actor_run(&b, "COMMIT"), SQLITE_OK);
+    actor_stop(&b);
+    actor_stop(&q);
+    db = open_db(path, "tshm");
+    CHECK(scalar(db, "SELECT count(*) FROM t") == 3);
+    CHECK(scalar(db, "SELECT count(*) FROM t WHERE x = 99") == 0);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+}
+
+/* A FULL, RESTART or TRUNCATE checkpoint holds the write lock and waits (its busy handler,
+ * 5 s) for the read marks below the end of the WAL (RESTART and TRUNCATE: for every one). R
+ * holds such a read mark (another connection committed after R's read began) and then asks
+ * for the write lock, willing to wait 60 s (SQLite takes the write lock before it finds its
+ * snapshot stale): it must step aside (SQLITE_BUSY) so that R's application rolls back and the
+ * checkpoint completes, instead of the two waiting on each other until the checkpoint gives
+ * up. */
+static void checkpoint_waits_for_readers(const char *path, const char *mode) {
+    sqlite3 *db = fresh(path);
+    CHECK_RC(exec(db, "PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x)"), SQLITE_OK);
+    for (int i = 0; i < 20; i++) exec(db, "INSERT INTO t VALUES(randomblob(3000))");
+    sqlite3_close(db);
+    char waiting[700], sql[100];
+    snprintf(waiting, sizeof waiting, "file:%s?tshm_wait_ms=60000", path);
+    snprintf(sql, sizeof sql, "PRAGMA wal_checkpoint(%s)", mode);
+    actor r = actor_start(waiting), a = actor_start(path);
+    CHECK_RC(actor_run(&r, "PRAGMA wal_autocheckpoint=0"), SQLITE_OK);
+    CHECK_RC(actor_run(&r, "BEGIN"), SQLITE_OK);
+    CHECK_RC(actor_run(&r, "SELECT count(*) FROM t"), SQLITE_OK); /* a read mark, held */
+    tshm *h = NULL; /* to see who holds the write lock */
+    CHECK_RC(tshm_open(path, NULL, &h), TSHM_OK);
+    if (h == NULL) return;
+    db = open_db(path, "tshm");
+    CHECK_RC(exec(db, "INSERT INTO t VALUES(0)"), SQLITE_OK); /* R's mark is now below the end */
+    sqlite3_close(db);
+    CHECK_RC(actor_run(&a, "PRAGMA busy_timeout=5000"), SQLITE_OK);
+    actor_send(&a, sql);
+    until_write_lock_held_by(h, a.pid);
+    int rc = actor_run(&r, "INSERT INTO t VALUES(1)");
+    CHECK(primary(rc) == SQLITE_BUSY); /* stepped aside */
+    CHECK_RC(actor_run(&r, "ROLLBACK"), SQLITE_OK);
+    actor_reply done = actor_result(&a);
+    CHECK_RC(done.rc, SQLITE_OK);
+    if (done.value != 0) fprintf(stderr, "  wal_checkpoint(%s) reported busy %lld\n", mode, (long long)done.value);
+    CHECK(done.value == 0); /* completed, not given up */
+    CHECK_RC(actor_run(&r, "INSERT INTO t VALUES(2)"), SQLITE_OK); /* and the writer goes on */
+    actor_stop(&r);
+    actor_stop(&a);
+    tshm_close(h, NULL);
+    db = open_db(path, "tshm");
+    CHECK(scalar(db, "SELECT count(*) FROM t") == 22);
+    CHECK(integrity_ok(db));
+    sqlite3_close(db);
+}
+
 static void watchdog_fired(int sig) {
     (void)sig;
     static const char msg[] = "FAIL watchdog: test_sqlite hung\n";
@@ -882,5 +1081,13 @@ int main(void) {
     t = now_ms();
     killed_in_shim_points();
     printf("  a connection killed at each shim stop point, first and joining: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    write_lock_waits(test_db("wait.db"));
+    printf("  the write lock handed to a waiter, bounded, and past a killed holder: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    checkpoint_waits_for_readers(test_db("ckpt-full.db"), "FULL");
+    checkpoint_waits_for_readers(test_db("ckpt-restart.db"), "RESTART");
+    checkpoint_waits_for_readers(test_db("ckpt-truncate.db"), "TRUNCATE");
+    printf("  FULL, RESTART, TRUNCATE checkpoints and a waiting writer with a read mark: %.0f ms\n", now_ms() - t);
     return harness_done("test_sqlite");
 }

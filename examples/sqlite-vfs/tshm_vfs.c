@@ -7,9 +7,10 @@
  * only the four shared-memory methods of main database files change:
  *
  *   xShmMap      tshm_region: SQLite's wal-index regions live in the <db>-tshm sidecar
- *   xShmLock     tshm_lock: SQLite's 8 lock slots are libtshm engine lock slots 0..7
- *                (non-blocking, all-or-nothing, connections of one process conflict as
- *                processes do)
+ *   xShmLock     SQLite's WAL_WRITE_LOCK (slot 0) is libtshm's writer role, which a
+ *                connection can wait for (below); slots 1..7 are libtshm engine lock slots
+ *                1..7 (tshm_lock: non-blocking, all-or-nothing). Connections of one process
+ *                conflict as processes do.
  *   xShmBarrier  a full fence
  *   xShmUnmap    closes the connection's libtshm handle; the sidecar is never deleted
  *
@@ -42,6 +43,24 @@
  *     which shim checkpointers respect. SQLite asks again at each transaction and switches to
  *     the shared regions once a handle can be opened.
  *
+ * Waiting for the write lock. A connection that asks for WAL_WRITE_LOCK while another holds
+ * it is queued in libtshm's writer role and handed the lock when it is released (arrival
+ * order, one futex wake), or when its holder dies (within 2.5 ms):
+ *   - SQLite built with SQLITE_ENABLE_SETLK_TIMEOUT tells the VFS how long to block with
+ *     SQLITE_FCNTL_LOCK_TIMEOUT (its busy timeout), and does so only where it holds no lock
+ *     that the holder could be waiting for (it takes the write lock before its read lock);
+ *     a wait that times out is SQLITE_BUSY_TIMEOUT.
+ *   - Any SQLite waits up to tshm_wait_ms milliseconds (URI parameter; default the
+ *     environment variable TSHM_SQLITE_WAIT_MS read when the extension loads; 0, the default,
+ *     tries once as the unix VFS does). Such a SQLite asks for the write lock while it holds a
+ *     read mark. The holder of the write lock may itself wait for read marks (a FULL, RESTART
+ *     or TRUNCATE checkpoint, which holds the checkpoint lock too): when one of its exclusive
+ *     read-mark requests fails, it holds
+ *     engine lock slot 8 (STEP_ASIDE_SLOT) exclusively until it releases the write lock, and a
+ *     waiter holding a read mark that sees slot 8 held stops waiting (SQLITE_BUSY) within one
+ *     wait slice, instead of holding up the checkpoint until its wait runs out.
+ * No other lock ever waits.
+ *
  * Loading sets the VFS as the default when the environment variable TSHM_SQLITE_DEFAULT is
  * set to 1; otherwise open with vfs "tshm" (URI ?vfs=tshm or sqlite3_open_v2's zVfs).
  */
@@ -69,6 +88,14 @@ SQLITE_EXTENSION_INIT1
 #define UNIX_SHM_READ0 123   /* WAL_READ_LOCK(0) */
 #define UNIX_SHM_DMS 128
 #define SHIM_ATTACHED 129 /* held shared by every shim connection that has a libtshm handle */
+
+#define WRITE_SLOT 0      /* SQLite's WAL_WRITE_LOCK: libtshm's writer role */
+#define CKPT_SLOT 1       /* SQLite's WAL_CKPT_LOCK */
+#define READ_SLOTS 0xf8u  /* SQLite's WAL_READ_LOCK(0..4): slots 3..7 */
+#define STEP_ASIDE_SLOT 8 /* engine lock: the write lock's holder waits for read marks */
+
+/* TSHM_SQLITE_WAIT_MS when the extension loaded: the default of tshm_wait_ms. */
+static int default_wait_ms;
 
 /* Test stop points, compiled only into the tests' build of the shim (-DTSHM_TEST_HOOKS):
  * TSHM_SQLITE_TEST_STOP="<name>:<notify fd>:<resume fd>" or "<name>:kill", read once per
@@ -117,6 +144,13 @@ typedef struct ShimFile {
     int guard_fd;     /* <db>-shm, holding the read locks of the stock-SQLite guard */
     int guard_rdonly; /* ... opened O_RDONLY (this user cannot write it) */
     unsigned guard_slots; /* lock slots held SHARED on <db>-shm bytes while h is NULL */
+    unsigned shared_slots; /* lock slots 0..7 held SHARED through h */
+    unsigned excl_slots;   /* lock slots 1..7 held EXCLUSIVE through h */
+    int holds_write;      /* holds the writer role (WAL_WRITE_LOCK) */
+    int step_aside;       /* holds STEP_ASIDE_SLOT exclusively */
+    int lock_timeout_ms;  /* SQLITE_FCNTL_LOCK_TIMEOUT: how long SQLite wants this lock to block */
+    int stepped_aside;    /* the last wait for the write lock stopped to let a checkpoint on */
+    int wait_ms;          /* tshm_wait_ms */
     const char *path; /* SQLite keeps the name valid until xClose */
     StopPoint stop;   /* test builds: this connection's stop point */
 } ShimFile;
@@ -291,6 +325,10 @@ static void detach(ShimFile *p) {
     p->h = NULL;
     p->readonly = 0;
     p->guard_slots = 0;
+    p->shared_slots = 0;
+    p->excl_slots = 0;
+    p->holds_write = 0;
+    p->step_aside = 0;
     if (p->guard_fd >= 0) close(p->guard_fd);
     p->guard_fd = -1;
 }
@@ -338,6 +376,90 @@ static int guard_shm_lock(ShimFile *p, int offset, int n, int flags) {
     return SQLITE_OK;
 }
 
+/* Slots 1..7 as libtshm engine locks. */
+static int engine_lock(ShimFile *p, int offset, int n, int flags) {
+    uint32_t tf = (flags & SQLITE_SHM_SHARED) ? TSHM_LOCK_SHARED : TSHM_LOCK_EXCLUSIVE;
+    if (flags & SQLITE_SHM_UNLOCK) tf |= TSHM_LOCK_UNLOCK;
+    int rc = tshm_lock(p->h, (uint32_t)offset, (uint32_t)n, tf);
+    if (rc == TSHM_OK && tf == TSHM_LOCK_EXCLUSIVE && offset <= 3 && offset + n > 3 &&
+        ofd_held(p->guard_fd, UNIX_SHM_READ0) != 0) {
+        /* a connection without a handle reads with its own wal-index under WAL_READ_LOCK(0):
+         * no checkpoint may copy frames into the database meanwhile */
+        tshm_lock(p->h, (uint32_t)offset, (uint32_t)n, TSHM_LOCK_EXCLUSIVE | TSHM_LOCK_UNLOCK);
+        rc = TSHM_BUSY;
+    }
+    unsigned bits = ((1u << n) - 1) << offset;
+    if (rc == TSHM_OK) {
+        unsigned *held = (flags & SQLITE_SHM_SHARED) ? &p->shared_slots : &p->excl_slots;
+        *held = (flags & SQLITE_SHM_UNLOCK) ? *held & ~bits : *held | bits;
+    }
+    if (rc == TSHM_BUSY && tf == TSHM_LOCK_EXCLUSIVE && (bits & READ_SLOTS) && p->holds_write &&
+        (p->excl_slots & 1u << CKPT_SLOT) && !p->step_aside) {
+        /* A checkpoint holding the write lock (FULL, RESTART, TRUNCATE) waits for read marks:
+         * waiters for the write lock that hold one must not wait meanwhile (see the top of
+         * this file). A writer's one try to restart the log holds no checkpoint lock. */
+        p->step_aside = tshm_lock(p->h, STEP_ASIDE_SLOT, 1, TSHM_LOCK_EXCLUSIVE) == TSHM_OK;
+    }
+    if (rc == TSHM_OK) return SQLITE_OK;
+    if (rc == TSHM_BUSY) return SQLITE_BUSY;
+    if (rc == TSHM_READONLY) return SQLITE_READONLY;
+    /* releasing a lock that is not held is harmless, as in the unix VFS; converting a slot
+     * this connection holds in the other mode is refused as a conflict, never granted */
+    if (rc == TSHM_MISUSE) return (flags & SQLITE_SHM_UNLOCK) ? SQLITE_OK : SQLITE_BUSY;
+    return SQLITE_IOERR_SHMLOCK;
+}
+
+/* Asked by libtshm while this connection waits for the write lock: go on unless it holds a
+ * read mark and the holder waits for read marks (STEP_ASIDE_SLOT is held). */
+static int keep_waiting(void *ctx) {
+    ShimFile *p = ctx;
+    if ((p->shared_slots & READ_SLOTS) == 0) return 1;
+    if (tshm_lock(p->h, STEP_ASIDE_SLOT, 1, TSHM_LOCK_SHARED) != TSHM_OK) {
+        p->stepped_aside = 1;
+        return 0;
+    }
+    tshm_lock(p->h, STEP_ASIDE_SLOT, 1, TSHM_LOCK_SHARED | TSHM_LOCK_UNLOCK);
+    return 1;
+}
+
+/* WAL_WRITE_LOCK (and, in one request, the slots after it). SHARED is only asked by read-only
+ * connections, to learn whether a writer is at work: granted when no live handle holds it. */
+static int write_lock(ShimFile *p, int n, int flags) {
+    if (flags & SQLITE_SHM_SHARED) {
+        if (flags & SQLITE_SHM_UNLOCK) return SQLITE_OK;
+        tshm_owner_info o;
+        if (tshm_owner(p->h, TSHM_ROLE_WRITER, &o) != TSHM_OK) return SQLITE_IOERR_SHMLOCK;
+        return o.alive ? SQLITE_BUSY : SQLITE_OK;
+    }
+    if (p->readonly) return (flags & SQLITE_SHM_UNLOCK) ? SQLITE_OK : SQLITE_READONLY;
+    if (flags & SQLITE_SHM_UNLOCK) {
+        if (n > 1) engine_lock(p, 1, n - 1, flags);
+        if (p->step_aside) tshm_lock(p->h, STEP_ASIDE_SLOT, 1, TSHM_LOCK_EXCLUSIVE | TSHM_LOCK_UNLOCK);
+        p->step_aside = 0;
+        if (!p->holds_write) return SQLITE_OK;
+        p->holds_write = 0;
+        return tshm_writer_release(p->h) == TSHM_OK ? SQLITE_OK : SQLITE_IOERR_SHMLOCK;
+    }
+    int timed = p->lock_timeout_ms > 0;
+    int wait = timed ? p->lock_timeout_ms : p->wait_ms;
+    p->stepped_aside = 0;
+    int rc = wait > 0 ? tshm_writer_acquire_while(p->h, (uint32_t)wait, keep_waiting, p)
+                      : tshm_writer_acquire(p->h, 0);
+    if (rc == TSHM_BUSY) return timed && !p->stepped_aside ? SQLITE_BUSY_TIMEOUT : SQLITE_BUSY;
+    if (rc == TSHM_MISUSE) return SQLITE_BUSY; /* held by this connection already */
+    if (rc != TSHM_OK) return rc == TSHM_READONLY ? SQLITE_READONLY : SQLITE_IOERR_SHMLOCK;
+    p->holds_write = 1;
+    if (n > 1) {
+        int erc = engine_lock(p, 1, n - 1, flags);
+        if (erc != SQLITE_OK) {
+            p->holds_write = 0;
+            tshm_writer_release(p->h);
+            return erc;
+        }
+    }
+    return SQLITE_OK;
+}
+
 static int shimShmLock(sqlite3_file *f, int offset, int n, int flags) {
     ShimFile *p = (ShimFile *)f;
     int rc = attach(p);
@@ -354,23 +476,8 @@ static int shimShmLock(sqlite3_file *f, int offset, int n, int flags) {
         return fcntl(p->guard_fd, F_OFD_SETLK, &l) == 0 ? SQLITE_OK : SQLITE_IOERR_SHMLOCK;
     }
     if (p->h == NULL) return guard_shm_lock(p, offset, n, flags);
-    uint32_t tf = (flags & SQLITE_SHM_SHARED) ? TSHM_LOCK_SHARED : TSHM_LOCK_EXCLUSIVE;
-    if (flags & SQLITE_SHM_UNLOCK) tf |= TSHM_LOCK_UNLOCK;
-    rc = tshm_lock(p->h, (uint32_t)offset, (uint32_t)n, tf);
-    if (rc == TSHM_OK && tf == TSHM_LOCK_EXCLUSIVE && offset <= 3 && offset + n > 3 &&
-        ofd_held(p->guard_fd, UNIX_SHM_READ0) != 0) {
-        /* a connection without a handle reads with its own wal-index under WAL_READ_LOCK(0):
-         * no checkpoint may copy frames into the database meanwhile */
-        tshm_lock(p->h, (uint32_t)offset, (uint32_t)n, TSHM_LOCK_EXCLUSIVE | TSHM_LOCK_UNLOCK);
-        return SQLITE_BUSY;
-    }
-    if (rc == TSHM_OK) return SQLITE_OK;
-    if (rc == TSHM_BUSY) return SQLITE_BUSY;
-    if (rc == TSHM_READONLY) return SQLITE_READONLY;
-    /* releasing a lock that is not held is harmless, as in the unix VFS; converting a slot
-     * this connection holds in the other mode is refused as a conflict, never granted */
-    if (rc == TSHM_MISUSE) return (flags & SQLITE_SHM_UNLOCK) ? SQLITE_OK : SQLITE_BUSY;
-    return SQLITE_IOERR_SHMLOCK;
+    if (offset == WRITE_SLOT) return write_lock(p, n, flags);
+    return engine_lock(p, offset, n, flags);
 }
 
 static void shimShmBarrier(sqlite3_file *f) {
@@ -407,6 +514,16 @@ static int shimDeviceCharacteristics(sqlite3_file *f) { return O->pMethods->xDev
 static int shimFetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp) { return O->pMethods->xFetch(O, off, n, pp); }
 static int shimUnfetch(sqlite3_file *f, sqlite3_int64 off, void *p) { return O->pMethods->xUnfetch(O, off, p); }
 static int shimFileControl(sqlite3_file *f, int op, void *arg) {
+    if (op == SQLITE_FCNTL_LOCK_TIMEOUT) {
+        /* SQLite (SETLK_TIMEOUT builds) says how long the next locks may block: the write lock
+         * waits that long (shimShmLock); the unix VFS below keeps its own copy for its locks */
+        ShimFile *p = (ShimFile *)f;
+        int want = *(int *)arg, old = p->lock_timeout_ms;
+        int rc = O->pMethods->xFileControl(O, op, arg);
+        p->lock_timeout_ms = want > 0 ? want : 0;
+        *(int *)arg = old;
+        return rc == SQLITE_NOTFOUND ? SQLITE_OK : rc;
+    }
     int rc = O->pMethods->xFileControl(O, op, arg);
     if (op == SQLITE_FCNTL_VFSNAME && rc == SQLITE_OK)
         *(char **)arg = sqlite3_mprintf("tshm/%z", *(char **)arg);
@@ -428,6 +545,8 @@ static int shimOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int fla
     memset(p, 0, sizeof *p);
     p->guard_fd = -1;
     p->path = name;
+    sqlite3_int64 w = sqlite3_uri_int64(name, "tshm_wait_ms", default_wait_ms);
+    p->wait_ms = w < 0 ? 0 : w > INT32_MAX ? INT32_MAX : (int)w;
     int rc = ORIGVFS->xOpen(ORIGVFS, name, ORIGFILE(f), flags, out);
     /* SQLite calls xClose whenever pMethods is set, even after a failed open: keep ours set
      * exactly when the wrapped file needs closing */
@@ -479,6 +598,9 @@ int sqlite3_tshmsqlite_init(sqlite3 *db, char **err, const sqlite3_api_routines 
     shim_vfs.xCurrentTime = shimCurrentTime;
     shim_vfs.xGetLastError = shimGetLastError;
     shim_vfs.xCurrentTimeInt64 = shimCurrentTimeInt64;
+    const char *wait = getenv("TSHM_SQLITE_WAIT_MS");
+    default_wait_ms = wait != NULL ? atoi(wait) : 0;
+    if (default_wait_ms < 0) default_wait_ms = 0;
     const char *dflt = getenv("TSHM_SQLITE_DEFAULT");
     int rc = sqlite3_vfs_register(&shim_vfs, dflt != NULL && strcmp(dflt, "1") == 0);
     return rc == SQLITE_OK ? SQLITE_OK_LOAD_PERMANENTLY : rc;
