@@ -138,6 +138,8 @@ sqlite-test: $(SHIM_TEST_SO) $(BBIN)/test_sqlite cli
 	    echo "== test_sqlite ($$backend locks)"; \
 	    TSHM_LOCK_BACKEND=$$backend TSHM_SQLITE_EXT=$(abspath $(SHIM_TEST_SO)) \
 	        TSHM_BIN=$(BBIN)/tshm $(BBIN)/test_sqlite; \
+	    echo "== test_apsw ($$backend locks)"; \
+	    TSHM_LOCK_BACKEND=$$backend python3 examples/sqlite-vfs/test_apsw.py $(abspath $(SHIM_TEST_SO)); \
 	done
 
 # The main job: writers, readers and a checkpointer on one database, kills, verification.

@@ -24,6 +24,8 @@ APT_QUIET    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liblmdb-de
 bench-deps:
 	@[ -e $(LMDB_HEADER) ] || { echo "installing liblmdb-dev"; \
 	    $(APT_QUIET) 2>/dev/null || { apt-get update -qq && $(APT_QUIET); }; }
+	@python3 -c "import apsw" 2>/dev/null || { echo "installing apsw (pip)"; \
+	    python3 -m pip install --quiet apsw 2>/dev/null || echo "apsw not installed: no _apsw_ rows"; }
 
 $(BBIN)/bench_core: benches/c/bench_core.c benches/c/bench_util.h include/tshm.h release-lib | bench-deps
 	@mkdir -p $(BBIN)

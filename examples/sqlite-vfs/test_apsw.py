@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""The shim in the SQLite that the PyPI package apsw bundles (3.54, built with
+SQLITE_ENABLE_SETLK_TIMEOUT): SQLite tells the VFS its busy timeout and expects the write lock
+to block that long; the shim waits in libtshm's writer role, handed the lock on release.
+
+    test_apsw.py EXT    (EXT: libtshm_sqlite.so; exits 0 with a note when apsw is missing)
+
+Processes are forked; the writer that holds the lock is told when to commit once the waiter is
+seen queued in the sidecar (the waiters bit of the writer role word), never after a sleep.
+"""
+
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+
+try:
+    import apsw
+except ImportError:
+    print("test_apsw: apsw is not installed (pip install apsw): skipped")
+    sys.exit(0)
+
+failed = passed = 0
+
+
+def check(cond, what):
+    global failed, passed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {what}", file=sys.stderr)
+
+
+def fresh(path):
+    for sfx in ("", "-wal", "-shm", "-tshm"):
+        try:
+            os.unlink(path + sfx)
+        except FileNotFoundError:
+            pass
+    db = apsw.Connection(path, vfs="tshm")
+    db.execute("PRAGMA journal_mode=WAL").fetchall()
+    db.execute("CREATE TABLE t(x)")
+    db.close()
+
+
+def queued(path):
+    """Whether a connection waits for the write lock: bit 47 of the writer role word."""
+    try:
+        with open(path + "-tshm", "rb") as f:
+            f.seek(168)
+            return (struct.unpack("<Q", f.read(8))[0] >> 47) & 1 == 1
+    except OSError:
+        return False
+
+
+def holder(path, value):
+    """A child holding the write lock in an open transaction; returns (pid, commit_fd)."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            c = apsw.Connection(path, vfs="tshm")
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("INSERT INTO t VALUES(?)", (value,))
+            os.write(ready_w, b"r")
+            if os.read(go_r, 1) == b"c":
+                c.execute("COMMIT")
+            os._exit(0)
+        except BaseException as e:
+            print(f"holder: {e}", file=sys.stderr)
+            os._exit(1)
+    os.close(ready_w)
+    os.close(go_r)
+    check(os.read(ready_r, 1) == b"r", "the holder took the write lock")
+    os.close(ready_r)
+    return pid, go_w
+
+
+def when_queued(path, then):
+    """A thread that runs then() once a waiter is queued (10 s at most; a failure, not a hang)."""
+
+    def run():
+        end = time.monotonic() + 10
+        while not queued(path) and time.monotonic() < end:
+            time.sleep(0)
+        check(queued(path), "the waiter queued for the write lock in the sidecar")
+        then()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def handed_over(path):
+    fresh(path)
+    pid, go = holder(path, 1)
+    b = apsw.Connection(path, vfs="tshm")
+    b.set_busy_timeout(10000)
+    t = when_queued(path, lambda: os.write(go, b"c"))
+    b.execute("BEGIN IMMEDIATE")  # blocks in the shim until the holder commits
+    b.execute("INSERT INTO t VALUES(2)")
+    b.execute("COMMIT")
+    t.join()
+    check(os.waitpid(pid, 0)[1] == 0, "the holder committed")
+    check(b.execute("SELECT count(*) FROM t").fetchall()[0][0] == 2, "both transactions are there")
+    b.close()
+
+
+def holder_killed(path):
+    fresh(path)
+    pid, go = holder(path, 99)
+    b = apsw.Connection(path, vfs="tshm")
+    b.set_busy_timeout(10000)
+    t = when_queued(path, lambda: os.kill(pid, signal.SIGKILL))
+    b.execute("BEGIN IMMEDIATE")  # the dead holder's lock is taken over within a wait slice
+    b.execute("INSERT INTO t VALUES(3)")
+    b.execute("COMMIT")
+    t.join()
+    os.waitpid(pid, 0)
+    os.close(go)
+    check(b.execute("SELECT count(*) FROM t WHERE x = 99").fetchall()[0][0] == 0, "the killed transaction left nothing")
+    check(b.execute("SELECT count(*) FROM t").fetchall()[0][0] == 1, "the waiter's transaction is there")
+    check(b.execute("PRAGMA integrity_check").fetchall()[0][0] == "ok", "integrity after the kill")
+    b.close()
+
+
+def bounded(path):
+    fresh(path)
+    pid, go = holder(path, 1)
+    b = apsw.Connection(path, vfs="tshm")
+    b.set_busy_timeout(100)
+    try:
+        b.execute("BEGIN IMMEDIATE")
+        check(False, "BEGIN IMMEDIATE behind a holder that never commits is busy")
+    except apsw.BusyError:
+        check(True, "")
+    b.close()
+    os.write(go, b"c")
+    check(os.waitpid(pid, 0)[1] == 0, "the holder committed after all")
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: test_apsw.py EXT")
+    signal.alarm(120)
+    m = apsw.Connection(":memory:")
+    m.enable_load_extension(True)
+    m.load_extension(sys.argv[1])
+    base = os.environ.get("TSHM_TEST_DIR", "/tmp") + f"/tshm-apsw-{os.getpid()}"
+    os.makedirs(base, exist_ok=True)
+    setlk = "ENABLE_SETLK_TIMEOUT" in apsw.compile_options
+    print(f"  SQLite {apsw.sqlite_lib_version()} (apsw {apsw.apsw_version()}{', SETLK_TIMEOUT' if setlk else ''})")
+    for name, fn in (("handed over at commit", handed_over), ("past a killed holder", holder_killed),
+                     ("bounded by the busy timeout", bounded)):
+        t0 = time.monotonic()
+        fn(f"{base}/{fn.__name__}.db")
+        print(f"  the write lock {name}: {(time.monotonic() - t0) * 1e3:.0f} ms")
+    print(f"test_apsw: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
