@@ -133,13 +133,19 @@ $(BBIN)/bench_sqlite: examples/sqlite-vfs/bench_sqlite.c
 	@mkdir -p $(BBIN)
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -o $@ $< -lsqlite3
 
+# The distribution's Python: its sqlite3 module is the system libsqlite3 and can load extensions
+# (pyenv's builds, first on PATH here, usually cannot).
+SYSTEM_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
+
 sqlite-test: $(SHIM_TEST_SO) $(BBIN)/test_sqlite cli
 	@set -e; for backend in ofd posix; do \
 	    echo "== test_sqlite ($$backend locks)"; \
 	    TSHM_LOCK_BACKEND=$$backend TSHM_SQLITE_EXT=$(abspath $(SHIM_TEST_SO)) \
 	        TSHM_BIN=$(BBIN)/tshm $(BBIN)/test_sqlite; \
-	    echo "== test_apsw ($$backend locks)"; \
-	    TSHM_LOCK_BACKEND=$$backend python3 examples/sqlite-vfs/test_apsw.py $(abspath $(SHIM_TEST_SO)); \
+	    echo "== test_python apsw, sqlite3 ($$backend locks)"; \
+	    TSHM_LOCK_BACKEND=$$backend python3 examples/sqlite-vfs/test_python.py apsw $(abspath $(SHIM_TEST_SO)); \
+	    TSHM_LOCK_BACKEND=$$backend $(SYSTEM_PYTHON) examples/sqlite-vfs/test_python.py sqlite3 \
+	        $(abspath $(SHIM_TEST_SO)); \
 	done
 
 # The main job: writers, readers and a checkpointer on one database, kills, verification.

@@ -52,7 +52,8 @@
  *     a wait that times out is SQLITE_BUSY_TIMEOUT.
  *   - Any SQLite waits up to tshm_wait_ms milliseconds (URI parameter; default the
  *     environment variable TSHM_SQLITE_WAIT_MS read when the extension loads; 0, the default,
- *     tries once as the unix VFS does). Such a SQLite asks for the write lock while it holds a
+ *     tries once as the unix VFS does), in all: SQLite's busy handler retries on top of the
+ *     wait, and the retries share what is left of it until the lock is taken. Such a SQLite asks for the write lock while it holds a
  *     read mark. The holder of the write lock may itself wait for read marks (a FULL, RESTART
  *     or TRUNCATE checkpoint, which holds the checkpoint lock too): when one of its exclusive
  *     read-mark requests fails, it holds
@@ -77,6 +78,7 @@ SQLITE_EXTENSION_INIT1
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Bytes of <db>-shm that SQLite's unix VFS locks: 120 + slot for its 8 lock slots, 128 its
@@ -151,6 +153,7 @@ typedef struct ShimFile {
     int lock_timeout_ms;  /* SQLITE_FCNTL_LOCK_TIMEOUT: how long SQLite wants this lock to block */
     int stepped_aside;    /* the last wait for the write lock stopped to let a checkpoint on */
     int wait_ms;          /* tshm_wait_ms */
+    int wait_left_ms;     /* of wait_ms, what the waits since the last success left */
     const char *path; /* SQLite keeps the name valid until xClose */
     StopPoint stop;   /* test builds: this connection's stop point */
 } ShimFile;
@@ -441,14 +444,26 @@ static int write_lock(ShimFile *p, int n, int flags) {
         return tshm_writer_release(p->h) == TSHM_OK ? SQLITE_OK : SQLITE_IOERR_SHMLOCK;
     }
     int timed = p->lock_timeout_ms > 0;
-    int wait = timed ? p->lock_timeout_ms : p->wait_ms;
+    int wait = timed ? p->lock_timeout_ms : p->wait_left_ms;
     p->stepped_aside = 0;
-    int rc = wait > 0 ? tshm_writer_acquire_while(p->h, (uint32_t)wait, keep_waiting, p)
-                      : tshm_writer_acquire(p->h, 0);
+    int rc;
+    if (wait > 0) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        rc = tshm_writer_acquire_while(p->h, (uint32_t)wait, keep_waiting, p);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        /* SQLite's busy handler retries on top of this wait: one tshm_wait_ms serves all the
+         * retries until the lock is taken, so they never add up to more */
+        long waited = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (!timed) p->wait_left_ms = waited >= p->wait_left_ms ? 0 : p->wait_left_ms - (int)waited;
+    } else {
+        rc = tshm_writer_acquire(p->h, 0);
+    }
     if (rc == TSHM_BUSY) return timed && !p->stepped_aside ? SQLITE_BUSY_TIMEOUT : SQLITE_BUSY;
     if (rc == TSHM_MISUSE) return SQLITE_BUSY; /* held by this connection already */
     if (rc != TSHM_OK) return rc == TSHM_READONLY ? SQLITE_READONLY : SQLITE_IOERR_SHMLOCK;
     p->holds_write = 1;
+    p->wait_left_ms = p->wait_ms;
     if (n > 1) {
         int erc = engine_lock(p, 1, n - 1, flags);
         if (erc != SQLITE_OK) {
@@ -547,6 +562,7 @@ static int shimOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int fla
     p->path = name;
     sqlite3_int64 w = sqlite3_uri_int64(name, "tshm_wait_ms", default_wait_ms);
     p->wait_ms = w < 0 ? 0 : w > INT32_MAX ? INT32_MAX : (int)w;
+    p->wait_left_ms = p->wait_ms;
     int rc = ORIGVFS->xOpen(ORIGVFS, name, ORIGFILE(f), flags, out);
     /* SQLite calls xClose whenever pMethods is set, even after a failed open: keep ours set
      * exactly when the wrapped file needs closing */
