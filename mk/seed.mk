@@ -14,5 +14,8 @@ seed-test: test-lib test-cli $(C_TESTS) $(SHIM_TEST_SO) $(BBIN)/test_sqlite $(BB
 	@echo "== test_sqlite (seed strategies)"
 	@TSHM_TEST_STRATEGIES=seed TSHM_SQLITE_EXT=$(abspath $(SHIM_TEST_SO)) TSHM_BIN=$(BBIN)/tshm \
 	    $(BBIN)/test_sqlite
+	@echo "== test_python apsw, sqlite3 (seed strategies)"
+	@TSHM_TEST_STRATEGIES=seed python3 examples/sqlite-vfs/test_python.py apsw $(abspath $(SHIM_TEST_SO))
+	@TSHM_TEST_STRATEGIES=seed $(SYSTEM_PYTHON) examples/sqlite-vfs/test_python.py sqlite3 $(abspath $(SHIM_TEST_SO))
 
 TEST_EXTRA += seed-test

@@ -90,28 +90,49 @@ static void worker(const char *path, const char *vfs, int id) {
     sqlite3_close(db);
 }
 
-/* Wall time of PROCS processes running the mix, started together. */
-static double mixed(const char *path, const char *vfs) {
-    create(path, vfs);
+/* Forks `procs` children, each blocked at a gate until the returned descriptor is closed, then
+ * running fn(i, ctx) and exiting 0. */
+static int fork_gated(int procs, pid_t *kids, void (*fn)(int i, void *ctx), void *ctx) {
     int gate[2];
     if (pipe(gate) != 0) exit(1);
-    pid_t kids[PROCS];
-    for (int i = 0; i < PROCS; i++)
+    for (int i = 0; i < procs; i++)
         if ((kids[i] = fork()) == 0) {
             close(gate[1]);
             char c;
             if (read(gate[0], &c, 1) < 0) _exit(1);
-            worker(path, vfs, i);
+            fn(i, ctx);
             _exit(0);
         }
     close(gate[0]);
-    double t = now_ms();
-    close(gate[1]);
-    for (int i = 0; i < PROCS; i++) {
+    return gate[1];
+}
+
+static void reap_all(int procs, const pid_t *kids) {
+    for (int i = 0; i < procs; i++) {
         int st;
         waitpid(kids[i], &st, 0);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) exit(1);
     }
+}
+
+struct mix_ctx {
+    const char *path, *vfs;
+};
+
+static void mix_child(int i, void *ctx) {
+    const struct mix_ctx *m = ctx;
+    worker(m->path, m->vfs, i);
+}
+
+/* Wall time of PROCS processes running the mix, started together. */
+static double mixed(const char *path, const char *vfs) {
+    create(path, vfs);
+    pid_t kids[PROCS];
+    struct mix_ctx m = {path, vfs};
+    int gate = fork_gated(PROCS, kids, mix_child, &m);
+    double t = now_ms();
+    close(gate);
+    reap_all(PROCS, kids);
     return now_ms() - t;
 }
 
@@ -239,6 +260,16 @@ static void bank_worker(bank_t *sh, const char *uri, const char *vfs, int me) {
     sqlite3_close(db);
 }
 
+struct bank_ctx {
+    bank_t *sh;
+    const char *uri, *vfs;
+};
+
+static void bank_child(int i, void *ctx) {
+    const struct bank_ctx *b = ctx;
+    bank_worker(b->sh, b->uri, b->vfs, i);
+}
+
 static int cmpf(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);
@@ -251,28 +282,15 @@ static double bank_run(bank_t *sh, const char *path, int shim, int procs, double
     char uri[1200];
     snprintf(uri, sizeof uri, shim ? "file:%s?tshm_wait_ms=30000" : "file:%s", path);
     memset(sh, 0, sizeof *sh);
-    int gate[2];
-    if (pipe(gate) != 0) exit(1);
     pid_t kids[BANK_MAX_PROCS];
-    for (int i = 0; i < procs; i++)
-        if ((kids[i] = fork()) == 0) {
-            close(gate[1]);
-            char c;
-            if (read(gate[0], &c, 1) < 0) _exit(1);
-            bank_worker(sh, uri, shim ? "tshm" : "unix", i);
-            _exit(0);
-        }
-    close(gate[0]);
+    struct bank_ctx b = {sh, uri, shim ? "tshm" : "unix"};
+    int gate = fork_gated(procs, kids, bank_child, &b);
     double t = now_ms();
-    close(gate[1]);
+    close(gate);
     struct timespec d = {(time_t)(BANK_MS / 1000), (long)((BANK_MS - 1000 * (int)(BANK_MS / 1000)) * 1e6)};
     nanosleep(&d, NULL);
     __atomic_store_n(&sh->stop, 1, __ATOMIC_RELAXED);
-    for (int i = 0; i < procs; i++) {
-        int st;
-        waitpid(kids[i], &st, 0);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) exit(1);
-    }
+    reap_all(procs, kids);
     double secs = (now_ms() - t) / 1e3;
     uint64_t txns = 0, writes = 0;
     static float all[BANK_CAP], locks[BANK_CAP];

@@ -91,13 +91,17 @@ def fresh(path):
 
 
 def queued(path):
-    """Whether a connection waits for the write lock: bit 47 of the writer role word."""
+    """Whether a connection waits for the write lock: bit 47 of the writer role word (byte 168;
+    shared-memory roles) or the writer waiter count (u32 at byte 200; byte-lock roles)."""
     try:
         with open(path + "-tshm", "rb") as f:
-            f.seek(168)
-            return (struct.unpack("<Q", f.read(8))[0] >> 47) & 1 == 1
+            head = f.read(204)
     except OSError:
         return False
+    if len(head) < 204:
+        return False
+    word, count = struct.unpack_from("<Q", head, 168)[0], struct.unpack_from("<I", head, 200)[0]
+    return (word >> 47) & 1 == 1 or count != 0
 
 
 def holder(path, value):

@@ -915,13 +915,15 @@ static void actor_stop(actor *a) {
 }
 
 /* Whether a connection is queued for the write lock: the waiters bit of the writer role word
- * (sidecar header byte 168, bit 47; shared-memory roles). */
+ * (sidecar header byte 168, bit 47; shared-memory roles) or the writer waiter count (u32 at
+ * byte 200; byte-lock roles). */
 static int write_lock_waited_for(const char *path) {
     uint64_t w = 0;
+    uint32_t n = 0;
     int fd = open(sidecar_of(path), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || pread(fd, &w, sizeof w, 168) != sizeof w) w = 0;
+    if (fd < 0 || pread(fd, &w, sizeof w, 168) != sizeof w || pread(fd, &n, sizeof n, 200) != sizeof n) w = n = 0;
     if (fd >= 0) close(fd);
-    return (w >> 47) & 1;
+    return ((w >> 47) & 1) || n != 0;
 }
 
 /* Waits (30 s at most: a failure, not a hang) until process `pid` holds the write lock
