@@ -971,6 +971,42 @@ static void *churn_open_close(void *p) {
     return NULL;
 }
 
+/* A child of a process with an open handle closes every inherited descriptor (as a daemon does
+ * after fork) and opens files of its own, which take the freed numbers. Neither its own open
+ * of the same database nor closing the inherited handle may close one of them: libtshm lets go
+ * of the descriptors it inherited at the fork, not later by number. */
+static void test_child_that_closed_inherited_descriptors_keeps_its_own(void) {
+    const char *db = test_db("lc-closefrom.db");
+    tshm *h = open_with(db, 0, 0, TSHM_READERS_CAS);
+    CHECK(h != NULL);
+    if (h == NULL) return;
+    CHECK_RC(tshm_writer_acquire(h, 0), TSHM_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(30);
+        if (close_range(3, ~0u, 0) != 0) _exit(2);
+        int mine[32];
+        for (int k = 0; k < 32; k++) mine[k] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        tshm *x = NULL;
+        if (tshm_open(db, NULL, &x) != TSHM_OK) _exit(3);
+        if (tshm_writer_acquire(x, 0) != TSHM_BUSY) _exit(4); /* the parent holds it */
+        tshm_close(h, NULL); /* the inherited handle: only its memory goes */
+        struct stat null, st;
+        if (stat("/dev/null", &null) != 0) _exit(6);
+        int lost = 0; /* closed, or closed and reused by another file */
+        for (int k = 0; k < 32; k++)
+            lost += mine[k] < 0 || fstat(mine[k], &st) != 0 || st.st_rdev != null.st_rdev || st.st_ino != null.st_ino;
+        if (tshm_close(x, NULL) != TSHM_OK) _exit(5);
+        _exit(lost == 0 ? 0 : 10);
+    }
+    int st = child_wait(pid);
+    if (st != 0) fprintf(stderr, "  child exited %d (10: libtshm closed descriptors of its own)\n", st);
+    CHECK(st == 0);
+    CHECK_RC(tshm_writer_release(h), TSHM_OK); /* the parent's handle is intact */
+    close_ok(h);
+}
+
 static void test_children_forked_during_opens_close_inherited_handles(void) {
     const char *db1 = test_db("lc-fork1.db");
     struct churn c = {test_db("lc-fork2.db"), 0};
@@ -1023,6 +1059,7 @@ int main(int argc, char **argv) {
         T(test_nested_last_close_hooks_refuse_reopening_either),
         T(test_symlinked_sidecar_is_refused),
         T(test_children_forked_during_opens_close_inherited_handles),
+        T(test_child_that_closed_inherited_descriptors_keeps_its_own),
 #undef T
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)

@@ -113,7 +113,26 @@ extern "C" fn after_fork_in_child() {
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
     crate::testpoint::forget_after_fork();
     close_inherited_guards();
+    close_inherited_nodes();
     after_fork_in_parent();
+}
+
+/// In the child after `fork()`: close the inherited nodes' sidecar descriptors now, while each
+/// number still names the parent's file. Later the child may close them itself and reuse the
+/// numbers for files of its own (a daemon closes every descriptor after fork), and a close by
+/// number would then take one of those. The child holds no POSIX lock yet, so the closes drop
+/// none; an inherited OFD lock stays the parent's (its description lives on there). The
+/// mappings stay: only memory, freed when the inherited handles are closed.
+fn close_inherited_nodes() {
+    HELD_FOR_FORK.with(|h| {
+        if let Some(reg) = h.borrow().as_ref() {
+            for e in reg.values() {
+                if let Some(n) = e.node.upgrade() {
+                    n.purge();
+                }
+            }
+        }
+    });
 }
 
 pub fn fork_gen() -> u64 {
@@ -456,17 +475,14 @@ impl Node {
             {
                 let mut reg = registry();
                 let now = fork_gen();
-                // Nodes inherited across fork() belong to the parent: close their descriptors
-                // before this process takes any lock of its own (a POSIX close would drop
-                // those). Entries of the parent's dying nodes have no drop to finish them here.
+                // Nodes inherited across fork() belong to the parent (their descriptors were
+                // closed in the child at the fork): forget them. Entries of the parent's dying
+                // nodes have no drop to finish them here.
                 reg.retain(|_, e| {
                     if e.fork_gen == now {
                         return true;
                     }
-                    if let Some(n) = e.node.upgrade() {
-                        n.purge();
-                        inherited.push(n);
-                    }
+                    inherited.extend(e.node.upgrade());
                     false
                 });
                 release_if_empty(&mut reg);
@@ -773,13 +789,10 @@ impl Drop for Node {
             reg.remove(&self.key);
             release_if_empty(&mut reg);
         }
-        // An inherited POSIX node in a child: closing it would drop the locks of a node the
-        // child has of its own on the same inode; then the descriptor is left open.
-        // (counted, not upgraded: an upgraded node dropped here would take the registry again)
-        let own_node_here = reg
-            .get(&self.key)
-            .is_some_and(|e| e.node.strong_count() > 0);
-        if self.is_ours() || self.backend == Backend::Ofd || !own_node_here {
+        // An inherited node's descriptors were closed in the child at the fork (or, the rare one
+        // whose list a parent thread held then, left open): never close by number here, where
+        // the number may name a file of the child's own by now.
+        if self.is_ours() {
             self.purge();
         }
         drop(reg);
