@@ -91,17 +91,26 @@ def fresh(path):
 
 
 def queued(path):
-    """Whether a connection waits for the write lock: bit 47 of the writer role word (byte 168;
-    shared-memory roles) or the writer waiter count (u32 at byte 200; byte-lock roles)."""
+    """Whether a connection waits for the write lock now: an instance record with a writer
+    ticket (shared-memory roles; header: instances offset at byte 40, high-water mark at 632;
+    record: 128 bytes, ticket at +32), or the writer waiter count (u32 at byte 200; byte-lock
+    roles). Not the role word's waiters bit: it outlives a waiter that gave up."""
     try:
         with open(path + "-tshm", "rb") as f:
-            head = f.read(204)
+            head = f.read(636)
+            if len(head) < 636:
+                return False
+            if struct.unpack_from("<I", head, 200)[0] != 0:
+                return True
+            inst, hwm = struct.unpack_from("<Q", head, 40)[0], struct.unpack_from("<I", head, 632)[0]
+            for i in range(min(hwm, 64)):
+                f.seek(inst + 128 * i + 32)
+                t = f.read(8)
+                if len(t) == 8 and struct.unpack("<Q", t)[0] != 0:
+                    return True
     except OSError:
-        return False
-    if len(head) < 204:
-        return False
-    word, count = struct.unpack_from("<Q", head, 168)[0], struct.unpack_from("<I", head, 200)[0]
-    return (word >> 47) & 1 == 1 or count != 0
+        pass
+    return False
 
 
 def holder(path, value):

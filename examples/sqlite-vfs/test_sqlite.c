@@ -914,16 +914,23 @@ static void actor_stop(actor *a) {
     CHECK(child_wait(a->pid) == 0);
 }
 
-/* Whether a connection is queued for the write lock: the waiters bit of the writer role word
- * (sidecar header byte 168, bit 47; shared-memory roles) or the writer waiter count (u32 at
- * byte 200; byte-lock roles). */
+/* Whether a connection is queued for the write lock now: an instance record with a writer
+ * ticket (shared-memory roles; header: instances offset at byte 40, high-water mark at 632;
+ * record: 128 bytes, ticket at +32), or the writer waiter count (u32 at byte 200; byte-lock
+ * roles). Not the role word's waiters bit: it outlives a waiter that gave up. */
 static int write_lock_waited_for(const char *path) {
-    uint64_t w = 0;
-    uint32_t n = 0;
+    uint64_t inst = 0, t = 0;
+    uint32_t hwm = 0, n = 0;
     int fd = open(sidecar_of(path), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || pread(fd, &w, sizeof w, 168) != sizeof w || pread(fd, &n, sizeof n, 200) != sizeof n) w = n = 0;
+    int queued = 0;
+    if (fd >= 0 && pread(fd, &inst, sizeof inst, 40) == sizeof inst && pread(fd, &hwm, sizeof hwm, 632) == sizeof hwm &&
+        pread(fd, &n, sizeof n, 200) == sizeof n) {
+        queued = n != 0;
+        for (uint32_t i = 0; i < hwm && i < 64 && !queued; i++)
+            queued = pread(fd, &t, sizeof t, (off_t)(inst + 128u * i + 32u)) == sizeof t && t != 0;
+    }
     if (fd >= 0) close(fd);
-    return ((w >> 47) & 1) || n != 0;
+    return queued;
 }
 
 /* Waits (30 s at most: a failure, not a hang) until process `pid` holds the write lock
