@@ -137,7 +137,7 @@ impl RoleState {
     const HELD: u8 = 2;
     /// Held, and a thread of the handle is using the frame index under it.
     const IN_USE: u8 = 3;
-    /// A release is in progress.
+    /// A release of a byte-lock role is in progress.
     const RELEASING: u8 = 4;
 
     fn swap_if(&self, from: u8, to: u8) -> bool {
@@ -908,7 +908,16 @@ impl Coordinator {
         self.check()?;
         let id = self.ident()?;
         let state = self.role_state(role);
-        if !state.swap_if(RoleState::HELD, RoleState::RELEASING) {
+        // Shared-memory roles: FREE before the role word, so a sibling thread that wins the word
+        // next stores HELD after this store, never before it. Byte locks: RELEASING until the
+        // lock is gone, since a sibling's acquire waits for FREE.
+        let bytelock = self.node.mapped()?.geom.role_strategy == ROLES_BYTELOCK;
+        let next = if bytelock {
+            RoleState::RELEASING
+        } else {
+            RoleState::FREE
+        };
+        if !state.swap_if(RoleState::HELD, next) {
             return Err(Error::Misuse(if state.held() {
                 format!(
                     "the {} role cannot be released while another thread of this handle uses \
@@ -919,16 +928,12 @@ impl Coordinator {
                 format!("this handle does not hold the {} role", role.name())
             }));
         }
-        if self.node.mapped()?.geom.role_strategy == ROLES_BYTELOCK {
-            // The lock goes first: a sibling's acquire waits for FREE.
-            let r = roles::release(&self.node, id, role);
-            state.set(RoleState::FREE);
-            return r;
+        if !bytelock {
+            return roles::release(&self.node, id, role);
         }
-        // FREE before the role word: a sibling thread that wins the word next stores HELD
-        // after this store, never before it.
+        let r = roles::release(&self.node, id, role);
         state.set(RoleState::FREE);
-        roles::release(&self.node, id, role)
+        r
     }
 
     /// Begins a read transaction pinning the current snapshot. Returns the slot and the
