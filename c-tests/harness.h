@@ -144,6 +144,49 @@ static inline void child_kill(pid_t pid) {
     child_wait(pid);
 }
 
+/* In a child: closes every descriptor above 2 but `a` and `b` (so that pipes to other children
+ * see their end-of-file when the parent closes its end). */
+static inline int keep_only_fds(int a, int b) {
+    unsigned lo = (unsigned)(a < b ? a : b), hi = (unsigned)(a < b ? b : a);
+    if (lo > 3 && close_range(3, lo - 1, 0) != 0) return -1;
+    if (hi > lo + 1 && close_range(lo + 1, hi - 1, 0) != 0) return -1;
+    return close_range(hi + 1, ~0u, 0);
+}
+
+/* A child process that serves the parent's requests: serve(in, out, ctx) reads them from `in`
+ * until end-of-file and writes its answers to `out`; the child then exits 0 (serve may exit
+ * otherwise itself). The child keeps no other inherited descriptor and dies on SIGALRM after
+ * `seconds`. The parent writes requests to `cmd` and reads answers from `res`. */
+typedef struct {
+    pid_t pid;
+    int cmd, res;
+} server;
+
+static inline server server_start(void (*serve)(int in, int out, void *ctx), void *ctx, unsigned seconds) {
+    int c[2], r[2];
+    if (pipe(c) != 0 || pipe(r) != 0) exit(2);
+    fflush(NULL);
+    server s = {fork(), c[1], r[0]};
+    if (s.pid < 0) exit(2);
+    if (s.pid == 0) {
+        if (keep_only_fds(c[0], r[1]) != 0) _exit(3);
+        signal(SIGALRM, SIG_DFL);
+        alarm(seconds);
+        serve(c[0], r[1], ctx);
+        _exit(0);
+    }
+    close(c[0]);
+    close(r[1]);
+    return s;
+}
+
+/* Ends the requests (end-of-file) and reaps the child: its status, as child_wait. */
+static inline int server_stop(server *s) {
+    close(s->cmd);
+    close(s->res);
+    return child_wait(s->pid);
+}
+
 /* The handle's info (zeroed when the call fails, which is a failed check). */
 static inline tshm_info info_of(const tshm *h) {
     tshm_info i;

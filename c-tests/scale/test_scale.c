@@ -129,41 +129,30 @@ static int distinct(const uint32_t *slots, const int *held, int n) {
 /* The writer process: on each command (a frame; 0 for "current + 1") it takes the writer     */
 /* role, publishes that max_frame and releases; it answers the frame published (0: failed).  */
 
-typedef struct { pid_t pid; int cmd, res; } writer_proc;
+typedef server writer_proc;
+
+static void writer_serve(int in, int out, void *ctx) {
+    tshm *h = NULL;
+    if (tshm_open(ctx, NULL, &h) != TSHM_OK) _exit(4);
+    uint64_t f;
+    while (read(in, &f, sizeof f) == sizeof f) {
+        uint64_t done = 0;
+        if (f == 0) {
+            done = commit_next(h);
+        } else if (tshm_writer_acquire(h, 1000) == TSHM_OK) {
+            tshm_snapshot s;
+            memset(&s, 0, sizeof s);
+            s.max_frame = f;
+            done = tshm_publish(h, &s, TSHM_SNAP_MAX_FRAME) == TSHM_OK ? f : 0;
+            if (tshm_writer_release(h) != TSHM_OK) done = 0;
+        }
+        if (write(out, &done, sizeof done) != sizeof done) _exit(3);
+    }
+    _exit(tshm_close(h, NULL) == TSHM_OK ? 0 : 5);
+}
 
 static writer_proc writer_start(const char *db) {
-    int c[2], r[2];
-    writer_proc w = {-1, -1, -1};
-    if (pipe(c) != 0 || pipe(r) != 0) exit(2);
-    fflush(NULL);
-    w.pid = fork();
-    if (w.pid == 0) {
-        alarm(60);
-        close(c[1]);
-        close(r[0]);
-        tshm *h = NULL;
-        if (tshm_open(db, NULL, &h) != TSHM_OK) _exit(4);
-        uint64_t f;
-        while (read(c[0], &f, sizeof f) == sizeof f) {
-            uint64_t done = 0;
-            if (f == 0) {
-                done = commit_next(h);
-            } else if (tshm_writer_acquire(h, 1000) == TSHM_OK) {
-                tshm_snapshot s;
-                memset(&s, 0, sizeof s);
-                s.max_frame = f;
-                done = tshm_publish(h, &s, TSHM_SNAP_MAX_FRAME) == TSHM_OK ? f : 0;
-                if (tshm_writer_release(h) != TSHM_OK) done = 0;
-            }
-            if (write(r[1], &done, sizeof done) != sizeof done) _exit(3);
-        }
-        _exit(tshm_close(h, NULL) == TSHM_OK ? 0 : 5);
-    }
-    close(c[0]);
-    close(r[1]);
-    w.cmd = c[1];
-    w.res = r[0];
-    return w;
+    return server_start(writer_serve, (void *)db, 60);
 }
 
 static uint64_t writer_commit(writer_proc *w, uint64_t frame) {
@@ -174,9 +163,7 @@ static uint64_t writer_commit(writer_proc *w, uint64_t frame) {
 }
 
 static void writer_stop(writer_proc *w) {
-    close(w->cmd);
-    close(w->res);
-    CHECK(child_wait(w->pid) == 0);
+    CHECK(server_stop(w) == 0);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -331,15 +331,6 @@ static int refused(pid_t pid, const char *out) {
 /* A child holding a connection open (vfs = "tshm" or NULL for stock) until told to close. It
  * keeps no other descriptor of its parent: the write end of a pipe on which another child
  * waits for EOF would otherwise stay open for as long as the holder lives. */
-/* In a child: closes every descriptor above 2 but `a` and `b` (so that pipes to other children
- * see their end-of-file when the parent closes its end). */
-static int keep_only_fds(int a, int b) {
-    unsigned lo = (unsigned)(a < b ? a : b), hi = (unsigned)(a < b ? b : a);
-    if (lo > 3 && close_range(3, lo - 1, 0) != 0) return -1;
-    if (hi > lo + 1 && close_range(lo + 1, hi - 1, 0) != 0) return -1;
-    return close_range(hi + 1, ~0u, 0);
-}
-
 static pid_t holder(const char *path, const char *vfs, int *release_fd) {
     int p[2], r[2];
     if (pipe(p) || pipe(r)) exit(2);
@@ -845,52 +836,40 @@ static void killed_in_shim_points(void) {
 /* A connection in a child process: runs each statement it is sent (one a line) and answers
  * with the result code and the first column of the first row (-1 when none). Busy timeout 0:
  * any wait is the shim's. */
-typedef struct {
-    pid_t pid;
-    int cmd, res;
-} actor;
+typedef server actor;
 
 typedef struct {
     int rc;
     int64_t value;
 } actor_reply;
 
-static actor actor_start(const char *uri) {
-    int c[2], r[2];
-    if (pipe(c) != 0 || pipe(r) != 0) exit(2);
-    fflush(NULL);
-    actor a = {fork(), c[1], r[0]};
-    if (a.pid == 0) {
-        if (keep_only_fds(c[0], r[1]) != 0) _exit(3);
-        signal(SIGALRM, SIG_DFL);
-        alarm(120);
-        sqlite3 *db = NULL;
-        if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, "tshm") !=
-            SQLITE_OK)
-            _exit(2);
-        char line[512];
-        while (read_line(c[0], line, sizeof line)) {
-            actor_reply rep = {SQLITE_OK, -1};
-            sqlite3_stmt *st = NULL;
-            rep.rc = sqlite3_prepare_v2(db, line, -1, &st, NULL);
-            int first = 1;
-            while (rep.rc == SQLITE_OK || rep.rc == SQLITE_ROW) {
-                rep.rc = sqlite3_step(st);
-                if (rep.rc == SQLITE_ROW && first) rep.value = sqlite3_column_int64(st, 0), first = 0;
-                if (rep.rc == SQLITE_DONE) rep.rc = SQLITE_OK;
-                if (rep.rc != SQLITE_ROW) break;
-            }
-            if (rep.rc != SQLITE_OK && getenv("TEST_VERBOSE"))
-                fprintf(stderr, "  [%d] %s: %d (%d) %s\n", (int)getpid(), line, rep.rc, sqlite3_extended_errcode(db), sqlite3_errmsg(db));
-            sqlite3_finalize(st);
-            if (write(r[1], &rep, sizeof rep) != sizeof rep) _exit(3);
+static void actor_serve(int in, int out, void *ctx) {
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(ctx, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, "tshm") != SQLITE_OK)
+        _exit(2);
+    char line[512];
+    while (read_line(in, line, sizeof line)) {
+        actor_reply rep = {SQLITE_OK, -1};
+        sqlite3_stmt *st = NULL;
+        rep.rc = sqlite3_prepare_v2(db, line, -1, &st, NULL);
+        int first = 1;
+        while (rep.rc == SQLITE_OK || rep.rc == SQLITE_ROW) {
+            rep.rc = sqlite3_step(st);
+            if (rep.rc == SQLITE_ROW && first) rep.value = sqlite3_column_int64(st, 0), first = 0;
+            if (rep.rc == SQLITE_DONE) rep.rc = SQLITE_OK;
+            if (rep.rc != SQLITE_ROW) break;
         }
-        sqlite3_close(db);
-        _exit(0);
+        if (rep.rc != SQLITE_OK && getenv("TEST_VERBOSE"))
+            fprintf(stderr, "  [%d] %s: %d (%d) %s\n", (int)getpid(), line, rep.rc, sqlite3_extended_errcode(db),
+                    sqlite3_errmsg(db));
+        sqlite3_finalize(st);
+        if (write(out, &rep, sizeof rep) != sizeof rep) _exit(3);
     }
-    close(c[0]);
-    close(r[1]);
-    return a;
+    sqlite3_close(db);
+}
+
+static actor actor_start(const char *uri) {
+    return server_start(actor_serve, (void *)uri, 120);
 }
 
 static void actor_send(actor *a, const char *sql) {
@@ -909,9 +888,7 @@ static int actor_run(actor *a, const char *sql) {
 }
 
 static void actor_stop(actor *a) {
-    close(a->cmd);
-    close(a->res);
-    CHECK(child_wait(a->pid) == 0);
+    CHECK(server_stop(a) == 0);
 }
 
 /* Whether a connection is queued for the write lock now: an instance record with a writer

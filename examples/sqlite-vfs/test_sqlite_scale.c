@@ -130,46 +130,33 @@ static void fail_at(failure *f, int at, const char *what, int rc, sqlite3 *db) {
 /* integrity and closes. Answers {rc, count}.                                                 */
 
 typedef struct { int rc; int ok; int64_t n; } read_reply;
-typedef struct { pid_t pid; int cmd, res; } reader_proc;
+typedef server reader_proc;
+
+static void reader_serve(int in, int out, void *ctx) {
+    int rc;
+    sqlite3 *db = open_conn(ctx, &rc);
+    char cmd;
+    while (read(in, &cmd, 1) == 1) {
+        read_reply rep = {rc, 0, -1};
+        if (db != NULL && cmd == 'r') {
+            rep.n = row_count(db, &rep.rc);
+            rep.ok = rep.rc == SQLITE_OK;
+        } else if (db != NULL && cmd == 'q') {
+            sqlite3_stmt *st = NULL;
+            rep.n = row_count(db, &rep.rc);
+            if (rep.rc == SQLITE_OK && sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+                sqlite3_step(st) == SQLITE_ROW)
+                rep.ok = strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+            sqlite3_finalize(st);
+            if (sqlite3_close(db) != SQLITE_OK) rep.ok = 0;
+            db = NULL;
+        }
+        if (write(out, &rep, sizeof rep) != sizeof rep) _exit(3);
+    }
+}
 
 static reader_proc reader_start(const char *path) {
-    int c[2], r[2];
-    reader_proc p = {-1, -1, -1};
-    if (pipe(c) != 0 || pipe(r) != 0) exit(2);
-    fflush(NULL);
-    p.pid = fork();
-    if (p.pid == 0) {
-        alarm(60);
-        close(c[1]);
-        close(r[0]);
-        int rc;
-        sqlite3 *db = open_conn(path, &rc);
-        char cmd;
-        while (read(c[0], &cmd, 1) == 1) {
-            read_reply rep = {rc, 0, -1};
-            if (db != NULL && cmd == 'r') {
-                rep.n = row_count(db, &rep.rc);
-                rep.ok = rep.rc == SQLITE_OK;
-            } else if (db != NULL && cmd == 'q') {
-                sqlite3_stmt *st = NULL;
-                rep.n = row_count(db, &rep.rc);
-                if (rep.rc == SQLITE_OK &&
-                    sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
-                    sqlite3_step(st) == SQLITE_ROW)
-                    rep.ok = strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
-                sqlite3_finalize(st);
-                if (sqlite3_close(db) != SQLITE_OK) rep.ok = 0;
-                db = NULL;
-            }
-            if (write(r[1], &rep, sizeof rep) != sizeof rep) _exit(3);
-        }
-        _exit(0);
-    }
-    close(c[0]);
-    close(r[1]);
-    p.cmd = c[1];
-    p.res = r[0];
-    return p;
+    return server_start(reader_serve, (void *)path, 60);
 }
 
 static read_reply reader_ask(reader_proc *p, char cmd) {
@@ -283,9 +270,7 @@ static void two_thousand_connections(const char *path) {
     CHECK(closed == opened);
     rep = reader_ask(&other, 'q');
     CHECK(rep.rc == SQLITE_OK && rep.ok && rep.n == rows); /* integrity_check ok, every row there */
-    close(other.cmd);
-    close(other.res);
-    CHECK(child_wait(other.pid) == 0);
+    CHECK(server_stop(&other) == 0);
     int fds_after = count_fds();
     printf("  descriptors: %d before the connections, %d after closing them\n", fds_before, fds_after);
     CHECK(fds_after <= fds_before + 1); /* libtshm may keep the database file open (tshm_open) */
