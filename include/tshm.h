@@ -241,21 +241,6 @@
 #define TSHM_NO_FRAME UINT64_MAX
 
 /**
- * Entries per block.
- */
-#define BLOCK_ENTRIES (UNIT / ENTRY_BYTES)
-
-/**
- * Slots per generation (slot + 1 must fit the 32-bit `prev` and directory fields).
- */
-#define MAX_ENTRIES ((uint64_t)UINT32_MAX - 1)
-
-/**
- * Pin entries per handle: the distinct snapshots one handle can read at once in shared slots.
- */
-#define ENTRIES 8
-
-/**
  * `tshm_publish` field mask: `max_frame`.
  */
 #define TSHM_SNAP_MAX_FRAME (1 << 0)

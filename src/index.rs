@@ -76,11 +76,11 @@ const UNIT: u64 = POOL_UNIT;
 const NODES_PER_UNIT: u64 = UNIT / PAGE;
 const ENTRY_BYTES: u64 = 16;
 /// Entries per block.
-pub const BLOCK_ENTRIES: u64 = UNIT / ENTRY_BYTES;
+pub(crate) const BLOCK_ENTRIES: u64 = UNIT / ENTRY_BYTES;
 /// Set in the frame word of an entry dropped by a rollback.
 const DEAD: u64 = 1 << 63;
 /// Slots per generation (slot + 1 must fit the 32-bit `prev` and directory fields).
-pub const MAX_ENTRIES: u64 = u32::MAX as u64 - 1;
+pub(crate) const MAX_ENTRIES: u64 = u32::MAX as u64 - 1;
 /// A lookup that sees the generation move this many times in a row gives up with BUSY.
 const RETRIES: u32 = 16;
 /// Units beyond those the counters account for that a reservation may reach (see

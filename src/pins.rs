@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Mutex;
 
 /// Pin entries per handle: the distinct snapshots one handle can read at once in shared slots.
-pub const ENTRIES: usize = 8;
+pub(crate) const ENTRIES: usize = 8;
 
 const NONE: u32 = u32::MAX;
 const COUNT: u64 = 0xffff_ffff;
