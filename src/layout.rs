@@ -1,3 +1,4 @@
+//! `docs/PROTOCOL.md` is the specification of this byte map and of every protocol on it.
 //! The sidecar's byte map: the single description of the `-tshm` file, layout version 3.
 //!
 //! Owns: every offset, size and magic number of the file and of the lock-byte map. Other modules
