@@ -1,10 +1,71 @@
 /*
  * tshm.h — libtshm: multi-process coordination for write-ahead-logged databases.
  *
- * Conventions: every fallible function returns an int result code (TSHM_OK == 0, other values
- * follow SQLite's numbering where the meaning matches); outputs are written only on success;
- * NULL pointer arguments give TSHM_MISUSE; tshm_errmsg() explains the last failure on the
- * calling thread; no panic or exception crosses this API.
+ * RESULT CODES
+ * Every fallible function returns an int result code: TSHM_OK (0) or an error code (the
+ * numbers follow SQLite's where the meaning matches). Each function's comment lists every code
+ * it returns and when. Outputs are written only on success. A NULL pointer argument is
+ * TSHM_MISUSE and changes nothing. On every function that takes a handle, TSHM_MISUSE also
+ * means a bad handle: NULL, closed, not from tshm_open, or inherited across fork(). TSHM_INTERNAL is a bug in libtshm (a panic caught at this boundary;
+ * close the handle). A failed system call is TSHM_IOERR, or by its errno TSHM_PERM (EACCES,
+ * EPERM), TSHM_NOMEM (ENOMEM) or TSHM_READONLY (EROFS); tshm_errno() gives the errno. No
+ * function returns TSHM_ERROR, TSHM_PROTOCOL or TSHM_RANGE. Codes are never renumbered.
+ * tshm_errstr(rc) names a code; tshm_errmsg() explains the last failure on the calling thread.
+ * No panic or exception crosses this API.
+ *
+ * THREADS
+ * A handle may be used from any number of threads at once, with these exceptions:
+ * - tshm_close must not run concurrently with any other call on the same handle (it frees
+ *   what those calls use). Once it has returned, a call on the handle is TSHM_MISUSE while the
+ *   handle is among the 4096 most recently closed; after that it is a use after free.
+ * - Roles belong to the handle, not to a thread. The thread that took the writer or
+ *   checkpointer role may hand its use to other threads of the handle, and any of them may
+ *   release it. Taking a role the handle holds, or one another thread of the handle is taking
+ *   or releasing, is TSHM_MISUSE, not TSHM_BUSY and never a wait: threads that must exclude
+ *   each other as writers need a handle each.
+ * - The writer's index calls (tshm_index_append, _truncate, _reset) run one at a time per
+ *   handle: a call while another thread of the handle is inside one is TSHM_MISUSE, and so is
+ *   releasing the writer role meanwhile.
+ * - Engine locks (tshm_lock) belong to the handle too: its threads share what it holds, and
+ *   two handles exclude each other whether they are in one process or in two.
+ * - Read transactions: any thread may begin one; transactions of one handle at one snapshot
+ *   may share a slot number, and tshm_reader_end(slot) ends one of them, from any thread.
+ * - tshm_snapshot_get, tshm_index_find, tshm_index_foreach, tshm_min_reader_frame, tshm_owner
+ *   and the other getters need no role and may run beside any call but tshm_close (the first
+ *   three are lock-free; the probes of the others may make system calls).
+ * The detail behind tshm_errmsg() and tshm_errno() is kept per thread. Callbacks run on the
+ * thread that made the call: on_last_close inside tshm_close, keep_waiting inside the
+ * *_acquire_while call, the tshm_index_foreach callback inside tshm_index_foreach.
+ *
+ * FORK
+ * At fork() the library (through pthread_atfork) closes, in the child, the sidecar and database
+ * descriptors the child inherited: the child holds no lock of its parent's and never keeps one
+ * alive. In the child every call on an inherited handle is TSHM_MISUSE, except tshm_close,
+ * which returns TSHM_OK (was_last 0) and only frees memory in the child: the parent's roles,
+ * reader slots, engine locks and records stay the parent's.
+ * Pointers from tshm_region through inherited handles must not be used in the child. The child
+ * may open handles of its own, also on the same database, as any other process. The
+ * descriptors are O_CLOEXEC, so an exec drops everything too.
+ *
+ * OWNERSHIP
+ * - A handle from tshm_open belongs to the caller until tshm_close, which frees it whatever
+ *   it returns (a failed step is reported, the rest still done) except TSHM_MISUSE, when the
+ *   handle stays open, and TSHM_INTERNAL, after which its state is unknown.
+ *   tshm_close(NULL, ...) does nothing.
+ * - tshm_open only reads db_path and opts during the call; both may be freed afterwards.
+ * - tshm_errmsg(): owned by the library, per thread; NULL until a call on this thread failed;
+ *   valid until the next failing call on the same thread replaces it, or the thread exits. A
+ *   successful call leaves it as it was, and so do the routine TSHM_BUSY of tshm_lock and
+ *   TSHM_NOTFOUND of tshm_index_find: read it right after the failure it explains. Copy it to
+ *   keep it. tshm_errstr() and tshm_libversion() return static strings.
+ * - Snapshots, info, stats and owner records are copied into memory the caller owns.
+ * - A pointer from tshm_region points into the sidecar's mapping, shared by every process
+ *   attached; it stays valid until this process's last handle on that sidecar closes (not only
+ *   the handle it came from). Never free it; through a read-only handle, only read it.
+ * - Context pointers are never read, written or freed by the library, only passed back: the
+ *   on_last_close ctx (tshm_options.ctx) is kept by the handle and must stay valid until the
+ *   handle is closed; the ctx of keep_waiting and of tshm_index_foreach only during that call.
+ *   A callback must not unwind (throw, longjmp) through the library.
  */
 
 #ifndef TSHM_H
@@ -538,27 +599,40 @@ extern "C" {
 
 /**
  * The library's version number, `TSHM_VERSION_NUMBER` of the headers it was built with.
+ *
+ * Returns the number, not a result code; never fails.
  */
 int tshm_libversion_number(void);
 
 /**
  * The library's version string, e.g. "0.1.0". Static; never NULL.
+ *
+ * Returns the string, not a result code; never fails.
  */
 const char *tshm_libversion(void);
 
 /**
  * A static English description of result code `rc`; never NULL, also for unknown codes.
+ *
+ * Returns the string, not a result code; never fails.
  */
 const char *tshm_errstr(int rc);
 
 /**
  * The detailed message of the most recent failed call on this thread, or NULL if none failed
- * yet. Valid until the next failing call on this thread.
+ * yet. Owned by the library; valid until the next failing call on this thread (or the
+ * thread's exit). Successful calls leave it unchanged, and so do `TSHM_BUSY` from `tshm_lock`
+ * and `TSHM_NOTFOUND` from `tshm_index_find`.
+ *
+ * Returns the message, not a result code; never fails.
  */
 const char *tshm_errmsg(void);
 
 /**
- * The OS errno behind the most recent failed call on this thread (0 when it had none).
+ * The OS errno behind the most recent failed call on this thread (0 when it had none); left
+ * unchanged like `tshm_errmsg()`.
+ *
+ * Returns the errno, not a result code; never fails.
  */
 int tshm_errno(void);
 
@@ -566,7 +640,10 @@ int tshm_errno(void);
  * Fills `*opts` with the defaults: SHARED mode, OFD locks, CAS reader slots, shared-memory
  * roles, the default table sizes (4096 reader and 4096 instance slots), no hook.
  *
- * Returns `TSHM_OK`, or `TSHM_MISUSE` if `opts` is NULL.
+ * Returns:
+ * * `TSHM_OK`: `*opts` holds the defaults;
+ * * `TSHM_MISUSE`: `opts` is NULL;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `opts` is NULL or points to writable memory for a `tshm_options`.
@@ -590,7 +667,7 @@ int tshm_options_init(struct tshm_options *opts);
  * database (e.g. SQLite's). Without a database file there is no such check.
  *
  * Returns:
- * * `TSHM_OK`;
+ * * `TSHM_OK`: `*out` is the new handle;
  * * `TSHM_MISUSE`: `db_path` or `out` NULL; `db_path` empty or ending in `/`, `.` or `..`;
  *   `opts` not initialized by `tshm_options_init` (`opts->size` smaller than this version's
  *   struct, or above 4096); unknown flag bits; `TSHM_OPEN_EXCLUSIVE` with
@@ -627,7 +704,7 @@ int tshm_options_init(struct tshm_options *opts);
  *   there is room initializes it), or there is no room to give storage to the pages of a
  *   sidecar made sparse from outside (which a store through the mapping would need);
  * * `TSHM_IOERR`, `TSHM_PERM`, `TSHM_NOMEM`: a system call failed (`tshm_errno()`);
- * * `TSHM_INTERNAL`.
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `db_path` is NULL or a NUL-terminated string; `opts` is NULL or a `tshm_options` initialized
@@ -642,10 +719,16 @@ int tshm_open(const char *db_path, const struct tshm_options *opts, struct tshm 
  * calls on the same handle. In a child process after `fork()`, closing an inherited handle only
  * frees its memory. The sidecar file is never deleted.
  *
- * Returns `TSHM_OK`; `TSHM_MISUSE` for a closed handle or a close from inside the handle's own
- * `on_last_close` hook (the handle stays open then); `TSHM_IOERR` when a step of the close
- * failed in the system (the handle is freed all the same, having released all it could);
- * `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: closed and freed (also for `h` NULL, and for a handle inherited across `fork()`,
+ *   whose `*was_last` is then 0);
+ * * `TSHM_MISUSE`: a closed or bad handle (but not NULL), or a close from inside the handle's
+ *   own `on_last_close` hook (the handle stays open then);
+ * * `TSHM_IOERR` (or `TSHM_PERM`, `TSHM_NOMEM` by errno): a lock or unlock call of the close
+ *   failed; `TSHM_CORRUPT`: a role word or reader slot of the handle was overwritten from
+ *   outside. In both cases the handle is freed all the same, having released all it could,
+ *   and `*was_last` is not written;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle from `tshm_open`; `was_last` is NULL or writable.
@@ -656,7 +739,10 @@ int tshm_close(struct tshm *h, int *was_last);
  * Writes the handle's facts (mode, lock backend, reader strategy, slot counts, instance, whether
  * this open initialized the sidecar) to `*out`.
  *
- * Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: `*out` is filled;
+ * * `TSHM_MISUSE`: `out` NULL, a bad handle;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `out` is NULL or writable.
@@ -667,7 +753,10 @@ int tshm_info_get(const struct tshm *h, struct tshm_info *out);
  * Reads the current published snapshot into `*out`. Lock-free; never waits for a publisher,
  * not even one that died mid-publish. Safe to call from many threads on one handle.
  *
- * Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: `*out` is the snapshot;
+ * * `TSHM_MISUSE`: `out` NULL, a bad handle;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `out` is NULL or writable.
@@ -679,9 +768,15 @@ int tshm_snapshot_get(const struct tshm *h, struct tshm_snapshot *out);
  * the other fields keep their published values and `sequence` is advanced. The handle must hold
  * the writer or checkpointer role.
  *
- * Returns `TSHM_OK`; `TSHM_MISUSE` (`snap` NULL, unknown `mask` bits, neither role held, bad
- * handle); `TSHM_READONLY` on a read-only handle; `TSHM_BUSY` when the other role's holder,
- * alive, kept the publish token for over two seconds; `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: published;
+ * * `TSHM_MISUSE`: `snap` NULL, neither role held by this handle, unknown `mask` bits, a bad
+ *   handle;
+ * * `TSHM_READONLY`: a read-only handle;
+ * * `TSHM_BUSY`: another live publisher (the other role's holder, or another thread of this
+ *   handle) kept the publish token for over two seconds; nothing was published;
+ * * `TSHM_IOERR`: the liveness probe of the token's holder failed;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `snap` is NULL or readable.
@@ -695,10 +790,17 @@ int tshm_publish(struct tshm *h, const struct tshm_snapshot *snap, uint32_t mask
  * order (shared-memory roles). On success the frame index is trimmed to the published `max_frame` (a previous
  * writer may have died with uncommitted entries).
  *
- * Returns `TSHM_OK`; `TSHM_BUSY` (held elsewhere past the timeout); `TSHM_MISUSE` (this handle
- * holds it or is acquiring it on another thread, bad handle); `TSHM_READONLY` on a read-only
- * handle; `TSHM_CORRUPT` (the trim found the index corrupt; the role is not taken);
- * `TSHM_IOERR` (the lock call failed); `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: this handle holds the role;
+ * * `TSHM_BUSY`: another handle (of this process or another) holds it past the timeout (at
+ *   once for `timeout_ms == 0`);
+ * * `TSHM_MISUSE`: this handle holds the role, or another of its threads is taking or
+ *   releasing it; a bad handle;
+ * * `TSHM_READONLY`: a read-only handle;
+ * * `TSHM_CORRUPT`: the trim found the index corrupt (the role is not taken);
+ * * `TSHM_IOERR`: a lock call or liveness probe failed, or mapping a grown part of the index
+ *   for the trim failed (the role is not taken);
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -716,7 +818,8 @@ int tshm_writer_acquire(struct tshm *h,
  * `keep_waiting` NULL: exactly `tshm_writer_acquire`. It is never called when the role is taken
  * at once; it may call libtshm, on `h` too (but not to take this role), and must not unwind.
  *
- * Returns what `tshm_writer_acquire` returns.
+ * Returns what `tshm_writer_acquire` returns, and also:
+ * * `TSHM_BUSY`: `keep_waiting` returned 0 (this call left the queue without the role).
  *
  * # Safety
  * `h` is NULL or a handle; `keep_waiting` is NULL or a function that can be called with `ctx`.
@@ -729,8 +832,16 @@ int tshm_writer_acquire_while(struct tshm *h,
 /**
  * Releases the writer role.
  *
- * Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold it (or is bad); `TSHM_READONLY`
- * on a read-only handle; `TSHM_IOERR` (the unlock call failed); `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: released (handed to the longest waiter, if any);
+ * * `TSHM_MISUSE`: this handle does not hold the role, another of its threads is releasing it
+ *   or (writer) is inside an index call under it; a bad handle;
+ * * `TSHM_READONLY`: a read-only handle;
+ * * `TSHM_CORRUPT`: the role word was overwritten from outside (the handle no longer holds
+ *   the role);
+ * * `TSHM_IOERR`: the unlock call failed (`TSHM_ROLES_BYTELOCK`; the handle no longer holds
+ *   the role);
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -738,8 +849,11 @@ int tshm_writer_acquire_while(struct tshm *h,
 int tshm_writer_release(struct tshm *h);
 
 /**
- * Takes the checkpointer role; the same rules and results as `tshm_writer_acquire` (no index
- * trim, so never `TSHM_CORRUPT`).
+ * Takes the checkpointer role; the same rules as `tshm_writer_acquire`, without the index
+ * trim.
+ *
+ * Returns what `tshm_writer_acquire` returns for the checkpointer role, but never
+ * `TSHM_CORRUPT` and never the trim's `TSHM_IOERR`.
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -747,7 +861,11 @@ int tshm_writer_release(struct tshm *h);
 int tshm_checkpointer_acquire(struct tshm *h, uint32_t timeout_ms);
 
 /**
- * Takes the checkpointer role; the same rules and results as `tshm_writer_acquire_while`.
+ * Takes the checkpointer role like `tshm_checkpointer_acquire`, asking `keep_waiting` as
+ * `tshm_writer_acquire_while` does.
+ *
+ * Returns what `tshm_checkpointer_acquire` returns, and also `TSHM_BUSY` when `keep_waiting`
+ * returned 0.
  *
  * # Safety
  * `h` is NULL or a handle; `keep_waiting` is NULL or a function that can be called with `ctx`.
@@ -758,7 +876,10 @@ int tshm_checkpointer_acquire_while(struct tshm *h,
                                     void *ctx);
 
 /**
- * Releases the checkpointer role; the same results as `tshm_writer_release`.
+ * Releases the checkpointer role.
+ *
+ * Returns what `tshm_writer_release` returns for the checkpointer role (no index call holds
+ * it).
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -770,9 +891,16 @@ int tshm_checkpointer_release(struct tshm *h);
  * it (so no checkpoint backfills past it) and returns the slot in `*slot_out` and the pinned
  * snapshot in `*snap_out`. Stale slots of dead processes are reclaimed.
  *
- * Returns `TSHM_OK`; `TSHM_BUSY` when every slot is held by a live reader; `TSHM_MISUSE`
- * (`slot_out` or `snap_out` NULL, bad handle); `TSHM_READONLY` on a read-only handle;
- * `TSHM_IOERR` (a lock or liveness probe failed); `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: `*slot_out` and `*snap_out` are set; end the transaction with
+ *   `tshm_reader_end(h, *slot_out)`;
+ * * `TSHM_BUSY`: every reader slot is held by a live reader;
+ * * `TSHM_MISUSE`: `slot_out` or `snap_out` NULL, a bad handle;
+ * * `TSHM_READONLY`: a read-only handle;
+ * * `TSHM_CORRUPT`: the slot claimed was overwritten from outside while pinning (nothing is
+ *   held);
+ * * `TSHM_IOERR`: a lock call or liveness probe failed;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `slot_out` and `snap_out` are NULL or writable.
@@ -782,9 +910,14 @@ int tshm_reader_begin(struct tshm *h, uint32_t *slot_out, struct tshm_snapshot *
 /**
  * Ends the read transaction holding `slot`.
  *
- * Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold `slot` (or is bad);
- * `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT` when the slot was overwritten from
- * outside while held (the slot is released all the same); `TSHM_IOERR`; `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: the transaction ended;
+ * * `TSHM_MISUSE`: this handle has no read transaction on `slot`; a bad handle;
+ * * `TSHM_READONLY`: a read-only handle;
+ * * `TSHM_CORRUPT`: the slot was overwritten from outside while held (the transaction is
+ *   ended all the same);
+ * * `TSHM_IOERR`: the unlock call failed (`TSHM_READERS_BYTELOCK`; the transaction is ended);
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -796,8 +929,11 @@ int tshm_reader_end(struct tshm *h, uint32_t slot);
  * reads the snapshot first, then calls this, and backfills no frame above the smaller of the
  * two.
  *
- * Returns `TSHM_OK`, `TSHM_MISUSE` (`frame_out` NULL, bad handle), `TSHM_IOERR` (a liveness
- * probe failed) or `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: `*frame_out` is set;
+ * * `TSHM_MISUSE`: `frame_out` NULL, a bad handle;
+ * * `TSHM_IOERR`: a liveness probe failed;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `frame_out` is NULL or writable.
@@ -808,8 +944,11 @@ int tshm_min_reader_frame(const struct tshm *h, uint64_t *frame_out);
  * Who holds `role`: `TSHM_ROLE_LIFETIME`, `TSHM_ROLE_WRITER`, `TSHM_ROLE_CHECKPOINTER`, or
  * `TSHM_ROLE_READER0 + i` for reader slot `i`.
  *
- * Returns `TSHM_OK`, `TSHM_MISUSE` (a role that does not exist, `out` NULL, bad handle),
- * `TSHM_IOERR` (a liveness probe failed) or `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: `*out` is filled (also for a role nobody holds: `held == 0`);
+ * * `TSHM_MISUSE`: `out` NULL, a role that does not exist, a bad handle;
+ * * `TSHM_IOERR`: a liveness probe failed;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `out` is NULL or writable.
@@ -823,10 +962,16 @@ int tshm_owner(const struct tshm *h, uint32_t role, struct tshm_owner_info *out)
  * uncommitted: a rollback drops them (`tshm_index_truncate`), and so does the next writer if
  * this one dies first.
  *
- * Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, `frame` not above the last one or
- * out of range, bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_FULL` when the
- * `index_limit` option, the disk or the file-size limit stops the index from growing (the index
- * stays consistent and usable); `TSHM_CORRUPT`; `TSHM_IOERR`; `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: added;
+ * * `TSHM_MISUSE`: writer role not held by this handle, another of its threads inside an index
+ *   call, `frame` not above the last one or out of range, a bad handle;
+ * * `TSHM_READONLY`: a read-only handle;
+ * * `TSHM_FULL`: the `index_limit` option, the format's limit, the disk or the file-size limit
+ *   stops the index from growing (the index stays consistent and usable);
+ * * `TSHM_CORRUPT`: the index's shared words are inconsistent (changed from outside);
+ * * `TSHM_IOERR`: growing the sidecar or mapping a grown part failed;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -840,9 +985,15 @@ int tshm_index_append(struct tshm *h, uint32_t page, uint64_t frame);
  * changed). Lock-free; safe while the writer appends, rolls back or grows the index. Its cost
  * does not grow with the number of frames indexed.
  *
- * Returns `TSHM_OK`; `TSHM_NOTFOUND`; `TSHM_BUSY` (the index was reset again and again during
- * the lookup); `TSHM_CORRUPT`; `TSHM_MISUSE` (`frame_out` NULL, bad handle); `TSHM_IOERR`
- * (mapping a grown index failed); `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: `*frame_out` is the frame;
+ * * `TSHM_NOTFOUND`: no frame at or below `max_frame` holds `page` (`tshm_errmsg()` is not
+ *   changed);
+ * * `TSHM_BUSY`: the index was reset again and again during the lookup;
+ * * `TSHM_CORRUPT`: the index's shared words are inconsistent (changed from outside);
+ * * `TSHM_MISUSE`: `frame_out` NULL, a bad handle;
+ * * `TSHM_IOERR`: mapping a grown part of the index failed;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `frame_out` is NULL or writable.
@@ -855,9 +1006,14 @@ int tshm_index_find(const struct tshm *h, uint32_t page, uint64_t max_frame, uin
  * only by `tshm_index_reset` after the WAL restarts. Concurrent lookups never miss a
  * committed entry.
  *
- * Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, `max_frame` below the committed one,
- * bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT`; `TSHM_IOERR` (mapping a
- * grown part of the index failed); `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: nothing above `max_frame` is left (also when there was nothing to drop);
+ * * `TSHM_MISUSE`: `max_frame` below the published one, writer role not held by this handle,
+ *   another of its threads inside an index call, a bad handle;
+ * * `TSHM_READONLY`: a read-only handle;
+ * * `TSHM_CORRUPT`: the index's shared words are inconsistent (changed from outside);
+ * * `TSHM_IOERR`: mapping a grown part of the index failed;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -869,8 +1025,12 @@ int tshm_index_truncate(struct tshm *h, uint64_t max_frame);
  * backfilled, no reader pinning one). Writer only. Also the first step of a rebuild: a handle
  * whose `tshm_info.initialized` is 1 found no live sidecar and re-appends its WAL's frames.
  *
- * Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, bad handle); `TSHM_READONLY` on a
- * read-only handle; `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: the index is empty;
+ * * `TSHM_MISUSE`: writer role not held by this handle, another of its threads inside an index
+ *   call, a bad handle;
+ * * `TSHM_READONLY`: a read-only handle;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle.
@@ -882,8 +1042,14 @@ int tshm_index_reset(struct tshm *h);
  * ascending page order, with that page's newest such frame (what a checkpointer copies back).
  * Allocates nothing. Stops early, still returning `TSHM_OK`, when `cb` returns non-zero.
  *
- * Returns `TSHM_OK`; `TSHM_BUSY` if the index was reset meanwhile; `TSHM_CORRUPT`;
- * `TSHM_MISUSE` (`cb` NULL, bad handle); `TSHM_IOERR`; `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: every page was passed to `cb`, or `cb` stopped the walk;
+ * * `TSHM_BUSY`: the index was reset during the walk (pages already passed to `cb` may be
+ *   stale);
+ * * `TSHM_CORRUPT`: the index's shared words are inconsistent (changed from outside);
+ * * `TSHM_MISUSE`: `cb` NULL, a bad handle;
+ * * `TSHM_IOERR`: mapping a grown part of the index failed;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `cb` is NULL or a function safe to call with `ctx`.
@@ -894,7 +1060,10 @@ int tshm_index_foreach(const struct tshm *h, uint64_t max_frame, tshm_index_fn c
  * Writes the index's counters (generation, entries, dead entries, tail frame, blocks, node
  * pages, pool bytes) to `*out`.
  *
- * Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: `*out` is filled;
+ * * `TSHM_MISUSE`: `out` NULL, a bad handle;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `out` is NULL or writable.
@@ -910,10 +1079,16 @@ int tshm_index_stats_get(const struct tshm *h, struct tshm_index_stats *out);
  * that nobody has open finds every region gone (zeroed), like SQLite's dead-man switch. A
  * read-only handle finds existing regions (and must only read them) but never creates one.
  *
- * Returns `TSHM_OK`; `TSHM_MISUSE` (`ptr` NULL, `idx` or `size` out of range, `size` unlike the
- * sidecar's regions, bad handle); `TSHM_READONLY` when a read-only handle would have to create
- * the region; `TSHM_FULL` (the disk or the file-size limit stops the sidecar from growing);
- * `TSHM_CORRUPT` (the region table points outside the file); `TSHM_IOERR`; `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: `*ptr` is the region's address (NULL when it does not exist and `extend == 0`);
+ * * `TSHM_MISUSE`: `ptr` NULL, `idx` or `size` out of range, `size` unlike the sidecar's
+ *   regions, a bad handle;
+ * * `TSHM_READONLY`: a read-only handle would have to create the region;
+ * * `TSHM_FULL`: the disk or the file-size limit stops the sidecar from growing, or the pool
+ *   reached its addressable size;
+ * * `TSHM_CORRUPT`: the region table or the pool's counters point outside the file;
+ * * `TSHM_IOERR`: growing the sidecar or mapping the region failed;
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle; `ptr` is NULL or writable.
@@ -932,10 +1107,15 @@ int tshm_region(struct tshm *h, uint32_t idx, size_t size, int extend, void **pt
  * EXCLUSIVE makes one probe per slot (for read-only holders). A read-only handle takes SHARED
  * locks (kernel read locks, which work on a sidecar it cannot write).
  *
- * Returns `TSHM_OK`; `TSHM_BUSY` (a conflicting lock is held; `tshm_errmsg()` is not changed);
- * `TSHM_MISUSE` (slots out of range, bad flags, a mode conversion, releasing what is not held,
- * bad handle); `TSHM_READONLY` for EXCLUSIVE on a read-only handle; `TSHM_IOERR` (a lock call
- * or liveness probe failed); `TSHM_INTERNAL`.
+ * Returns:
+ * * `TSHM_OK`: every slot of the range is taken (or released);
+ * * `TSHM_BUSY`: a conflicting lock is held; nothing was taken (`tshm_errmsg()` is not
+ *   changed);
+ * * `TSHM_MISUSE`: slots out of range, bad flags, a mode conversion, releasing what is not
+ *   held, a bad handle;
+ * * `TSHM_READONLY`: EXCLUSIVE on a read-only handle;
+ * * `TSHM_IOERR`: a lock call or liveness probe failed (a request that fails takes nothing);
+ * * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
  *
  * # Safety
  * `h` is NULL or a handle.

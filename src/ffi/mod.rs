@@ -199,18 +199,24 @@ unsafe fn check_options_size(opts: *const tshm_options) -> crate::Result<usize> 
 }
 
 /// The library's version number, `TSHM_VERSION_NUMBER` of the headers it was built with.
+///
+/// Returns the number, not a result code; never fails.
 #[no_mangle]
 pub extern "C" fn tshm_libversion_number() -> c_int {
     TSHM_VERSION_NUMBER
 }
 
 /// The library's version string, e.g. "0.1.0". Static; never NULL.
+///
+/// Returns the string, not a result code; never fails.
 #[no_mangle]
 pub extern "C" fn tshm_libversion() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
 /// A static English description of result code `rc`; never NULL, also for unknown codes.
+///
+/// Returns the string, not a result code; never fails.
 #[no_mangle]
 pub extern "C" fn tshm_errstr(rc: c_int) -> *const c_char {
     // The descriptions are 'static str without NUL: keep NUL-terminated copies.
@@ -230,13 +236,20 @@ pub extern "C" fn tshm_errstr(rc: c_int) -> *const c_char {
 }
 
 /// The detailed message of the most recent failed call on this thread, or NULL if none failed
-/// yet. Valid until the next failing call on this thread.
+/// yet. Owned by the library; valid until the next failing call on this thread (or the
+/// thread's exit). Successful calls leave it unchanged, and so do `TSHM_BUSY` from `tshm_lock`
+/// and `TSHM_NOTFOUND` from `tshm_index_find`.
+///
+/// Returns the message, not a result code; never fails.
 #[no_mangle]
 pub extern "C" fn tshm_errmsg() -> *const c_char {
     guard::message_ptr()
 }
 
-/// The OS errno behind the most recent failed call on this thread (0 when it had none).
+/// The OS errno behind the most recent failed call on this thread (0 when it had none); left
+/// unchanged like `tshm_errmsg()`.
+///
+/// Returns the errno, not a result code; never fails.
 #[no_mangle]
 pub extern "C" fn tshm_errno() -> c_int {
     guard::errno()
@@ -245,7 +258,10 @@ pub extern "C" fn tshm_errno() -> c_int {
 /// Fills `*opts` with the defaults: SHARED mode, OFD locks, CAS reader slots, shared-memory
 /// roles, the default table sizes (4096 reader and 4096 instance slots), no hook.
 ///
-/// Returns `TSHM_OK`, or `TSHM_MISUSE` if `opts` is NULL.
+/// Returns:
+/// * `TSHM_OK`: `*opts` holds the defaults;
+/// * `TSHM_MISUSE`: `opts` is NULL;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `opts` is NULL or points to writable memory for a `tshm_options`.
@@ -288,7 +304,7 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 /// database (e.g. SQLite's). Without a database file there is no such check.
 ///
 /// Returns:
-/// * `TSHM_OK`;
+/// * `TSHM_OK`: `*out` is the new handle;
 /// * `TSHM_MISUSE`: `db_path` or `out` NULL; `db_path` empty or ending in `/`, `.` or `..`;
 ///   `opts` not initialized by `tshm_options_init` (`opts->size` smaller than this version's
 ///   struct, or above 4096); unknown flag bits; `TSHM_OPEN_EXCLUSIVE` with
@@ -325,7 +341,7 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 ///   there is room initializes it), or there is no room to give storage to the pages of a
 ///   sidecar made sparse from outside (which a store through the mapping would need);
 /// * `TSHM_IOERR`, `TSHM_PERM`, `TSHM_NOMEM`: a system call failed (`tshm_errno()`);
-/// * `TSHM_INTERNAL`.
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `db_path` is NULL or a NUL-terminated string; `opts` is NULL or a `tshm_options` initialized
@@ -399,10 +415,16 @@ pub unsafe extern "C" fn tshm_open(
 /// calls on the same handle. In a child process after `fork()`, closing an inherited handle only
 /// frees its memory. The sidecar file is never deleted.
 ///
-/// Returns `TSHM_OK`; `TSHM_MISUSE` for a closed handle or a close from inside the handle's own
-/// `on_last_close` hook (the handle stays open then); `TSHM_IOERR` when a step of the close
-/// failed in the system (the handle is freed all the same, having released all it could);
-/// `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: closed and freed (also for `h` NULL, and for a handle inherited across `fork()`,
+///   whose `*was_last` is then 0);
+/// * `TSHM_MISUSE`: a closed or bad handle (but not NULL), or a close from inside the handle's
+///   own `on_last_close` hook (the handle stays open then);
+/// * `TSHM_IOERR` (or `TSHM_PERM`, `TSHM_NOMEM` by errno): a lock or unlock call of the close
+///   failed; `TSHM_CORRUPT`: a role word or reader slot of the handle was overwritten from
+///   outside. In both cases the handle is freed all the same, having released all it could,
+///   and `*was_last` is not written;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle from `tshm_open`; `was_last` is NULL or writable.
@@ -446,7 +468,10 @@ pub unsafe extern "C" fn tshm_close(h: *mut tshm, was_last: *mut c_int) -> c_int
 /// Writes the handle's facts (mode, lock backend, reader strategy, slot counts, instance, whether
 /// this open initialized the sidecar) to `*out`.
 ///
-/// Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: `*out` is filled;
+/// * `TSHM_MISUSE`: `out` NULL, a bad handle;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `out` is NULL or writable.
@@ -458,7 +483,10 @@ pub unsafe extern "C" fn tshm_info_get(h: *const tshm, out: *mut tshm_info) -> c
 /// Reads the current published snapshot into `*out`. Lock-free; never waits for a publisher,
 /// not even one that died mid-publish. Safe to call from many threads on one handle.
 ///
-/// Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: `*out` is the snapshot;
+/// * `TSHM_MISUSE`: `out` NULL, a bad handle;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `out` is NULL or writable.
@@ -471,9 +499,15 @@ pub unsafe extern "C" fn tshm_snapshot_get(h: *const tshm, out: *mut tshm_snapsh
 /// the other fields keep their published values and `sequence` is advanced. The handle must hold
 /// the writer or checkpointer role.
 ///
-/// Returns `TSHM_OK`; `TSHM_MISUSE` (`snap` NULL, unknown `mask` bits, neither role held, bad
-/// handle); `TSHM_READONLY` on a read-only handle; `TSHM_BUSY` when the other role's holder,
-/// alive, kept the publish token for over two seconds; `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: published;
+/// * `TSHM_MISUSE`: `snap` NULL, neither role held by this handle, unknown `mask` bits, a bad
+///   handle;
+/// * `TSHM_READONLY`: a read-only handle;
+/// * `TSHM_BUSY`: another live publisher (the other role's holder, or another thread of this
+///   handle) kept the publish token for over two seconds; nothing was published;
+/// * `TSHM_IOERR`: the liveness probe of the token's holder failed;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `snap` is NULL or readable.
@@ -523,10 +557,17 @@ fn release(h: *mut tshm, writer: bool) -> c_int {
 /// order (shared-memory roles). On success the frame index is trimmed to the published `max_frame` (a previous
 /// writer may have died with uncommitted entries).
 ///
-/// Returns `TSHM_OK`; `TSHM_BUSY` (held elsewhere past the timeout); `TSHM_MISUSE` (this handle
-/// holds it or is acquiring it on another thread, bad handle); `TSHM_READONLY` on a read-only
-/// handle; `TSHM_CORRUPT` (the trim found the index corrupt; the role is not taken);
-/// `TSHM_IOERR` (the lock call failed); `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: this handle holds the role;
+/// * `TSHM_BUSY`: another handle (of this process or another) holds it past the timeout (at
+///   once for `timeout_ms == 0`);
+/// * `TSHM_MISUSE`: this handle holds the role, or another of its threads is taking or
+///   releasing it; a bad handle;
+/// * `TSHM_READONLY`: a read-only handle;
+/// * `TSHM_CORRUPT`: the trim found the index corrupt (the role is not taken);
+/// * `TSHM_IOERR`: a lock call or liveness probe failed, or mapping a grown part of the index
+///   for the trim failed (the role is not taken);
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -544,7 +585,8 @@ pub unsafe extern "C" fn tshm_writer_acquire(h: *mut tshm, timeout_ms: u32) -> c
 /// `keep_waiting` NULL: exactly `tshm_writer_acquire`. It is never called when the role is taken
 /// at once; it may call libtshm, on `h` too (but not to take this role), and must not unwind.
 ///
-/// Returns what `tshm_writer_acquire` returns.
+/// Returns what `tshm_writer_acquire` returns, and also:
+/// * `TSHM_BUSY`: `keep_waiting` returned 0 (this call left the queue without the role).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `keep_waiting` is NULL or a function that can be called with `ctx`.
@@ -560,8 +602,16 @@ pub unsafe extern "C" fn tshm_writer_acquire_while(
 
 /// Releases the writer role.
 ///
-/// Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold it (or is bad); `TSHM_READONLY`
-/// on a read-only handle; `TSHM_IOERR` (the unlock call failed); `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: released (handed to the longest waiter, if any);
+/// * `TSHM_MISUSE`: this handle does not hold the role, another of its threads is releasing it
+///   or (writer) is inside an index call under it; a bad handle;
+/// * `TSHM_READONLY`: a read-only handle;
+/// * `TSHM_CORRUPT`: the role word was overwritten from outside (the handle no longer holds
+///   the role);
+/// * `TSHM_IOERR`: the unlock call failed (`TSHM_ROLES_BYTELOCK`; the handle no longer holds
+///   the role);
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -570,8 +620,11 @@ pub unsafe extern "C" fn tshm_writer_release(h: *mut tshm) -> c_int {
     ffi_guard!({ release(h, true) })
 }
 
-/// Takes the checkpointer role; the same rules and results as `tshm_writer_acquire` (no index
-/// trim, so never `TSHM_CORRUPT`).
+/// Takes the checkpointer role; the same rules as `tshm_writer_acquire`, without the index
+/// trim.
+///
+/// Returns what `tshm_writer_acquire` returns for the checkpointer role, but never
+/// `TSHM_CORRUPT` and never the trim's `TSHM_IOERR`.
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -580,7 +633,11 @@ pub unsafe extern "C" fn tshm_checkpointer_acquire(h: *mut tshm, timeout_ms: u32
     ffi_guard!({ acquire(h, false, timeout_ms) })
 }
 
-/// Takes the checkpointer role; the same rules and results as `tshm_writer_acquire_while`.
+/// Takes the checkpointer role like `tshm_checkpointer_acquire`, asking `keep_waiting` as
+/// `tshm_writer_acquire_while` does.
+///
+/// Returns what `tshm_checkpointer_acquire` returns, and also `TSHM_BUSY` when `keep_waiting`
+/// returned 0.
 ///
 /// # Safety
 /// `h` is NULL or a handle; `keep_waiting` is NULL or a function that can be called with `ctx`.
@@ -594,7 +651,10 @@ pub unsafe extern "C" fn tshm_checkpointer_acquire_while(
     ffi_guard!({ acquire_while(h, false, timeout_ms, keep_waiting, ctx) })
 }
 
-/// Releases the checkpointer role; the same results as `tshm_writer_release`.
+/// Releases the checkpointer role.
+///
+/// Returns what `tshm_writer_release` returns for the checkpointer role (no index call holds
+/// it).
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -607,9 +667,16 @@ pub unsafe extern "C" fn tshm_checkpointer_release(h: *mut tshm) -> c_int {
 /// it (so no checkpoint backfills past it) and returns the slot in `*slot_out` and the pinned
 /// snapshot in `*snap_out`. Stale slots of dead processes are reclaimed.
 ///
-/// Returns `TSHM_OK`; `TSHM_BUSY` when every slot is held by a live reader; `TSHM_MISUSE`
-/// (`slot_out` or `snap_out` NULL, bad handle); `TSHM_READONLY` on a read-only handle;
-/// `TSHM_IOERR` (a lock or liveness probe failed); `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: `*slot_out` and `*snap_out` are set; end the transaction with
+///   `tshm_reader_end(h, *slot_out)`;
+/// * `TSHM_BUSY`: every reader slot is held by a live reader;
+/// * `TSHM_MISUSE`: `slot_out` or `snap_out` NULL, a bad handle;
+/// * `TSHM_READONLY`: a read-only handle;
+/// * `TSHM_CORRUPT`: the slot claimed was overwritten from outside while pinning (nothing is
+///   held);
+/// * `TSHM_IOERR`: a lock call or liveness probe failed;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `slot_out` and `snap_out` are NULL or writable.
@@ -639,9 +706,14 @@ pub unsafe extern "C" fn tshm_reader_begin(
 
 /// Ends the read transaction holding `slot`.
 ///
-/// Returns `TSHM_OK`; `TSHM_MISUSE` if this handle does not hold `slot` (or is bad);
-/// `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT` when the slot was overwritten from
-/// outside while held (the slot is released all the same); `TSHM_IOERR`; `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: the transaction ended;
+/// * `TSHM_MISUSE`: this handle has no read transaction on `slot`; a bad handle;
+/// * `TSHM_READONLY`: a read-only handle;
+/// * `TSHM_CORRUPT`: the slot was overwritten from outside while held (the transaction is
+///   ended all the same);
+/// * `TSHM_IOERR`: the unlock call failed (`TSHM_READERS_BYTELOCK`; the transaction is ended);
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -654,8 +726,11 @@ pub unsafe extern "C" fn tshm_reader_end(h: *mut tshm, slot: u32) -> c_int {
 /// reads the snapshot first, then calls this, and backfills no frame above the smaller of the
 /// two.
 ///
-/// Returns `TSHM_OK`, `TSHM_MISUSE` (`frame_out` NULL, bad handle), `TSHM_IOERR` (a liveness
-/// probe failed) or `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: `*frame_out` is set;
+/// * `TSHM_MISUSE`: `frame_out` NULL, a bad handle;
+/// * `TSHM_IOERR`: a liveness probe failed;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `frame_out` is NULL or writable.
@@ -671,8 +746,11 @@ pub unsafe extern "C" fn tshm_min_reader_frame(h: *const tshm, frame_out: *mut u
 /// Who holds `role`: `TSHM_ROLE_LIFETIME`, `TSHM_ROLE_WRITER`, `TSHM_ROLE_CHECKPOINTER`, or
 /// `TSHM_ROLE_READER0 + i` for reader slot `i`.
 ///
-/// Returns `TSHM_OK`, `TSHM_MISUSE` (a role that does not exist, `out` NULL, bad handle),
-/// `TSHM_IOERR` (a liveness probe failed) or `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: `*out` is filled (also for a role nobody holds: `held == 0`);
+/// * `TSHM_MISUSE`: `out` NULL, a role that does not exist, a bad handle;
+/// * `TSHM_IOERR`: a liveness probe failed;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `out` is NULL or writable.
@@ -687,10 +765,16 @@ pub unsafe extern "C" fn tshm_owner(h: *const tshm, role: u32, out: *mut tshm_ow
 /// uncommitted: a rollback drops them (`tshm_index_truncate`), and so does the next writer if
 /// this one dies first.
 ///
-/// Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, `frame` not above the last one or
-/// out of range, bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_FULL` when the
-/// `index_limit` option, the disk or the file-size limit stops the index from growing (the index
-/// stays consistent and usable); `TSHM_CORRUPT`; `TSHM_IOERR`; `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: added;
+/// * `TSHM_MISUSE`: writer role not held by this handle, another of its threads inside an index
+///   call, `frame` not above the last one or out of range, a bad handle;
+/// * `TSHM_READONLY`: a read-only handle;
+/// * `TSHM_FULL`: the `index_limit` option, the format's limit, the disk or the file-size limit
+///   stops the index from growing (the index stays consistent and usable);
+/// * `TSHM_CORRUPT`: the index's shared words are inconsistent (changed from outside);
+/// * `TSHM_IOERR`: growing the sidecar or mapping a grown part failed;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -705,9 +789,15 @@ pub unsafe extern "C" fn tshm_index_append(h: *mut tshm, page: u32, frame: u64) 
 /// changed). Lock-free; safe while the writer appends, rolls back or grows the index. Its cost
 /// does not grow with the number of frames indexed.
 ///
-/// Returns `TSHM_OK`; `TSHM_NOTFOUND`; `TSHM_BUSY` (the index was reset again and again during
-/// the lookup); `TSHM_CORRUPT`; `TSHM_MISUSE` (`frame_out` NULL, bad handle); `TSHM_IOERR`
-/// (mapping a grown index failed); `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: `*frame_out` is the frame;
+/// * `TSHM_NOTFOUND`: no frame at or below `max_frame` holds `page` (`tshm_errmsg()` is not
+///   changed);
+/// * `TSHM_BUSY`: the index was reset again and again during the lookup;
+/// * `TSHM_CORRUPT`: the index's shared words are inconsistent (changed from outside);
+/// * `TSHM_MISUSE`: `frame_out` NULL, a bad handle;
+/// * `TSHM_IOERR`: mapping a grown part of the index failed;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `frame_out` is NULL or writable.
@@ -738,9 +828,14 @@ pub unsafe extern "C" fn tshm_index_find(
 /// only by `tshm_index_reset` after the WAL restarts. Concurrent lookups never miss a
 /// committed entry.
 ///
-/// Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, `max_frame` below the committed one,
-/// bad handle); `TSHM_READONLY` on a read-only handle; `TSHM_CORRUPT`; `TSHM_IOERR` (mapping a
-/// grown part of the index failed); `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: nothing above `max_frame` is left (also when there was nothing to drop);
+/// * `TSHM_MISUSE`: `max_frame` below the published one, writer role not held by this handle,
+///   another of its threads inside an index call, a bad handle;
+/// * `TSHM_READONLY`: a read-only handle;
+/// * `TSHM_CORRUPT`: the index's shared words are inconsistent (changed from outside);
+/// * `TSHM_IOERR`: mapping a grown part of the index failed;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -759,8 +854,12 @@ pub unsafe extern "C" fn tshm_index_truncate(h: *mut tshm, max_frame: u64) -> c_
 /// backfilled, no reader pinning one). Writer only. Also the first step of a rebuild: a handle
 /// whose `tshm_info.initialized` is 1 found no live sidecar and re-appends its WAL's frames.
 ///
-/// Returns `TSHM_OK`; `TSHM_MISUSE` (writer role not held, bad handle); `TSHM_READONLY` on a
-/// read-only handle; `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: the index is empty;
+/// * `TSHM_MISUSE`: writer role not held by this handle, another of its threads inside an index
+///   call, a bad handle;
+/// * `TSHM_READONLY`: a read-only handle;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle.
@@ -773,8 +872,14 @@ pub unsafe extern "C" fn tshm_index_reset(h: *mut tshm) -> c_int {
 /// ascending page order, with that page's newest such frame (what a checkpointer copies back).
 /// Allocates nothing. Stops early, still returning `TSHM_OK`, when `cb` returns non-zero.
 ///
-/// Returns `TSHM_OK`; `TSHM_BUSY` if the index was reset meanwhile; `TSHM_CORRUPT`;
-/// `TSHM_MISUSE` (`cb` NULL, bad handle); `TSHM_IOERR`; `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: every page was passed to `cb`, or `cb` stopped the walk;
+/// * `TSHM_BUSY`: the index was reset during the walk (pages already passed to `cb` may be
+///   stale);
+/// * `TSHM_CORRUPT`: the index's shared words are inconsistent (changed from outside);
+/// * `TSHM_MISUSE`: `cb` NULL, a bad handle;
+/// * `TSHM_IOERR`: mapping a grown part of the index failed;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `cb` is NULL or a function safe to call with `ctx`.
@@ -801,7 +906,10 @@ pub unsafe extern "C" fn tshm_index_foreach(
 /// Writes the index's counters (generation, entries, dead entries, tail frame, blocks, node
 /// pages, pool bytes) to `*out`.
 ///
-/// Returns `TSHM_OK`, `TSHM_MISUSE` (`out` NULL, bad handle) or `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: `*out` is filled;
+/// * `TSHM_MISUSE`: `out` NULL, a bad handle;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `out` is NULL or writable.
@@ -821,10 +929,16 @@ pub unsafe extern "C" fn tshm_index_stats_get(
 /// that nobody has open finds every region gone (zeroed), like SQLite's dead-man switch. A
 /// read-only handle finds existing regions (and must only read them) but never creates one.
 ///
-/// Returns `TSHM_OK`; `TSHM_MISUSE` (`ptr` NULL, `idx` or `size` out of range, `size` unlike the
-/// sidecar's regions, bad handle); `TSHM_READONLY` when a read-only handle would have to create
-/// the region; `TSHM_FULL` (the disk or the file-size limit stops the sidecar from growing);
-/// `TSHM_CORRUPT` (the region table points outside the file); `TSHM_IOERR`; `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: `*ptr` is the region's address (NULL when it does not exist and `extend == 0`);
+/// * `TSHM_MISUSE`: `ptr` NULL, `idx` or `size` out of range, `size` unlike the sidecar's
+///   regions, a bad handle;
+/// * `TSHM_READONLY`: a read-only handle would have to create the region;
+/// * `TSHM_FULL`: the disk or the file-size limit stops the sidecar from growing, or the pool
+///   reached its addressable size;
+/// * `TSHM_CORRUPT`: the region table or the pool's counters point outside the file;
+/// * `TSHM_IOERR`: growing the sidecar or mapping the region failed;
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle; `ptr` is NULL or writable.
@@ -861,10 +975,15 @@ pub unsafe extern "C" fn tshm_region(
 /// EXCLUSIVE makes one probe per slot (for read-only holders). A read-only handle takes SHARED
 /// locks (kernel read locks, which work on a sidecar it cannot write).
 ///
-/// Returns `TSHM_OK`; `TSHM_BUSY` (a conflicting lock is held; `tshm_errmsg()` is not changed);
-/// `TSHM_MISUSE` (slots out of range, bad flags, a mode conversion, releasing what is not held,
-/// bad handle); `TSHM_READONLY` for EXCLUSIVE on a read-only handle; `TSHM_IOERR` (a lock call
-/// or liveness probe failed); `TSHM_INTERNAL`.
+/// Returns:
+/// * `TSHM_OK`: every slot of the range is taken (or released);
+/// * `TSHM_BUSY`: a conflicting lock is held; nothing was taken (`tshm_errmsg()` is not
+///   changed);
+/// * `TSHM_MISUSE`: slots out of range, bad flags, a mode conversion, releasing what is not
+///   held, a bad handle;
+/// * `TSHM_READONLY`: EXCLUSIVE on a read-only handle;
+/// * `TSHM_IOERR`: a lock call or liveness probe failed (a request that fails takes nothing);
+/// * `TSHM_INTERNAL`: a bug in libtshm (a caught panic).
 ///
 /// # Safety
 /// `h` is NULL or a handle.
