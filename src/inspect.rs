@@ -15,6 +15,10 @@
 //! [`rates`] turns two reports into per-second rates that read a counter that went down (a
 //! re-initialized sidecar) as no activity rather than as a huge or negative rate. The walks over
 //! instances and reader slots stop at their high-water marks, clamped to the tables.
+//!
+//! **SQLite.** On a database used through the SQLite shim the report also carries SQLite's
+//! view ([`sqlite`]): its lock slots by name with their holders and read marks, and the
+//! wal-index header the shim keeps in engine region 0, checked against the `<db>-wal` header.
 
 use crate::error::{Error, Result};
 use crate::index::{tshm_index_stats, Index};
@@ -28,6 +32,8 @@ use crate::Role;
 use std::path::Path;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
+
+pub mod sqlite;
 
 /// One reader slot that has an owner.
 #[derive(Clone, Copy, Debug)]
@@ -259,6 +265,8 @@ pub struct Report {
     pub snapshot: tshm_snapshot,
     pub index: tshm_index_stats,
     pub contention: Contention,
+    /// SQLite's view, on a database used through the SQLite shim (see [`sqlite`]).
+    pub sqlite: Option<sqlite::Sqlite>,
 }
 
 impl Report {
@@ -348,6 +356,7 @@ pub fn observe(db: &Path) -> Result<Report> {
             readers.push(ReaderSlot { slot: i, owner: o });
         }
     }
+    let sqlite = sqlite::observe(&node, m, db, &attached)?;
     Ok(Report {
         sidecar_bytes: region::file_len(node.fd())?,
         mode: if attached.is_empty() {
@@ -388,6 +397,7 @@ pub fn observe(db: &Path) -> Result<Report> {
             },
         },
         attached,
+        sqlite,
     })
 }
 
@@ -803,6 +813,295 @@ mod tests {
             }
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    /// Stores native-endian words into an engine region, as SQLite's plain stores land there.
+    fn put_words(region: *mut u8, off: usize, words: &[u32]) {
+        for (k, w) in words.iter().enumerate() {
+            // SAFETY: inside the region (32 KiB, 8-aligned); shared memory is only ever
+            // accessed atomically.
+            let a = unsafe { &*(region.add(off + 4 * k) as *const std::sync::atomic::AtomicU32) };
+            a.store(*w, Relaxed);
+        }
+    }
+
+    /// The first 136 bytes of a `-shm` file stock SQLite 3.40 wrote (x86-64) for a WAL of 5
+    /// frames, 4096-byte pages, with a read transaction open on read mark 1; and the first 32
+    /// bytes of its `-wal`.
+    const SHM_VECTOR: &str = "18e22d00000000000400000001000010050000000200000011cdf7f5c4802c0e\
+        94a385e950bbf54e05c6b9695a5b971018e22d00000000000400000001000010050000000200000011cdf7f5\
+        c4802c0e94a385e950bbf54e05c6b9695a5b9710000000000000000005000000ffffffffffffffffffffffff\
+        00000000000000000000000000000000";
+    const WAL_VECTOR: &str = "377f0682002de218000010000000000094a385e950bbf54ebe6ca6a7c54a399c";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn wal_path(db: &Path) -> std::path::PathBuf {
+        let mut p = db.as_os_str().to_owned();
+        p.push("-wal");
+        p.into()
+    }
+
+    /// A wal-index as SQLite writes it, put into engine region 0, comes back decoded: the
+    /// header fields, the checksum (SQLite's own), the checkpoint information and each read
+    /// mark beside the handles holding SQLite's lock slots by name; the WAL file's header and
+    /// whether its salts are the wal-index's.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn sqlite_view_decodes_the_wal_index_in_region_0_and_names_the_lock_slots() {
+        use crate::engine::{TSHM_LOCK_EXCLUSIVE, TSHM_LOCK_SHARED, TSHM_LOCK_UNLOCK};
+        use sqlite::{Holder, WalFile, READMARK_NOT_USED};
+        let (dir, db) = temp_db("sqlite-view");
+        let a = Coordinator::open(&db, &Options::default()).unwrap();
+        let b = Coordinator::open(&db, &Options::default()).unwrap();
+        assert!(
+            observe(&db).unwrap().sqlite.is_none(),
+            "no region: not SQLite"
+        );
+        let region = a.region(0, 32768, true).unwrap().unwrap();
+        assert!(
+            observe(&db).unwrap().sqlite.is_none(),
+            "a zeroed region: not SQLite"
+        );
+        let bytes = unhex(SHM_VECTOR);
+        assert_eq!(bytes.len(), 136);
+        let words: Vec<u32> = bytes
+            .chunks(4)
+            .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        put_words(region, 0, &words);
+
+        let (ia, ib) = (a.info().unwrap().instance, b.info().unwrap().instance);
+        let me = std::process::id();
+        a.acquire(Role::Writer, 0).unwrap();
+        assert!(a.engine_lock(1, 1, TSHM_LOCK_EXCLUSIVE).unwrap()); // CKPT
+        assert!(a.engine_lock(8, 1, TSHM_LOCK_EXCLUSIVE).unwrap()); // step aside
+        assert!(b.engine_lock(4, 1, TSHM_LOCK_SHARED).unwrap()); // READ1
+        assert!(a.engine_lock(3, 1, TSHM_LOCK_SHARED).unwrap()); // READ0, two holders
+        assert!(b.engine_lock(3, 1, TSHM_LOCK_SHARED).unwrap());
+
+        let r = observe(&db).unwrap();
+        let q = r.sqlite.as_ref().expect("a shim database");
+        let h = q.header;
+        assert_eq!(
+            (h.version, h.change, h.is_init, h.big_end_cksum),
+            (3_007_000, 4, true, false)
+        );
+        assert_eq!((h.page_size, h.max_frame, h.n_page), (4096, 5, 2));
+        assert_eq!(h.salt, [0x94a3_85e9, 0x50bb_f54e]);
+        assert!(h.cksum_ok, "{h:?}");
+        assert!(q.copies_agree);
+        assert_eq!((q.nbackfill, q.nbackfill_attempted), (0, 0));
+        assert_eq!(q.region_bytes, 32768);
+        let names: Vec<_> = q.locks.iter().map(|l| (l.name, l.slot)).collect();
+        assert_eq!(
+            names,
+            [
+                ("CKPT", 1),
+                ("RECOVER", 2),
+                ("READ0", 3),
+                ("READ1", 4),
+                ("READ2", 5),
+                ("READ3", 6),
+                ("READ4", 7),
+                ("STEP_ASIDE", 8)
+            ]
+        );
+        let holder = |i| Holder {
+            pid: me,
+            instance: i,
+        };
+        let lock = |n| q.lock(n).unwrap();
+        assert_eq!(lock("CKPT").exclusive, [holder(ia)]);
+        assert!(lock("CKPT").shared.is_empty() && lock("CKPT").mark.is_none());
+        assert!(!lock("RECOVER").held());
+        assert_eq!(lock("READ0").mark, Some(0));
+        let mut read0: Vec<_> = lock("READ0").shared.iter().map(|x| x.instance).collect();
+        read0.sort();
+        let mut both = vec![ia, ib];
+        both.sort();
+        assert_eq!(read0, both);
+        assert_eq!(
+            (lock("READ1").mark, &lock("READ1").shared[..]),
+            (Some(5), &[holder(ib)][..])
+        );
+        assert_eq!(lock("READ2").mark, Some(READMARK_NOT_USED));
+        assert!(!lock("READ2").held());
+        assert_eq!(lock("STEP_ASIDE").exclusive, [holder(ia)]);
+        assert!(!q.locks.iter().any(|l| l.read_only_shared));
+        // WRITE is the writer role
+        assert_eq!(
+            (r.writer.alive, r.writer.pid, r.writer.instance),
+            (1, me, ia)
+        );
+        assert_eq!(q.wal, WalFile::Missing);
+        assert_eq!(q.salts_match(), None);
+
+        // the WAL file's header, its salts compared with the wal-index's
+        let wal = unhex(WAL_VECTOR);
+        std::fs::write(wal_path(&db), &wal).unwrap();
+        let q = observe(&db).unwrap().sqlite.unwrap();
+        let WalFile::Present {
+            bytes: 32,
+            header: Some(w),
+        } = q.wal
+        else {
+            panic!("{:?}", q.wal)
+        };
+        assert!(w.magic_ok());
+        assert_eq!(
+            (w.magic, w.format, w.page_size, w.checkpoint_seq),
+            (0x377f_0682, 3_007_000, 4096, 0)
+        );
+        assert_eq!(w.salt, [0x94a3_85e9, 0x50bb_f54e]);
+        assert_eq!(q.salts_match(), Some(true));
+        let mut other = wal.clone();
+        other[16] ^= 1;
+        std::fs::write(wal_path(&db), &other).unwrap();
+        assert_eq!(
+            observe(&db).unwrap().sqlite.unwrap().salts_match(),
+            Some(false)
+        );
+        std::fs::write(wal_path(&db), b"").unwrap();
+        let q = observe(&db).unwrap().sqlite.unwrap();
+        assert_eq!(
+            q.wal,
+            WalFile::Present {
+                bytes: 0,
+                header: None
+            }
+        );
+        assert_eq!(q.salts_match(), None);
+        std::fs::remove_file(wal_path(&db)).unwrap();
+
+        // a read-only handle's SHARED lock is a kernel read lock: shown without a pid
+        let ro = Coordinator::open(
+            &db,
+            &Options {
+                readonly: true,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        assert!(ro.engine_lock(6, 1, TSHM_LOCK_SHARED).unwrap()); // READ3
+        let q = observe(&db).unwrap().sqlite.unwrap();
+        assert!(q.lock("READ3").unwrap().read_only_shared);
+        assert!(q.lock("READ3").unwrap().shared.is_empty());
+        ro.engine_lock(6, 1, TSHM_LOCK_SHARED | TSHM_LOCK_UNLOCK)
+            .unwrap();
+        ro.close(|_| {}).unwrap();
+
+        // page size 65536 is stored as 1; isInit alone identifies a wal-index
+        put_words(region, 12, &[u32::from_ne_bytes([1, 0, 1, 0])]);
+        put_words(region, 0, &[0]);
+        let q = observe(&db).unwrap().sqlite.unwrap();
+        assert_eq!((q.header.version, q.header.page_size), (0, 65536));
+        put_words(region, 12, &[u32::from_ne_bytes([0, 0, 1, 0])]);
+        assert!(
+            observe(&db).unwrap().sqlite.is_none(),
+            "neither version nor isInit"
+        );
+
+        a.release(Role::Writer).unwrap();
+        for h in [b, a] {
+            h.close(|_| {}).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A header caught while SQLite rewrites it (copy 1 written, copy 0 not yet): reported as
+    /// changing, with copy 0's fields, never as an error. A copy 0 that does not match its
+    /// checksum says so.
+    #[test]
+    fn sqlite_header_copies_that_differ_are_changing_not_corrupt() {
+        let (dir, db) = temp_db("sqlite-torn");
+        let a = Coordinator::open(&db, &Options::default()).unwrap();
+        let region = a.region(0, 32768, true).unwrap().unwrap();
+        let hdr = |max_frame: u32| {
+            let mut w = [0u32; 12];
+            w[0] = sqlite::WAL_INDEX_VERSION;
+            w[2] = 9;
+            let [lo, hi] = 4096u16.to_ne_bytes();
+            w[3] = u32::from_ne_bytes([1, 0, lo, hi]); // isInit, bigEndCksum, szPage
+            w[4] = max_frame;
+            let (mut s1, mut s2) = (0u32, 0u32);
+            for p in w[..10].chunks(2) {
+                s1 = s1.wrapping_add(p[0]).wrapping_add(s2);
+                s2 = s2.wrapping_add(p[1]).wrapping_add(s1);
+            }
+            w[10] = s1;
+            w[11] = s2;
+            w
+        };
+        put_words(region, 0, &hdr(7));
+        put_words(region, 48, &hdr(7));
+        let q = observe(&db).unwrap().sqlite.unwrap();
+        assert!(q.copies_agree && q.header.cksum_ok, "{q:?}");
+        assert_eq!((q.header.max_frame, q.header.change), (7, 9));
+        put_words(region, 48, &hdr(8));
+        let q = check(&db).unwrap().sqlite.unwrap();
+        assert!(!q.copies_agree, "{q:?}");
+        assert_eq!(
+            q.header.max_frame, 7,
+            "copy 0, as SQLite's readers load it first"
+        );
+        assert!(q.header.cksum_ok);
+        // both copies agree on a frame count their checksum does not cover
+        put_words(region, 48, &hdr(7));
+        put_words(region, 16, &[8]);
+        put_words(region, 48 + 16, &[8]);
+        let q = observe(&db).unwrap().sqlite.unwrap();
+        assert!(q.copies_agree && !q.header.cksum_ok, "{q:?}");
+        a.close(|_| {}).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A region table entry naming a unit the pool never published (or far beyond the file),
+    /// or a region size no region can have, is corruption for `inspect` and `check` alike,
+    /// never an access out of bounds. A region too small for a wal-index is just not SQLite.
+    #[test]
+    fn sqlite_region_entry_out_of_range_is_corrupt_not_a_panic() {
+        let (dir, db) = temp_db("sqlite-range");
+        let a = Coordinator::open(&db, &Options::default()).unwrap();
+        let region = a.region(0, 32768, true).unwrap().unwrap();
+        put_words(region, 0, &[sqlite::WAL_INDEX_VERSION]);
+        assert!(observe(&db).unwrap().sqlite.is_some());
+        let (_f, shm) = writable(&db);
+        let entry = shm.u32(H_REGIONS).load(Relaxed);
+        let units = shm.u64(H_IX_UNITS).load(Relaxed) as u32;
+        for bad in [units + 1, units + 1000, u32::MAX] {
+            shm.u32(H_REGIONS).store(bad, Relaxed);
+            for r in [observe(&db), check(&db)] {
+                assert!(
+                    matches!(&r, Err(Error::Corrupt(m)) if m.contains("region 0")),
+                    "entry {bad}: {:?}",
+                    r.map(|r| r.sqlite)
+                );
+            }
+        }
+        shm.u32(H_REGIONS).store(entry, Relaxed);
+        for size in [0u32, 12, 65544] {
+            shm.u32(H_REGION_SIZE).store(size, Relaxed);
+            assert!(
+                matches!(observe(&db), Err(Error::Corrupt(m)) if m.contains("region size")),
+                "size {size}"
+            );
+        }
+        shm.u32(H_REGION_SIZE).store(128, Relaxed);
+        assert!(
+            observe(&db).unwrap().sqlite.is_none(),
+            "128 bytes: no wal-index"
+        );
+        shm.u32(H_REGION_SIZE).store(32768, Relaxed);
+        assert!(observe(&db).unwrap().sqlite.is_some());
+        a.close(|_| {}).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn sample(epoch: u64, writer: [u64; 7], claims: u64, busy: u64) -> Report {

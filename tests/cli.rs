@@ -489,3 +489,119 @@ fn watch_shows_rates_and_a_reset_as_a_reset() {
     child.wait().unwrap();
     h.close(|_| {}).unwrap();
 }
+
+/// A database used through the SQLite shim: its wal-index in engine region 0 (crafted here as
+/// SQLite writes it) and SQLite's lock slots by name show in `inspect`, text and JSON; a
+/// sidecar without one has `"sqlite": null`; a region table entry out of range is corruption
+/// (exit 1), not a crash.
+#[test]
+fn sqlite_section_shows_the_wal_index_and_the_lock_slots_by_name() {
+    use tshm::engine::TSHM_LOCK_SHARED;
+    let p = db("sqlite.db");
+    let a = Coordinator::open(&p, &Options::default()).unwrap();
+    let b = Coordinator::open(&p, &Options::default()).unwrap();
+    assert!(inspect_json(&p)["sqlite"].is_null());
+    a.region(0, 32768, true).unwrap().unwrap();
+    let raw = Raw::open(&p);
+    let region = raw.base() + (raw.u32(1024) as u64 - 1) * 65536;
+    let salt = [0x0102_0304u32, 0xa0b0_c0d0];
+    let mut hdr = [0u32; 12];
+    hdr[0] = 3_007_000;
+    hdr[2] = 3; // iChange
+    let [lo, hi] = 4096u16.to_ne_bytes();
+    hdr[3] = u32::from_ne_bytes([1, 0, lo, hi]); // isInit, bigEndCksum, szPage
+    hdr[4] = 17; // mxFrame
+    hdr[5] = 6; // nPage
+                // SQLite copies the salts' bytes from the WAL header, big-endian there
+    hdr[8] = u32::from_ne_bytes(salt[0].to_be_bytes());
+    hdr[9] = u32::from_ne_bytes(salt[1].to_be_bytes());
+    let (mut s1, mut s2) = (0u32, 0u32);
+    for w in hdr[..10].chunks(2) {
+        s1 = s1.wrapping_add(w[0]).wrapping_add(s2);
+        s2 = s2.wrapping_add(w[1]).wrapping_add(s1);
+    }
+    (hdr[10], hdr[11]) = (s1, s2);
+    for (k, w) in hdr.iter().enumerate() {
+        raw.set32(region + 4 * k as u64, *w);
+        raw.set32(region + 48 + 4 * k as u64, *w);
+    }
+    raw.set32(region + 96, 4); // nBackfill
+    let marks = [0, 17, 12, u32::MAX, u32::MAX];
+    for (k, m) in marks.iter().enumerate() {
+        raw.set32(region + 100 + 4 * k as u64, *m);
+    }
+    raw.set32(region + 128, 4); // nBackfillAttempted
+    let mut wal = vec![0u8; 32];
+    for (at, v) in [(0, 0x377f_0682u32), (4, 3_007_000), (8, 4096), (12, 2)] {
+        wal[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    wal[16..20].copy_from_slice(&salt[0].to_be_bytes());
+    wal[20..24].copy_from_slice(&salt[1].to_be_bytes());
+    let wal_path = format!("{}-wal", p.display());
+    std::fs::write(&wal_path, &wal).unwrap();
+    a.acquire(Role::Writer, 0).unwrap();
+    assert!(b.engine_lock(5, 1, TSHM_LOCK_SHARED).unwrap()); // READ2
+    let me = std::process::id() as u64;
+
+    let j = inspect_json(&p);
+    let q = &j["sqlite"];
+    let wi = &q["wal_index"];
+    assert_eq!(wi["version"], 3_007_000);
+    assert_eq!(wi["max_frame"], 17);
+    assert_eq!(wi["pages"], 6);
+    assert_eq!(wi["page_size"], 4096);
+    assert_eq!(wi["change"], 3);
+    assert_eq!(wi["salt"], serde_json::json!(salt));
+    assert_eq!(wi["checksum_ok"], true);
+    assert_eq!(wi["copies_agree"], true);
+    assert_eq!(
+        (wi["nbackfill"].clone(), wi["nbackfill_attempted"].clone()),
+        (4.into(), 4.into())
+    );
+    assert_eq!(q["wal_file"]["bytes"], 32);
+    assert_eq!(q["wal_file"]["header"]["checkpoint_seq"], 2);
+    assert_eq!(q["salts_match"], true);
+    let locks = &q["locks"];
+    assert_eq!(locks["WRITE"]["holder"]["pid"], me);
+    assert_eq!(locks["WRITE"]["holder"]["alive"], true);
+    assert_eq!(locks["WRITE"]["waiters"], serde_json::json!([]));
+    assert_eq!(locks["READ2"]["slot"], 5);
+    assert_eq!(locks["READ2"]["mark"], 12);
+    assert_eq!(locks["READ2"]["shared"][0]["pid"], me);
+    assert_eq!(locks["READ1"]["mark"], 17);
+    assert_eq!(locks["READ1"]["shared"], serde_json::json!([]));
+    assert!(locks["READ3"]["mark"].is_null(), "unused");
+    assert_eq!(locks["STEP_ASIDE"]["slot"], 8);
+
+    let (code, out, _) = tshm(&["inspect"], &p);
+    assert_eq!(code, 0);
+    for line in [
+        "sqlite       wal-index version 3007000  change 3  page size 4096  mxFrame 17  nPage 6  checksum ok",
+        "salt 0x01020304 0xa0b0c0d0  nBackfill 4  nBackfillAttempted 4  header copies agree",
+        "WAL file 32 bytes  checkpoint seq 2  salt 0x01020304 0xa0b0c0d0: salts match",
+        &format!("  WRITE      pid {me} (instance "),
+        "  READ1      mark 17      free",
+        &format!("  READ2      mark 12      shared by pid {me} (instance "),
+        "  READ3      mark unused  free",
+    ] {
+        assert!(out.contains(line), "{line:?} not in\n{out}");
+    }
+    assert!(!out.contains("STEP_ASIDE"), "shown only when held:\n{out}");
+
+    // the WAL file removed; the region table entry beyond the pool
+    std::fs::remove_file(&wal_path).unwrap();
+    assert!(inspect_json(&p)["sqlite"]["wal_file"].is_null());
+    let (_, out, _) = tshm(&["inspect"], &p);
+    assert!(out.contains("no WAL file"), "{out}");
+    let entry = raw.u32(1024);
+    raw.set32(1024, u32::MAX);
+    for args in [&["check"][..], &["inspect"][..], &["inspect", "--json"][..]] {
+        let (code, _, err) = tshm(args, &p);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("corrupt") && err.contains("region 0"), "{err}");
+    }
+    raw.set32(1024, entry);
+    a.release(Role::Writer).unwrap();
+    b.close(|_| {}).unwrap();
+    a.close(|_| {}).unwrap();
+}

@@ -1016,6 +1016,173 @@ static void checkpoint_waits_for_readers(const char *path, const char *mode) {
     sqlite3_close(db);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* 9. The inspector's SQLite section on a live database: the wal-index header, read marks and */
+/*    SQLite's lock slots by name, as SQLite and the processes holding them see them           */
+
+/* The value of `"key": ` in the JSON text at or after `from` (an object or array whole, with
+ * its brackets): a copy the caller frees, or NULL when the key is not there. */
+static char *json_member(const char *from, const char *key) {
+    char pat[80];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = from ? strstr(from, pat) : NULL;
+    if (p == NULL) return NULL;
+    p += strlen(pat);
+    const char *e = p;
+    if (*p == '{' || *p == '[') {
+        for (int depth = 0; *e; e++) {
+            if (*e == '{' || *e == '[') depth++;
+            else if ((*e == '}' || *e == ']') && --depth == 0) { e++; break; }
+        }
+    } else {
+        while (*e && *e != ',' && *e != '\n') e++;
+    }
+    return strndup(p, (size_t)(e - p));
+}
+
+/* The number at `"key": ` in `obj` (-1 when absent or not a number). */
+static int64_t json_int(const char *obj, const char *key) {
+    char *v = json_member(obj, key), *end = NULL;
+    int64_t n = v ? strtoll(v, &end, 10) : -1;
+    if (v && end == v) n = -1;
+    free(v);
+    return n;
+}
+
+/* Whether `"key": ` in `obj` is `true`. */
+static int json_true(const char *obj, const char *key) {
+    char *v = json_member(obj, key);
+    int t = v && strcmp(v, "true") == 0;
+    free(v);
+    return t;
+}
+
+/* Whether the JSON list `list` names process `pid`. */
+static int json_lists_pid(const char *list, pid_t pid) {
+    char pat[40];
+    snprintf(pat, sizeof pat, "\"pid\": %d", (int)pid);
+    for (const char *p = list; p && (p = strstr(p, pat)) != NULL; p++)
+        if (p[strlen(pat)] < '0' || p[strlen(pat)] > '9') return 1;
+    return 0;
+}
+
+/* The output of `$TSHM_BIN inspect [--json] path` (the caller frees), or NULL. */
+static char *inspect_output(const char *path, int json) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "%s inspect %s%s", tshm_bin, json ? "--json " : "", path);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *out = malloc(cap);
+    size_t got;
+    while (out && (got = fread(out + n, 1, cap - 1 - n, p)) > 0) {
+        n += got;
+        if (n + 1 == cap) {
+            char *bigger = realloc(out, cap *= 2);
+            if (bigger == NULL) { free(out); out = NULL; }
+            else out = bigger;
+        }
+    }
+    if (out) out[n] = 0;
+    int status = pclose(p);
+    CHECK(status == 0);
+    return out;
+}
+
+/* Frames in the WAL file of `path`, from its length (4096-byte pages). */
+static int64_t wal_frames(const char *path) {
+    char wal[600];
+    struct stat st;
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    if (stat(wal, &st) != 0 || st.st_size < 32) return 0;
+    return (st.st_size - 32) / (24 + 4096);
+}
+
+/* R reads at the WAL's end after four commits and keeps its read transaction while a fifth
+ * commit lands; a PASSIVE checkpoint then backfills up to R's read mark. W holds the write
+ * lock (BEGIN IMMEDIATE) and Q waits for it. The inspector, a process of its own, must show
+ * what SQLite reports: mxFrame the WAL's frames (the checkpoint's log size), nBackfill the
+ * frames it checkpointed, R holding a READ slot SHARED whose mark is the frame R reads up to,
+ * WRITE held by W with Q waiting, and the wal-index salts those of the WAL file. */
+static void inspector_shows_sqlite(const char *path) {
+    sqlite3 *db = fresh(path);
+    CHECK_RC(exec(db, "PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x)"), SQLITE_OK);
+    for (int i = 0; i < 4; i++) CHECK_RC(exec(db, "INSERT INTO t VALUES(randomblob(100))"), SQLITE_OK);
+    char waiting[700];
+    snprintf(waiting, sizeof waiting, "file:%s?tshm_wait_ms=60000", path);
+    actor r = actor_start(path), w = actor_start(path), q = actor_start(waiting);
+    CHECK_RC(actor_run(&r, "BEGIN"), SQLITE_OK);
+    CHECK_RC(actor_run(&r, "SELECT count(*) FROM t"), SQLITE_OK); /* a read mark, held */
+    int64_t mark = wal_frames(path);
+    CHECK_RC(exec(db, "INSERT INTO t VALUES(randomblob(100))"), SQLITE_OK);
+    int64_t frames = wal_frames(path);
+    CHECK(frames > mark && mark > 0);
+    sqlite3_stmt *st = NULL;
+    int64_t busy = -1, log = -1, ckpt = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(PASSIVE)", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        busy = sqlite3_column_int64(st, 0);
+        log = sqlite3_column_int64(st, 1);
+        ckpt = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+    CHECK(busy == 0 && log == frames && ckpt == mark); /* R's mark holds the checkpoint back */
+    CHECK_RC(actor_run(&w, "BEGIN IMMEDIATE"), SQLITE_OK);
+    actor_send(&q, "BEGIN IMMEDIATE");
+    until_write_lock_waited_for(path);
+
+    char *out = inspect_output(path, 1);
+    char *sq = json_member(out, "sqlite");
+    CHECK(sq != NULL && strcmp(sq, "null") != 0);
+    char *wi = json_member(sq, "wal_index"), *locks = json_member(sq, "locks");
+    CHECK(json_int(wi, "version") == 3007000);
+    CHECK(json_int(wi, "max_frame") == log);
+    CHECK(json_int(wi, "nbackfill") == ckpt);
+    CHECK(json_int(wi, "page_size") == 4096);
+    CHECK(json_true(wi, "copies_agree") && json_true(wi, "checksum_ok"));
+    CHECK(json_true(sq, "salts_match"));
+    char *write = json_member(locks, "WRITE");
+    char *holder = json_member(write, "holder");
+    CHECK(json_int(holder, "pid") == w.pid && json_true(holder, "alive"));
+    char *waiters = json_member(write, "waiters");
+    CHECK(seed_strategies() ? json_int(write, "announced_waiters") == 1 : json_lists_pid(waiters, q.pid));
+    int found = 0;
+    for (int i = 0; i < 5; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "READ%d", i);
+        char *slot = json_member(locks, name), *shared = json_member(slot, "shared");
+        if (json_lists_pid(shared, r.pid) && json_int(slot, "mark") == mark) found = 1;
+        free(shared);
+        free(slot);
+    }
+    CHECK(found); /* R's READ slot, SHARED, with R's mark */
+    int ok = sq && json_int(wi, "max_frame") == log && found;
+    if (!ok || getenv("TEST_VERBOSE")) {
+        char *text = inspect_output(path, 0);
+        fprintf(stderr, "mark %lld, frames %lld, checkpointed %lld; R %d, W %d, Q %d\n%s%s\n", (long long)mark,
+                (long long)log, (long long)ckpt, (int)r.pid, (int)w.pid, (int)q.pid, text ? text : "",
+                ok ? "" : (sq ? sq : out ? out : ""));
+        free(text);
+    }
+    free(waiters);
+    free(holder);
+    free(write);
+    free(locks);
+    free(wi);
+    free(sq);
+    free(out);
+
+    CHECK_RC(actor_run(&w, "ROLLBACK"), SQLITE_OK);
+    CHECK_RC(actor_result(&q).rc, SQLITE_OK); /* handed the write lock */
+    CHECK_RC(actor_run(&q, "ROLLBACK"), SQLITE_OK);
+    CHECK_RC(actor_run(&r, "COMMIT"), SQLITE_OK);
+    actor_stop(&q);
+    actor_stop(&w);
+    actor_stop(&r);
+    CHECK(scalar(db, "SELECT count(*) FROM t") == 5);
+    sqlite3_close(db);
+}
+
 static void watchdog_fired(int sig) {
     (void)sig;
     static const char msg[] = "FAIL watchdog: test_sqlite hung\n";
@@ -1075,5 +1242,8 @@ int main(void) {
     checkpoint_waits_for_readers(test_db("ckpt-restart.db"), "RESTART");
     checkpoint_waits_for_readers(test_db("ckpt-truncate.db"), "TRUNCATE");
     printf("  FULL, RESTART, TRUNCATE checkpoints and a waiting writer with a read mark: %.0f ms\n", now_ms() - t);
+    t = now_ms();
+    inspector_shows_sqlite(test_db("inspect.db"));
+    printf("  the inspector's SQLite section: header, read marks, lock holders: %.0f ms\n", now_ms() - t);
     return harness_done("test_sqlite");
 }

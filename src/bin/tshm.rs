@@ -1,7 +1,8 @@
 //! `tshm`: look at a database's sidecar without taking part.
 //!
 //! * `tshm inspect <db> [--json]` — mode, attached processes, role holders, reader slots, the
-//!   snapshot, the frame index, the lock kind in use;
+//!   snapshot, the frame index, the lock kind in use, and SQLite's wal-index and lock slots on a
+//!   database used through the SQLite shim;
 //! * `tshm check [--idle] <db>` — exit 0 when the sidecar is sound (and, with `--idle`, nobody
 //!   is attached and nothing is left uncommitted or un-checkpointed); 1 when it is not; 2 when it
 //!   cannot be read;
@@ -24,12 +25,37 @@
 //! * `contention.readers`: `claims`, `reclaims`, `busy`, `extra` (transactions that took a slot
 //!   beside their handle's kept ones);
 //! * each `attached` handle: `writer` and `checkpointer`, each `acquires`, `wait_ns`,
-//!   `waiting` and `ticket` (0 when not waiting).
+//!   `waiting` and `ticket` (0 when not waiting);
+//! * `sqlite`: `null` unless the database is used through the SQLite shim (engine region 0
+//!   exists, holds at least 136 bytes and a wal-index: iVersion 3007000 or isInit set);
+//!   otherwise SQLite's view (see `tshm::inspect::sqlite`):
+//!   - `region_bytes`: the size of region 0 (the shim's regions are 32768 bytes);
+//!   - `wal_index`: the wal-index header copy 0 — `version` (iVersion), `change` (iChange),
+//!     `is_init`, `big_endian_checksum`, `page_size` (bytes), `max_frame` (mxFrame, the last
+//!     valid frame of the WAL), `pages` (nPage, the database size in pages), `salt` (the two
+//!     salts as the WAL header holds them), `frame_checksum`, `checksum`, `checksum_ok`
+//!     (SQLite's header checksum matches), `copies_agree` (`false`: the two copies differed at
+//!     every look, a writer is changing the header; not an error), and from the checkpoint
+//!     information `nbackfill` (frames copied into the database) and `nbackfill_attempted`;
+//!   - `wal_file`: `null` when `<db>-wal` does not exist; else `bytes` and `header` (`null`
+//!     when shorter than 32 bytes) with `magic`, `magic_ok`, `format`, `page_size`,
+//!     `checkpoint_seq` and `salt`; or `error` when the file cannot be read;
+//!   - `salts_match`: the wal-index salts are the WAL header's (`null` without a WAL header;
+//!     `false` with `max_frame` 0 is a restarted log whose header the next commit rewrites);
+//!   - `locks`, by SQLite's names: `WRITE` (slot 0, libtshm's writer role: `holder` as in
+//!     `writer`, `waiters` first served first, `announced_waiters`), and `CKPT`, `RECOVER`,
+//!     `READ0`..`READ4` (engine lock slots 1..7) and `STEP_ASIDE` (engine slot 8, held
+//!     EXCLUSIVE by a write-lock holder whose checkpoint waits for read marks), each with
+//!     `slot`, `shared` and `exclusive` (the attached handles holding it: `pid`, `instance`),
+//!     `read_only_shared` (held SHARED by a read-only connection, whose pid is not recorded)
+//!     and `mark` (READ slots: the read mark, the WAL frame its readers read up to; `null`
+//!     when unused and for the other slots).
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tshm::inspect::sqlite::{Sqlite, SqliteLock, WalFile, READMARK_NOT_USED};
 use tshm::inspect::{self, Rates, Report, RoleContention};
 use tshm::tshm_owner_info;
 
@@ -53,6 +79,12 @@ enum Cmd {
     /// refused busy, dead holders reclaimed, handoffs to a waiter, the holder now and the
     /// handles waiting in arrival order. `--json` prints the same under `contention` (see the
     /// field list in the binary's documentation) and each attached handle's own counters.
+    ///
+    /// On a database used through the SQLite shim, the sqlite section shows the wal-index
+    /// header (mxFrame, nPage, page size, salts, nBackfill), whether its two copies agree,
+    /// the WAL file's header and whether its salts match, and SQLite's lock slots by name
+    /// (WRITE, CKPT, RECOVER, READ0..READ4 with their read marks) with who holds each;
+    /// `--json` prints it under `sqlite` (`null` elsewhere).
     Inspect {
         db: PathBuf,
         /// Print JSON instead of a table.
@@ -138,6 +170,64 @@ fn to_json(db: &Path, r: &Report) -> serde_json::Value {
                 "extra": r.contention.readers.extra,
             },
         },
+        "sqlite": r.sqlite.as_ref().map(|q| sqlite_json(q, r)),
+    })
+}
+
+fn sqlite_lock_json(l: &SqliteLock) -> serde_json::Value {
+    let who = |v: &[inspect::sqlite::Holder]| {
+        v.iter()
+            .map(|h| json!({"pid": h.pid, "instance": h.instance}))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "slot": l.slot, "shared": who(&l.shared), "exclusive": who(&l.exclusive),
+        "read_only_shared": l.read_only_shared,
+        "mark": l.mark.filter(|m| *m != READMARK_NOT_USED),
+    })
+}
+
+fn sqlite_json(q: &Sqlite, r: &Report) -> serde_json::Value {
+    let h = &q.header;
+    let mut locks = serde_json::Map::new();
+    locks.insert(
+        "WRITE".into(),
+        json!({
+            "slot": 0,
+            "holder": owner_json(&r.writer),
+            "waiters": r.contention.writer.waiters.iter().map(|w| json!({
+                "pid": w.pid, "instance": w.instance, "ticket": w.ticket,
+            })).collect::<Vec<_>>(),
+            "announced_waiters": r.contention.writer.announced_waiters,
+        }),
+    );
+    for l in &q.locks {
+        locks.insert(l.name.into(), sqlite_lock_json(l));
+    }
+    let wal = match &q.wal {
+        WalFile::Missing => serde_json::Value::Null,
+        WalFile::Unreadable(why) => json!({"error": why}),
+        WalFile::Present { bytes, header } => json!({
+            "bytes": bytes,
+            "header": header.map(|w| json!({
+                "magic": w.magic, "magic_ok": w.magic_ok(), "format": w.format,
+                "page_size": w.page_size, "checkpoint_seq": w.checkpoint_seq, "salt": w.salt,
+            })),
+        }),
+    };
+    json!({
+        "region_bytes": q.region_bytes,
+        "wal_index": {
+            "version": h.version, "change": h.change, "is_init": h.is_init,
+            "big_endian_checksum": h.big_end_cksum, "page_size": h.page_size,
+            "max_frame": h.max_frame, "pages": h.n_page, "salt": h.salt,
+            "frame_checksum": h.frame_cksum, "checksum": h.cksum, "checksum_ok": h.cksum_ok,
+            "copies_agree": q.copies_agree,
+            "nbackfill": q.nbackfill, "nbackfill_attempted": q.nbackfill_attempted,
+        },
+        "wal_file": wal,
+        "salts_match": q.salts_match(),
+        "locks": locks,
     })
 }
 
@@ -249,6 +339,117 @@ fn contention(r: &Report) -> String {
             }
         }
         let _ = writeln!(t, "{line}");
+    }
+    t
+}
+
+/// Who holds an engine lock slot, for the table.
+fn lock_holders(l: &SqliteLock) -> String {
+    let mut parts = Vec::new();
+    for (how, v) in [("exclusive", &l.exclusive), ("shared", &l.shared)] {
+        if !v.is_empty() {
+            let who: Vec<String> = v
+                .iter()
+                .map(|h| format!("pid {} (instance {})", h.pid, h.instance))
+                .collect();
+            parts.push(format!("{how} by {}", who.join(", ")));
+        }
+    }
+    if l.read_only_shared {
+        parts.push("shared by a read-only connection".into());
+    }
+    if parts.is_empty() {
+        "free".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// The SQLite section of the table.
+fn sqlite_table(q: &Sqlite, r: &Report) -> String {
+    use std::fmt::Write;
+    let mut t = String::new();
+    let h = &q.header;
+    let _ = writeln!(
+        t,
+        "sqlite       wal-index version {}  change {}  page size {}  mxFrame {}  nPage {}  checksum {}",
+        h.version,
+        h.change,
+        h.page_size,
+        h.max_frame,
+        h.n_page,
+        if h.cksum_ok { "ok" } else { "bad" }
+    );
+    let _ = writeln!(
+        t,
+        "             salt {:#010x} {:#010x}  nBackfill {}  nBackfillAttempted {}  {}",
+        h.salt[0],
+        h.salt[1],
+        q.nbackfill,
+        q.nbackfill_attempted,
+        if q.copies_agree {
+            "header copies agree"
+        } else {
+            "header changing (the copies differ: a writer is at work)"
+        }
+    );
+    let wal = match &q.wal {
+        WalFile::Missing => "no WAL file".to_string(),
+        WalFile::Unreadable(why) => format!("WAL file unreadable: {why}"),
+        WalFile::Present {
+            bytes,
+            header: None,
+        } => {
+            format!("WAL file {bytes} bytes, no header")
+        }
+        WalFile::Present {
+            bytes,
+            header: Some(w),
+        } if !w.magic_ok() => format!("WAL file {bytes} bytes, bad magic {:#010x}", w.magic),
+        WalFile::Present {
+            bytes,
+            header: Some(w),
+        } => {
+            let verdict = match q.salts_match() {
+                Some(true) => "salts match".to_string(),
+                _ if h.max_frame == 0 => {
+                    "salts differ (restarted: the next commit rewrites the WAL header)".into()
+                }
+                _ => "salts differ from the wal-index".into(),
+            };
+            format!(
+                "WAL file {bytes} bytes  checkpoint seq {}  salt {:#010x} {:#010x}: {verdict}",
+                w.checkpoint_seq, w.salt[0], w.salt[1]
+            )
+        }
+    };
+    let _ = writeln!(t, "             {wal}");
+    let w = &r.contention.writer;
+    let mut write = holder(&r.writer);
+    if !w.waiters.is_empty() {
+        let who: Vec<String> = w
+            .waiters
+            .iter()
+            .map(|x| format!("pid {} (instance {})", x.pid, x.instance))
+            .collect();
+        let _ = write!(write, ", {} waiting: {}", w.waiters.len(), who.join(", "));
+    } else if w.announced_waiters != 0 {
+        let _ = write!(write, ", {} waiting", w.announced_waiters);
+    }
+    let _ = writeln!(t, "  WRITE      {write}");
+    for l in &q.locks {
+        if l.slot == inspect::sqlite::STEP_ASIDE_SLOT {
+            if l.held() {
+                let _ = writeln!(t, "  STEP_ASIDE {} (slot 8)", lock_holders(l));
+            }
+            continue;
+        }
+        let mark = match l.mark {
+            None => String::new(),
+            Some(READMARK_NOT_USED) => "mark unused  ".into(),
+            Some(m) => format!("mark {m:<8}"),
+        };
+        let _ = writeln!(t, "  {:<9}  {mark}{}", l.name, lock_holders(l));
     }
     t
 }
@@ -385,6 +586,9 @@ fn table(db: &Path, r: &Report) -> String {
         r.index.pool_bytes,
         r.index.generation
     );
+    if let Some(q) = &r.sqlite {
+        t.push_str(&sqlite_table(q, r));
+    }
     t.push_str(&contention(r));
     t
 }
