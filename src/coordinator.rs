@@ -57,11 +57,11 @@ pub struct Options {
     /// (slot counts and strategies) is chosen by the first process to attach; a later opener
     /// asking for another one is refused with [`Error::Conflict`].
     pub reader_slots: u32,
-    /// Reader strategy: [`READERS_CAS`] or [`READERS_BYTELOCK`].
+    /// Reader strategy: `READERS_CAS` or `READERS_BYTELOCK`.
     pub reader_strategy: u32,
     /// Instance slots of the sidecar (0: the sidecar's, or the default for a new one).
     pub instance_slots: u32,
-    /// Role strategy: [`ROLES_SHM`] or [`ROLES_BYTELOCK`].
+    /// Role strategy: `ROLES_SHM` or `ROLES_BYTELOCK`.
     pub role_strategy: u32,
     /// Most entries this handle lets the frame index hold before appends fail with
     /// [`Error::Full`] (0: no limit but the format's, 2^32 - 2 per generation).
@@ -956,7 +956,7 @@ impl Coordinator {
         self.pins.end(&self.node, self.ident()?, slot)
     }
 
-    /// The oldest frame pinned by a live reader, or [`NO_FRAME`].
+    /// The oldest frame pinned by a live reader, or `NO_FRAME`.
     pub fn min_reader_frame(&self) -> Result<u64> {
         self.check()?;
         slots::min_reader_frame(&self.node)

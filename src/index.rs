@@ -36,7 +36,7 @@
 //!    `check`) also requires a tree: each node page met once, no more of them than the node
 //!    count, in a unit holding no entry block or region, every slot within the entry count.
 //!    Its work is therefore bounded by the counters, whatever the file holds.
-//! 7. The pool grows only as far as the counters can use ([`unit_bound`]): a reservation
+//! 7. The pool grows only as far as the counters can use (`unit_bound`): a reservation
 //!    beyond it is corrupt, not growth; growth that would pass the file-size limit is
 //!    [`Error::Full`] before the write (never SIGXFSZ).
 //!
@@ -144,7 +144,7 @@ const LEAF_MEMO: usize = 64;
 ///
 /// Every field is an atomic (Relaxed), so no interleaving is undefined behaviour, and every
 /// address stored in it was range-checked within one mapping, whose pool it names (see
-/// [`Index::append_with`]). The fields of one place match each other because appends are
+/// `Index::append_with`). The fields of one place match each other because appends are
 /// serialized: the index has one mutator, the writer, and one thread of a handle at a time uses
 /// it (the coordinator's writer role state is `IN_USE` meanwhile; another thread is refused).
 pub struct AppendMemo {
@@ -734,7 +734,7 @@ impl<'a> Index<'a> {
     }
 
     /// Validates the whole index (the inspector's `check`): the directory is a tree (see
-    /// [`Index::each_page`]), every chain ends, and the published and reserved units are
+    /// `Index::each_page`), every chain ends, and the published and reserved units are
     /// accounted for by the units in use.
     pub fn check(&self) -> Result<()> {
         let gen = word(self.shm, H_IX_GEN);
@@ -967,7 +967,7 @@ impl<'a> Index<'a> {
 /// * the trim word (floor, dead) before the count: the trim word is only ever stored with a
 ///   floor at most the count of that moment, and within a generation the count only grows;
 /// * the count before the blocks, the blocks before the units, the units before the
-///   reservation, the reservation before the counters bounding it ([`unit_bound`]), and all
+///   reservation, the reservation before the counters bounding it (`unit_bound`), and all
 ///   of them before the file's length: growth writes pages before it announces them.
 ///
 /// A moving index gets another look (three) before it is called corrupt.

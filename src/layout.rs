@@ -348,7 +348,7 @@ impl Geometry {
     }
 }
 
-/// FNV-1a over the geometry bytes of the header, stored at [`H_GEOM_SUM`].
+/// FNV-1a over the geometry bytes of the header, stored at `H_GEOM_SUM`.
 pub fn geometry_sum(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)

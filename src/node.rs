@@ -227,7 +227,7 @@ fn close_inherited_guards() {
 
 /// The attach guard of one database file in this process: a descriptor on the database file
 /// (read-only, opened once and kept for the process's life) through which the process holds
-/// [`DB_ATTACH_BYTE`] SHARED while any of its nodes for that database has handles attached.
+/// `DB_ATTACH_BYTE` SHARED while any of its nodes for that database has handles attached.
 ///
 /// Why: the sidecar at `<db>-tshm` may be renamed over or removed while processes are attached.
 /// They keep coordinating through the old inode; a newcomer opening the path finds a new file,

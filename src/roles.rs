@@ -15,20 +15,20 @@
 //! reclaimed.
 //!
 //! A waiter takes a ticket (arrival order), writes it into its own instance record, sets the
-//! [`ROLE_WAITERS`] bit in the role word and sleeps on the futex word of its own record. A
+//! `ROLE_WAITERS` bit in the role word and sleeps on the futex word of its own record. A
 //! release that finds the bit set hands the role over: it claims the oldest live waiter's ticket
 //! by CAS (`ticket -> 0`), stores that waiter's tag (with the bit) into the role word and wakes
 //! that waiter alone. A waiter leaves on time-out only by taking its own ticket back by the same
 //! CAS, so a waiter that was chosen always gets the role. Finding no waiter, the releaser stores
 //! 0 and then wakes every waiter registered meanwhile (each stored its ticket before it read the
 //! role word, so one of the two sides sees the other). Waiters sleep in slices of about
-//! [`WAIT_SLICE`] (ending on a whole millisecond, see [`SLICE_GRID_NS`]): after a slice without a wake each checks the holder's liveness, so a holder
+//! `WAIT_SLICE` (ending on a whole millisecond, see `SLICE_GRID_NS`): after a slice without a wake each checks the holder's liveness, so a holder
 //! (or a chosen waiter) killed with the role is detected within one slice; the waiter that takes
 //! the role over from the dead hands it on in arrival order.
 //!
 //! **Byte locks (the seed's).** The role is the exclusive lock on byte 1 or 2, taken without
 //! waiting; a waiter sleeps on the role's release counter in slices of at most
-//! [`BYTELOCK_WAIT_SLICE`] and retries the lock after each (a holder killed without bumping the
+//! `BYTELOCK_WAIT_SLICE` and retries the lock after each (a holder killed without bumping the
 //! counter delays a waiter by one slice at most). Two system calls per acquire and release.
 //!
 //! Owner records (`pid << 32 | instance`, nonce) are written after the role is won and cleared

@@ -312,7 +312,7 @@ pub fn reader_end(node: &Node, id: &Ident, i: u32) -> Result<()> {
     release_slot(node, id, i).and(pinned)
 }
 
-/// The oldest frame pinned by a live reader, or [`NO_FRAME`] when none is pinned. A
+/// The oldest frame pinned by a live reader, or `NO_FRAME` when none is pinned. A
 /// checkpointer reads the snapshot first, then calls this, and backfills no frame above
 /// `min(snapshot.max_frame, result)`.
 pub fn min_reader_frame(node: &Node) -> Result<u64> {

@@ -4,7 +4,7 @@
 //!
 //! Owns: the handle's `state` word. A handle is `OPEN` from `tshm_open` until `tshm_close`
 //! returns, then `CLOSED`; the coordinator inside is dropped at close (so the process lets go of
-//! the sidecar), but the small shell stays allocated in a bounded quarantine (the [`QUARANTINE`]
+//! the sidecar), but the small shell stays allocated in a bounded quarantine (the `QUARANTINE`
 //! most recent ones), so using a closed handle is a reported misuse, not undefined behaviour.
 
 use crate::coordinator::Coordinator;
