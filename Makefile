@@ -13,15 +13,28 @@
 #   make header     regenerate include/tshm.h (cbindgen, pinned)
 
 PREFIX       ?= /usr/local
-LIBDIR       ?= $(PREFIX)/lib
+EXEC_PREFIX  ?= $(PREFIX)
+LIBDIR       ?= $(EXEC_PREFIX)/lib
 INCLUDEDIR   ?= $(PREFIX)/include
-BINDIR       ?= $(PREFIX)/bin
+BINDIR       ?= $(EXEC_PREFIX)/bin
+DATADIR      ?= $(PREFIX)/share
+MANDIR       ?= $(DATADIR)/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+BASHCOMPDIR  ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR   ?= $(DATADIR)/zsh/vendor-completions
+FISHCOMPDIR  ?= $(DATADIR)/fish/vendor_completions.d
 DESTDIR      ?=
 CARGO        ?= cargo
 CBINDGEN_VERSION := 0.29.4
 CBINDGEN     ?= $(shell command -v cbindgen 2>/dev/null || echo $(HOME)/.cargo/bin/cbindgen)
 CC           ?= cc
+# A packager's flags: honoured by everything that is installed or shipped (the library's link,
+# the shim, the example engine). The project's own warnings come first, so these can override
+# them; -Werror is only in the test programs' builds.
+CFLAGS       ?= -O2 -g
+CXXFLAGS     ?= -O2 -g
+CPPFLAGS     ?=
+LDFLAGS      ?=
 CFLAGS_TEST  := -std=c11 -O1 -g -Wall -Wextra -Werror -Iinclude -Ic-tests
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
@@ -48,12 +61,22 @@ TBIN     := $(B)/test-bin
 KVLOG_TEST_BIN := $(TBIN)/kvlog
 SHIM_TEST_SO   := $(TLIB)/libtshm_sqlite.so
 TSHM_TEST_CLI  := $(TBIN)/tshm
-# Native libraries a static link of libtshm.a needs (rustc --print native-static-libs).
-STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# Native libraries a static link of libtshm.a needs (rustc --print native-static-libs, with
+# libgcc's static unwinder for the shared one: a fully static link has no libgcc_s).
+STATIC_LIBS := -lgcc_eh -lutil -lrt -lpthread -lm -ldl -lc
+# The shared library is linked from libtshm.a by the C compiler with tshm.map, which gives every
+# tshm_* function its symbol version and keeps everything else local (cargo's own cdylib link
+# cannot take a versioned script).
+SO_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+link_so = $(CC) -shared -o $(2).new -Wl,--whole-archive $(1) -Wl,--no-whole-archive \
+    -Wl,--version-script=tshm.map -Wl,-soname,$(SONAME) -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now \
+    $(LDFLAGS) $(SO_LIBS) && mv -f $(2).new $(2)
 
 C_TESTS := $(patsubst c-tests/%.c,$(BBIN)/%,$(wildcard c-tests/test_*.c))
 KVLOG_SRC := examples/kvlog/kvlog.c examples/kvlog/bank.c
 KVLOG_HDR := examples/kvlog/kvlog.h examples/kvlog/bank.h
+# The example engine as shipped (a packager's flags) and as the tests build it (-Werror).
+CFLAGS_KV := -std=c11 -Wall -Wextra $(CPPFLAGS) $(CFLAGS) -Iinclude -Iexamples/kvlog
 CFLAGS_EX := -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude -Iexamples/kvlog
 DEMO_SECONDS ?= 20
 
@@ -69,7 +92,7 @@ release-lib:
 	$(CARGO) build --release --lib
 	@mkdir -p $(BLIB)
 	$(call put,$(RELEASE)/libtshm.a,$(BLIB)/libtshm.a)
-	$(call put,$(RELEASE)/libtshm.so,$(BLIB)/libtshm.so.$(VERSION))
+	$(call link_so,$(BLIB)/libtshm.a,$(BLIB)/libtshm.so.$(VERSION))
 	ln -sf libtshm.so.$(VERSION) $(BLIB)/$(SONAME)
 	ln -sf $(SONAME) $(BLIB)/libtshm.so
 
@@ -77,7 +100,7 @@ test-lib:
 	$(CARGO) build $(HOOKS_CARGO) --lib
 	@mkdir -p $(TLIB)
 	$(call put,$(HOOKS)/libtshm.a,$(TLIB)/libtshm.a)
-	$(call put,$(HOOKS)/libtshm.so,$(TLIB)/libtshm.so.$(VERSION))
+	$(call link_so,$(TLIB)/libtshm.a,$(TLIB)/libtshm.so.$(VERSION))
 	ln -sf libtshm.so.$(VERSION) $(TLIB)/$(SONAME)
 	ln -sf $(SONAME) $(TLIB)/libtshm.so
 
@@ -97,8 +120,8 @@ kvlog: $(BBIN)/kvlog
 
 $(BBIN)/kvlog: $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h release-lib
 	@mkdir -p $(BBIN)
-	$(CC) $(CFLAGS_EX) -o $@ $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c \
-	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+	$(CC) $(CFLAGS_KV) -o $@ $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c \
+	    $(LDFLAGS) -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
 
 # The same engine against the test library, as the tests run it.
 $(KVLOG_TEST_BIN): $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h test-lib
@@ -114,11 +137,18 @@ $(BBIN)/test_kvlog: examples/kvlog/test_kvlog.c $(KVLOG_SRC) $(KVLOG_HDR) c-test
 # The SQLite VFS shim: a loadable extension built against the system's sqlite3ext.h, linked
 # against libtshm.so and never against a SQLite of its own. The tests' build has the shim's
 # test points (-DTSHM_TEST_HOOKS) and links the test library; the installed one has neither.
-sqlite-vfs: $(BLIB)/libtshm_sqlite.so
+# build/lib's copy finds libtshm.so in build/lib (RUNPATH) for use from the tree; the installed
+# one, build/dist, has no RUNPATH and finds it where the system's loader looks.
+sqlite-vfs: $(BLIB)/libtshm_sqlite.so $(B)/dist/libtshm_sqlite.so
+
+SHIM_CFLAGS := -std=c11 -Wall -Wextra $(CPPFLAGS) $(CFLAGS) -fPIC -shared -Iinclude
 
 $(BLIB)/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h release-lib
-	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -Iinclude -o $@ $< \
-	    -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+	$(CC) $(SHIM_CFLAGS) -o $@ $< $(LDFLAGS) -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
+
+$(B)/dist/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h release-lib
+	@mkdir -p $(dir $@)
+	$(CC) $(SHIM_CFLAGS) -o $@ $< $(LDFLAGS) -L$(BLIB) -ltshm
 
 $(SHIM_TEST_SO): examples/sqlite-vfs/tshm_vfs.c include/tshm.h test-lib
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -DTSHM_TEST_HOOKS -Iinclude -o $@ $< \
@@ -158,9 +188,17 @@ kvlog-test: $(BBIN)/test_kvlog $(KVLOG_TEST_BIN) cli
 	    TSHM_LOCK_BACKEND=$$backend KVLOG_BIN=$(KVLOG_TEST_BIN) $(BBIN)/test_kvlog; \
 	done
 
-$(BLIB)/tshm.pc: tshm.pc.in Cargo.toml
+# The pkg-config file names the directories of this make's PREFIX/LIBDIR/INCLUDEDIR: it is
+# remade whenever they differ from the last build's (the stamp holds them).
+PC_VARS := $(PREFIX)|$(EXEC_PREFIX)|$(LIBDIR)|$(INCLUDEDIR)|$(VERSION)|$(STATIC_LIBS)
+$(B)/pc-vars: FORCE
+	@mkdir -p $(B)
+	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
+FORCE:
+
+$(BLIB)/tshm.pc: tshm.pc.in Cargo.toml $(B)/pc-vars
 	@mkdir -p $(BLIB)
-	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|; s|@STATIC_LIBS@|$(STATIC_LIBS)|' $< > $@
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@EXEC_PREFIX@|$(EXEC_PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|; s|@STATIC_LIBS@|$(STATIC_LIBS)|' $< > $@
 
 # cbindgen is pinned: point releases change the output.
 tools:
@@ -179,10 +217,12 @@ check-header: tools
 	else echo "include/tshm.h is stale: run 'make header'"; rm -rf $$tmp; exit 1; fi
 
 check-symbols: release-lib
-	@bad=$$(nm -D --defined-only $(BLIB)/libtshm.so | awk '{print $$3}' | grep -v '^tshm_' || true); \
+	@bad=$$(nm -D --defined-only $(BLIB)/libtshm.so | awk '$$2 != "A" {print $$3}' | grep -v '^tshm_' || true); \
 	if [ -n "$$bad" ]; then echo "non-tshm_ symbols exported: $$bad"; exit 1; fi
 	@readelf -d $(BLIB)/libtshm.so | grep -q "SONAME.*\[$(SONAME)\]" || { echo "missing SONAME $(SONAME)"; exit 1; }
-	@echo "exports only tshm_* symbols; SONAME $(SONAME)"
+	@bad=$$(objdump -T $(BLIB)/libtshm.so | awk '$$NF ~ /^tshm_/ && $$(NF-1) != "TSHM_0.1" {print $$NF}'); \
+	if [ -n "$$bad" ]; then echo "tshm_* symbols outside version TSHM_0.1: $$bad"; exit 1; fi
+	@echo "exports only tshm_* symbols, each in version TSHM_0.1; SONAME $(SONAME)"
 
 check-header-compile:
 	@for std in c99 c11 c17 c2x; do \
@@ -268,21 +308,33 @@ test: tools lint rust-test c-test kvlog-test sqlite-test systest check-header ch
 	$(MAKE) --no-print-directory demo DEMO_SECONDS=5
 	@echo "make test: all checks passed"
 
+# What a distribution ships. `make install DESTDIR=$$pkg PREFIX=/usr` (LIBDIR, INCLUDEDIR, BINDIR,
+# MANDIR, PKGCONFIGDIR and the completion directories can be set one by one).
+INSTALLED = $(INCLUDEDIR)/tshm.h $(INCLUDEDIR)/tshm.hpp $(LIBDIR)/libtshm.a \
+            $(LIBDIR)/libtshm.so.$(VERSION) $(LIBDIR)/$(SONAME) $(LIBDIR)/libtshm.so \
+            $(PKGCONFIGDIR)/tshm.pc $(BINDIR)/tshm $(LIBDIR)/libtshm_sqlite.so \
+            $(MANDIR)/man1/tshm.1 $(MANDIR)/man3/libtshm.3 \
+            $(BASHCOMPDIR)/tshm $(ZSHCOMPDIR)/_tshm $(FISHCOMPDIR)/tshm.fish
+
 install: all
 	install -Dm644 include/tshm.h $(DESTDIR)$(INCLUDEDIR)/tshm.h
+	install -Dm644 include/tshm.hpp $(DESTDIR)$(INCLUDEDIR)/tshm.hpp
 	install -Dm644 $(BLIB)/libtshm.a $(DESTDIR)$(LIBDIR)/libtshm.a
 	install -Dm755 $(BLIB)/libtshm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtshm.so.$(VERSION)
 	ln -sf libtshm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtshm.so
 	install -Dm644 $(BLIB)/tshm.pc $(DESTDIR)$(PKGCONFIGDIR)/tshm.pc
 	install -Dm755 $(BBIN)/tshm $(DESTDIR)$(BINDIR)/tshm
-	install -Dm755 $(BLIB)/libtshm_sqlite.so $(DESTDIR)$(LIBDIR)/libtshm_sqlite.so
+	install -Dm755 $(B)/dist/libtshm_sqlite.so $(DESTDIR)$(LIBDIR)/libtshm_sqlite.so
+	install -Dm644 docs/man/tshm.1 $(DESTDIR)$(MANDIR)/man1/tshm.1
+	install -Dm644 docs/man/libtshm.3 $(DESTDIR)$(MANDIR)/man3/libtshm.3
+	@mkdir -p $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	$(BBIN)/tshm completions bash > $(DESTDIR)$(BASHCOMPDIR)/tshm
+	$(BBIN)/tshm completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_tshm
+	$(BBIN)/tshm completions fish > $(DESTDIR)$(FISHCOMPDIR)/tshm.fish
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/tshm.h $(DESTDIR)$(LIBDIR)/libtshm.a \
-	      $(DESTDIR)$(LIBDIR)/libtshm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
-	      $(DESTDIR)$(LIBDIR)/libtshm.so $(DESTDIR)$(PKGCONFIGDIR)/tshm.pc $(DESTDIR)$(BINDIR)/tshm \
-	      $(DESTDIR)$(LIBDIR)/libtshm_sqlite.so
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 clean:
 	$(CARGO) clean
