@@ -81,7 +81,7 @@ CFLAGS_EX := -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude -Iexamples/kvlog
 DEMO_SECONDS ?= 20
 
 .PHONY: all lib release-lib test-lib test-cli check-no-hooks cli kvlog sqlite-vfs sqlite-test demo header check-header check-symbols check-header-compile test rust-test \
-        c-test kvlog-test lint systest bench tools install uninstall clean
+        c-test kvlog-test lint doc-check systest bench tools install uninstall clean FORCE
 
 all: release-lib cli kvlog sqlite-vfs $(BLIB)/tshm.pc
 
@@ -240,6 +240,11 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --features test-hooks --quiet -- -D warnings
 
+# The crate's documentation builds without a warning (broken or private links, bad HTML).
+doc-check:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
+	@echo "cargo doc --no-deps: no warnings"
+
 # ABI check: constants, struct layouts and symbols of include/tshm.h against the Rust side.
 systest:
 	$(CARGO) run -p systest --quiet
@@ -303,8 +308,8 @@ check-no-hooks: release-lib sqlite-vfs test-lib test-cli $(SHIM_TEST_SO)
 TEST_EXTRA :=
 include $(sort $(wildcard mk/*.mk))
 
-test: tools lint rust-test c-test kvlog-test sqlite-test systest check-header check-symbols check-header-compile \
-      check-no-hooks $(TEST_EXTRA)
+test: tools lint doc-check rust-test c-test kvlog-test sqlite-test systest check-header check-symbols \
+      check-header-compile check-no-hooks $(TEST_EXTRA)
 	$(MAKE) --no-print-directory demo DEMO_SECONDS=5
 	@echo "make test: all checks passed"
 
