@@ -4,7 +4,10 @@
 #   make demo       the multi-process example engine at work (DEMO_SECONDS=20), verified
 #   make test       every test: lint, Rust tests, C harnesses (both lock backends), the example
 #                   engine's tests and a short demo, header and ABI checks
-#   make install    PREFIX=/usr/local DESTDIR= (headers, libraries, pkg-config file, CLI)
+#   make install    DESTDIR= PREFIX=/usr/local (LIBDIR, INCLUDEDIR, BINDIR, MANDIR, ... below):
+#                   headers, libraries, pkg-config file, the CLI with man page and completions,
+#                   the SQLite extension; `make uninstall` removes them; `make install-check`
+#                   proves the tree (mk/package.mk)
 #   make lib        the release library (build/lib) and the test library (build/test-lib)
 #
 # Two builds of the library: the release one (build/lib, installed, used by `make demo`) has no
