@@ -293,11 +293,11 @@ impl Coordinator {
                 opts.instance_slots
             )));
         }
-        if opts.index_limit > crate::index::MAX_ENTRIES {
+        if opts.index_limit > crate::layout::MAX_ENTRIES {
             return Err(Error::Misuse(format!(
                 "index_limit {} is above the most entries the index can hold ({})",
                 opts.index_limit,
-                crate::index::MAX_ENTRIES
+                crate::layout::MAX_ENTRIES
             )));
         }
         if !opts.allow_netfs {

@@ -72,20 +72,11 @@ use crate::node::Mapped;
 use crate::region::{Pool, Shm};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
+// The entry format and its limits (ENTRY_BYTES, BLOCK_ENTRIES, DEAD, MAX_ENTRIES, UNIT_MARGIN)
+// are defined with the rest of the byte map, in crate::layout.
 const UNIT: u64 = POOL_UNIT;
-const NODES_PER_UNIT: u64 = UNIT / PAGE;
-const ENTRY_BYTES: u64 = 16;
-/// Entries per block.
-pub(crate) const BLOCK_ENTRIES: u64 = UNIT / ENTRY_BYTES;
-/// Set in the frame word of an entry dropped by a rollback.
-const DEAD: u64 = 1 << 63;
-/// Slots per generation (slot + 1 must fit the 32-bit `prev` and directory fields).
-pub(crate) const MAX_ENTRIES: u64 = u32::MAX as u64 - 1;
 /// A lookup that sees the generation move this many times in a row gives up with BUSY.
 const RETRIES: u32 = 16;
-/// Units beyond those the counters account for that a reservation may reach (see
-/// [`unit_bound`]).
-const UNIT_MARGIN: u64 = 64;
 
 /// Statistics of the shared frame index (`tshm_index_stats`).
 #[allow(non_camel_case_types)]

@@ -202,6 +202,19 @@ pub(crate) const ENGINE_LOCKS: u32 = 32;
 pub(crate) const IX_DIR_TOP: u64 = 8192;
 /// Block top table entries (one per 1024 entry blocks).
 pub(crate) const IX_BLK_TOP: u64 = 1024;
+/// Node pages in one pool unit.
+pub(crate) const NODES_PER_UNIT: u64 = POOL_UNIT / PAGE;
+/// Bytes of one index entry: the page, the link to the previous entry of that page, the frame.
+pub(crate) const ENTRY_BYTES: u64 = 16;
+/// Entries per block (a block is one pool unit).
+pub(crate) const BLOCK_ENTRIES: u64 = POOL_UNIT / ENTRY_BYTES;
+/// Set in the frame word of an entry dropped by a rollback.
+pub(crate) const DEAD: u64 = 1 << 63;
+/// Slots per generation (slot + 1 must fit the 32-bit `prev` and directory fields).
+pub(crate) const MAX_ENTRIES: u64 = u32::MAX as u64 - 1;
+/// Units beyond those the counters account for that a reservation may reach (allocators killed
+/// between reserving and publishing a unit; the index's `unit_bound`).
+pub(crate) const UNIT_MARGIN: u64 = 64;
 /// Words in one snapshot copy.
 pub(crate) const SNAP_WORDS: usize = 9;
 
