@@ -418,7 +418,7 @@ static void test_options(void) {
     o.flags = 0x80000000u | TSHM_OPEN_ALLOW_NETFS;
     CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
 
-    /* Reader slots outside 64..65536, instance slots above 65536. */
+    /* Reader slots outside 64..65536, instance slots above 65535 (a tag names 65535 at most). */
     tshm_options_init(&o);
     o.reader_slots = 10;
     CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
@@ -429,7 +429,7 @@ static void test_options(void) {
     o.reader_slots = UINT32_MAX;
     CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
     tshm_options_init(&o);
-    o.instance_slots = 65537;
+    o.instance_slots = 65536;
     CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
     o.instance_slots = UINT32_MAX;
     CHECK_RC(tshm_open(db, &o, &out), TSHM_MISUSE);
@@ -472,6 +472,13 @@ static void test_options(void) {
     h = open_with(db1024, 0, 65536, TSHM_READERS_CAS);
     CHECK(h != NULL && info_of(h).reader_slots == 65536);
     close_handle(h);
+    const char *db65535 = test_db("options65535.db");
+    tshm_options_init(&o);
+    o.instance_slots = 65535;
+    h = NULL;
+    CHECK_RC(tshm_open(db65535, &o, &h), TSHM_OK);
+    CHECK(h != NULL && info_of(h).instance_slots == 65535);
+    if (h != NULL) close_handle(h);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -58,6 +58,7 @@ static const struct point POINTS[] = {
     {"truncate_mark", ALONE | ATTACHED, SCRIPT},
     {"append_entry", ALONE | ATTACHED | PENDING_TRIM, SCRIPT},
     {"pool_zeroed", ALONE | ATTACHED, SCRIPT},
+    {"block_unit", ALONE | ATTACHED, SCRIPT},
     {"publish_copy", ALONE | ATTACHED, SCRIPT},
     {"publish_seq", ALONE | ATTACHED, SCRIPT},
     {"reader_claim", ALONE | ATTACHED, SCRIPT},

@@ -504,9 +504,17 @@ impl<'a> Index<'a> {
         Ok(n32)
     }
 
-    /// Pool offset of block `b`, giving it a unit when it has none (writer only).
+    /// Pool offset of block `b`, giving it a unit when it has none (writer only). Either way the
+    /// block count covers `b` on return, before any entry of `b` is counted: a writer killed
+    /// between the two stores below leaves `b` with a unit and the count short of it, and the
+    /// next writer to reach `b` finds the unit and raises the count.
     fn ensure_block(&self, b: u64) -> Result<u64> {
+        let blocks = word(self.shm, H_IX_BLOCKS);
         if let Some(off) = self.block_off(b)? {
+            if blocks.load(Relaxed) <= b {
+                // Release, as below: the unit this writer found (Acquire) is published
+                blocks.fetch_max(b + 1, Release);
+            }
             return Ok(off);
         }
         let (_, node) = self
@@ -516,8 +524,9 @@ impl<'a> Index<'a> {
         self.pool
             .u32(node + (b & 1023) * 4)?
             .store(u as u32 + 1, Release);
+        crate::testpoint::hit("block_unit");
         // Release: a joiner that reads the block count reads units that cover it (validate)
-        word(self.shm, H_IX_BLOCKS).fetch_max(b + 1, Release);
+        blocks.fetch_max(b + 1, Release);
         Ok(u * UNIT)
     }
 

@@ -64,7 +64,8 @@
 //! An owner id is `pid << 32 | instance index`; the nonce is the instance's random nonce, so a
 //! reused pid cannot alias an old record. A *tag* names a live instance incarnation:
 //! `(index + 1) << 48 | (generation & 0xffff_ffff_ffff)`; a tag whose generation no longer
-//! matches the instance table, or whose liveness byte is free, belongs to a dead instance.
+//! matches the instance table, or whose liveness byte is free, belongs to a dead instance. The
+//! 16 bits of `index + 1` are why a sidecar has at most 65535 instance slots.
 //!
 //! Lock bytes (offsets on the sidecar descriptor; they need not lie inside the file):
 //!
@@ -230,7 +231,8 @@ pub(crate) const DEFAULT_READERS: u32 = 4096;
 pub(crate) const MAX_READERS: u32 = 65536;
 pub(crate) const MIN_INSTANCES: u32 = 1;
 pub(crate) const DEFAULT_INSTANCES: u32 = 4096;
-pub(crate) const MAX_INSTANCES: u32 = 65536;
+/// A tag holds `index + 1` in its 16 high bits, 0 meaning nobody: 65535 instances at most.
+pub(crate) const MAX_INSTANCES: u32 = 65535;
 
 /// Reader strategy: claim a slot by CAS in shared memory, liveness from the instance byte.
 pub(crate) const READERS_CAS: u32 = 0;
@@ -264,6 +266,7 @@ pub(crate) const NO_FRAME: u64 = u64::MAX;
 
 const _: () = assert!(LOCK_ENGINE_RO_BASE + ENGINE_LOCKS as u64 <= LOCK_READER_BASE);
 const _: () = assert!(LOCK_READER_BASE + MAX_READERS as u64 <= LOCK_INSTANCE_BASE);
+const _: () = assert!(MAX_INSTANCES < 1 << 16, "a tag's instance field is 16 bits");
 const _: () = assert!(H_READER_STATS + 32 <= H_REGIONS);
 const _: () = assert!(I_CKPT_WAIT_NS + 8 <= INSTANCE_BYTES as usize);
 const _: () = assert!(DB_ATTACH_BYTE > 0x4000_0000 + 512 && DB_ATTACH_BYTE < i64::MAX as u64);
@@ -421,5 +424,15 @@ mod tests {
         let t = make_tag(4095, 0x1234_5678_9abc_def0);
         assert_eq!(split_tag(t), Some((4095, 0x5678_9abc_def0 & TAG_GEN_MASK)));
         assert_eq!(t & ROLE_WAITERS, 0, "a tag never has the waiters bit");
+    }
+
+    #[test]
+    fn every_instance_a_table_can_hold_has_a_tag_naming_it() {
+        for i in 0..MAX_INSTANCES {
+            let t = make_tag(i, 1);
+            assert_eq!(split_tag(t), Some((i, 1)), "instance {i}: tag {t:#x}");
+        }
+        let g = Geometry::new(MIN_READERS, READERS_CAS, MAX_INSTANCES, ROLES_SHM);
+        assert!(g.validate().is_ok());
     }
 }

@@ -39,6 +39,8 @@
 //! * `append_entry` — an index entry and the tail are written, the entry count not yet stored;
 //! * `pool_zeroed` — a pool unit is reserved and written as zeros, the published unit count not
 //!   yet covering it;
+//! * `block_unit` — a new entry block's unit is stored in the block table, the block count not
+//!   yet raised to cover it;
 //! * `publish_copy` — a publisher holds the publish token and wrote half of the new copy;
 //! * `publish_seq` — the new snapshot is current, the publish token not yet given back;
 //! * `reader_claim` — a reader slot is claimed (its owner word set), no frame pinned yet;
@@ -82,6 +84,7 @@ pub const NAMES: &[&str] = &[
     "truncate_mark",
     "append_entry",
     "pool_zeroed",
+    "block_unit",
     "publish_copy",
     "publish_seq",
     "reader_claim",

@@ -199,3 +199,27 @@ fn read_only_open_without_sidecar_reports_not_found() {
         Err(Error::ReadOnly(_))
     ));
 }
+
+/// A tag names its instance in 16 bits, 0 meaning none: 65535 instances at most. A table of
+/// more is refused, like every other option outside its range.
+#[test]
+fn instance_slots_above_the_largest_taggable_table_are_misuse() {
+    let p = db("instances-over.db");
+    let over = Options {
+        reader_slots: 64,
+        instance_slots: 65536,
+        ..Options::default()
+    };
+    assert!(matches!(
+        Coordinator::open(&p, &over),
+        Err(Error::Misuse(_))
+    ));
+    assert!(!std::path::Path::new(&format!("{}-tshm", p.display())).exists());
+    let most = Options {
+        instance_slots: 65535,
+        ..over
+    };
+    let h = Coordinator::open(&p, &most).unwrap();
+    assert_eq!(h.info().unwrap().instance_slots, 65535);
+    h.close(|_| {}).unwrap();
+}

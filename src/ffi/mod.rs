@@ -102,7 +102,7 @@ pub struct tshm_options {
     /// (2^32 - 2, also the largest value accepted) and the disk.
     pub index_limit: u64,
     /// Instance slots of the sidecar: how many handles (every writable handle is one) may be
-    /// open at once across all processes (1..65536; 0 for the default, 4096). Chosen like
+    /// open at once across all processes (1..65535; 0 for the default, 4096). Chosen like
     /// `reader_slots`.
     pub instance_slots: u32,
     /// `TSHM_ROLES_SHM` (default) or `TSHM_ROLES_BYTELOCK`. Chosen like `reader_slots`.
@@ -309,7 +309,7 @@ pub unsafe extern "C" fn tshm_options_init(opts: *mut tshm_options) -> c_int {
 ///   `opts` not initialized by `tshm_options_init` (`opts->size` smaller than this version's
 ///   struct, or above 4096); unknown flag bits; `TSHM_OPEN_EXCLUSIVE` with
 ///   `TSHM_OPEN_READONLY`; `reader_slots` outside 64..65536 or `instance_slots` outside
-///   1..65536 (0 is the default for both); an unknown reader or role strategy;
+///   1..65535 (0 is the default for both); an unknown reader or role strategy;
 ///   `index_limit` above 2^32 - 2; or an open of the database from inside its own
 ///   `on_last_close` hook;
 /// * `TSHM_CANTOPEN`: the sidecar cannot be opened or created (e.g. its directory is not
