@@ -770,11 +770,19 @@ fn an_empty_sidecar_is_reported_empty_with_its_real_size() {
     // counts in the reports agree with their nouns too
     let p = db("plural.db");
     let h = Coordinator::open(&p, &Options::default()).unwrap();
+    // the slot the handle keeps after its transaction pins no frame
+    let (slot, _) = h.reader_begin().unwrap();
+    h.reader_end(slot).unwrap();
     let (_, out, _) = tshm(&["inspect"], &p);
     assert!(out.contains(", 1 handle attached\n"), "{out}");
+    assert!(out.contains("kept, no frame pinned\n"), "{out}");
+    assert!(!out.contains("18446744073709551615"), "{out}");
     let (code, out, _) = tshm(&["check", "--idle"], &p);
     assert_eq!(code, 1);
-    assert!(out.contains("1 handle attached"), "{out}");
+    assert!(
+        out.contains("1 handle attached; 1 reader slot has an owner"),
+        "{out}"
+    );
     h.close(|_| {}).unwrap();
 }
 

@@ -627,12 +627,16 @@ fn table(db: &Path, r: &Report) -> String {
         let _ = writeln!(t, "readers      none");
     }
     for rs in &r.readers {
+        // a slot its handle keeps between transactions pins nothing (TSHM_NO_FRAME)
+        let pin = match rs.owner.frame {
+            u64::MAX => "kept, no frame pinned".to_string(),
+            f => format!("pinned frame {f}"),
+        };
         let _ = writeln!(
             t,
-            "reader       slot {:<4} {}  pinned frame {}",
+            "reader       slot {:<4} {}  {pin}",
             rs.slot,
-            holder(&rs.owner),
-            rs.owner.frame
+            holder(&rs.owner)
         );
     }
     let _ = writeln!(
