@@ -78,7 +78,7 @@ impl BlockScan {
             while hash[h] != 0 {
                 let i = hash[h] as u64 - 1;
                 let f = first + i;
-                if pages[i as usize] == page && f <= max && best.map_or(true, |b| f > b) {
+                if pages[i as usize] == page && f <= max && best.is_none_or(|b| f > b) {
                     best = Some(f);
                 }
                 h = (h + 1) & 8191;

@@ -55,7 +55,7 @@ pub fn region(node: &Node, idx: u32, size: u64, extend: bool) -> Result<Option<*
             "region {idx} out of range (a sidecar holds {MAX_REGIONS})"
         )));
     }
-    if size == 0 || size > POOL_UNIT || size % 8 != 0 {
+    if size == 0 || size > POOL_UNIT || !size.is_multiple_of(8) {
         return Err(Error::Misuse(format!(
             "region size {size} must be a multiple of 8 in 8..={}",
             POOL_UNIT
@@ -120,7 +120,7 @@ fn instance_alive(node: &Node, i: u32) -> Result<bool> {
 }
 
 fn check_range(slot: u32, n: u32) -> Result<()> {
-    if n == 0 || slot.checked_add(n).map_or(true, |end| end > ENGINE_LOCKS) {
+    if n == 0 || slot.checked_add(n).is_none_or(|end| end > ENGINE_LOCKS) {
         return Err(Error::Misuse(format!(
             "engine lock slots {slot}..{} out of range 0..{ENGINE_LOCKS}",
             slot as u64 + n as u64

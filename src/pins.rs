@@ -224,7 +224,7 @@ impl Pins {
             if s & BUSY != 0 {
                 // another thread of the handle is between its CAS and its store
                 spins += 1;
-                if spins % 64 == 0 {
+                if spins.is_multiple_of(64) {
                     std::thread::yield_now();
                 }
                 std::hint::spin_loop();

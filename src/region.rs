@@ -55,7 +55,7 @@ impl Shm {
     #[inline]
     pub fn u32(&self, off: usize) -> &AtomicU32 {
         assert!(
-            off % 4 == 0 && off + 4 <= self.map.len(),
+            off.is_multiple_of(4) && off + 4 <= self.map.len(),
             "shm offset {off} out of bounds"
         );
         // SAFETY: in bounds and aligned (page-aligned mapping); the memory lives as long as self
@@ -66,7 +66,7 @@ impl Shm {
     #[inline]
     pub fn u64(&self, off: usize) -> &AtomicU64 {
         assert!(
-            off % 8 == 0 && off + 8 <= self.map.len(),
+            off.is_multiple_of(8) && off + 8 <= self.map.len(),
             "shm offset {off} out of bounds"
         );
         // SAFETY: as for u32.
@@ -78,7 +78,7 @@ impl Shm {
     #[inline]
     pub fn u64s<const N: usize>(&self, off: usize) -> &[AtomicU64; N] {
         assert!(
-            off % 8 == 0 && off + 8 * N <= self.map.len(),
+            off.is_multiple_of(8) && off + 8 * N <= self.map.len(),
             "shm offset {off} (+{N} words) out of bounds"
         );
         // SAFETY: as for u32; an array of atomics has their alignment.
@@ -152,7 +152,7 @@ impl Pool {
         let end = off
             .checked_add(len)
             .ok_or_else(|| Error::Corrupt(format!("index offset {off} overflows")))?;
-        if off % align != 0 || len == 0 || off / POOL_UNIT != (end - 1) / POOL_UNIT {
+        if !off.is_multiple_of(align) || len == 0 || off / POOL_UNIT != (end - 1) / POOL_UNIT {
             return Err(Error::Corrupt(format!("misaligned index offset {off}")));
         }
         if end > self.known.load(Relaxed) {

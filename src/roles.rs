@@ -281,7 +281,7 @@ fn sibling_holds(role: Role) -> Error {
 pub type Keep<'a> = Option<&'a mut dyn FnMut() -> bool>;
 
 fn go_on(keep: &mut Keep) -> bool {
-    keep.as_mut().map_or(true, |f| f())
+    keep.as_mut().is_none_or(|f| f())
 }
 
 fn gave_up(shm: &Shm, role: Role) -> Result<()> {
@@ -483,7 +483,7 @@ fn oldest_waiter(node: &Node, role: Role) -> Result<Option<(u32, u64)>> {
     let mut best: Option<(u32, u64)> = None;
     for i in 0..hwm {
         let t = m.shm.u64(m.geom.instance(i) + role.i_ticket()).load(SeqCst);
-        if t != 0 && best.map_or(true, |(_, b)| t < b) {
+        if t != 0 && best.is_none_or(|(_, b)| t < b) {
             best = Some((i, t));
         }
     }

@@ -214,7 +214,7 @@ impl Latch<'_> {
                 Ok(_) => break,
                 Err(holder) => {
                     spins += 1;
-                    if spins % 64 == 0 {
+                    if spins.is_multiple_of(64) {
                         if !alive(holder)?
                             && token.compare_exchange(holder, tag, AcqRel, Acquire).is_ok()
                         {

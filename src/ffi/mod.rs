@@ -543,7 +543,7 @@ fn acquire_while(
     ctx: *mut c_void,
 ) -> c_int {
     // SAFETY: the caller promises a callable `keep_waiting` that does not unwind.
-    let mut ask = || keep_waiting.map_or(true, |f| unsafe { f(ctx) } != 0);
+    let mut ask = || keep_waiting.is_none_or(|f| unsafe { f(ctx) } != 0);
     code(coord(h).and_then(|c| c.acquire_while(role(writer), timeout_ms, Some(&mut ask))))
 }
 

@@ -252,7 +252,7 @@ fn region0(m: &Mapped) -> Result<Option<(u64, u64)>> {
         let size = m.shm.u32(H_REGION_SIZE).load(Acquire) as u64;
         let units = m.shm.u64(H_IX_UNITS).load(Acquire);
         let unit = entry as u64 - 1;
-        bad = if size == 0 || size > POOL_UNIT || size % 8 != 0 {
+        bad = if size == 0 || size > POOL_UNIT || !size.is_multiple_of(8) {
             format!("engine region 0 exists but the region size word says {size} bytes")
         } else if unit >= units {
             format!(
