@@ -201,7 +201,7 @@ impl Drop for InLastCloseHook {
 
 /// Refuses database paths that cannot name a database file: empty, ending in a slash or in
 /// `.`/`..`, or naming a directory. Nothing is created for them.
-fn check_db_path(db_path: &Path) -> Result<()> {
+pub(crate) fn check_db_path(db_path: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = db_path.as_os_str().as_bytes();
     if bytes.is_empty() {

@@ -275,7 +275,7 @@ impl Report {
     pub fn idle_problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !self.attached.is_empty() {
-            p.push(format!("{} handle(s) attached", self.attached.len()));
+            p.push(count(self.attached.len() as u64, "handle", "handles") + " attached");
         }
         for (name, o) in [
             ("writer", &self.writer),
@@ -286,10 +286,10 @@ impl Report {
             }
         }
         if !self.readers.is_empty() {
-            p.push(format!(
-                "{} reader slot(s) have an owner",
-                self.readers.len()
-            ));
+            p.push(match self.readers.len() {
+                1 => "1 reader slot has an owner".into(),
+                n => format!("{n} reader slots have an owner"),
+            });
         }
         if self.index.entries != self.index.dead {
             p.push(format!(
@@ -314,18 +314,49 @@ impl Report {
     }
 }
 
+/// `n` and the singular or the plural noun: `1 handle`, `2 handles`, `0 handles`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A size in bytes: `1 byte`, `4096 bytes`.
+pub fn bytes(n: u64) -> String {
+    count(n, "byte", "bytes")
+}
+
 /// The observer's node: opened read-only, mapped and validated, no lock taken.
+/// A directory, a missing database and a missing sidecar are refused with messages that name
+/// the path (the inspector prints them as they are); so is a sidecar shorter than its header,
+/// with its real length: an empty one was created by an opener that has not initialized it.
 fn attach(db: &Path) -> Result<Arc<Node>> {
+    crate::coordinator::check_db_path(db)?;
     if !db.exists() {
         return Err(Error::NotFound(format!("no database at {}", db.display())));
     }
+    let side = region::sidecar_path(db);
+    if std::fs::symlink_metadata(&side).is_err() {
+        return Err(Error::NotFound(format!("no sidecar at {}", side.display())));
+    }
     let node = Node::get(db, true, false, None)?;
     if node.mapped.get().is_none() {
+        let len = region::file_len(node.fd())?;
+        if len == 0 {
+            return Err(Error::Corrupt(
+                "the file is empty (0 bytes): uninitialized; the next opener that finds nobody attached \
+                 initializes it"
+                    .into(),
+            ));
+        }
+        if len < PAGE {
+            return Err(Error::Corrupt(format!(
+                "the file is {}, shorter than the {PAGE}-byte header",
+                bytes(len)
+            )));
+        }
         // the fixed part only (the pool is mapped in windows): a huge file maps no more; the
         // node's protection, not the observer's: a handle of this process may share it
         let most = Geometry::new(MAX_READERS, READERS_CAS, MAX_INSTANCES, ROLES_SHM).base_len;
-        let len = region::file_len(node.fd())?.min(most);
-        let shm = node.map(len.max(1))?;
+        let shm = node.map(len.min(most))?;
         let geom = region::read_header(&shm).map_err(Error::Corrupt)?;
         crate::index::validate(&shm, &geom, node.fd())?;
         node.set_mapped(shm, geom);

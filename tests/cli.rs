@@ -16,9 +16,15 @@ fn db(name: &str) -> PathBuf {
 
 /// Runs `tshm ARGS DB`: (exit code, stdout, stderr).
 fn tshm(args: &[&str], db: &Path) -> (i32, String, String) {
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    all.push(db.as_os_str());
+    tshm_args(&all)
+}
+
+/// Runs `tshm ARGS`: (exit code, stdout, stderr).
+fn tshm_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tshm"))
         .args(args)
-        .arg(db)
         .output()
         .unwrap();
     (
@@ -26,6 +32,17 @@ fn tshm(args: &[&str], db: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// The reports `watch` wrote into a pipe: each ends with a line `--`.
+fn reports(out: &str) -> Vec<&str> {
+    let mut v: Vec<&str> = out.split("\n--\n").collect();
+    assert_eq!(
+        v.pop(),
+        Some(""),
+        "output does not end with a separator:\n{out}"
+    );
+    v
 }
 
 fn inspect_json(db: &Path) -> serde_json::Value {
@@ -158,15 +175,19 @@ fn watch_refreshes_until_killed() {
     let mut out = child.stdout.take().unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
-    // two screens, each starting with the clear-screen sequence, then stop it
-    while seen.matches("\x1b[H\x1b[2J").count() < 2 {
+    // two reports, each ended by the separator line, then stop it
+    while seen.matches("\n--\n").count() < 2 {
         let n = out.read(&mut buf).unwrap();
         assert!(n > 0, "watch ended early: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(seen.contains("1 handle(s) attached"), "{seen}");
+    assert!(seen.contains("1 handle attached"), "{seen}");
+    assert!(
+        !seen.contains('\x1b'),
+        "no terminal codes into a pipe: {seen:?}"
+    );
     h.close(|_| {}).unwrap();
 }
 
@@ -438,13 +459,9 @@ fn watch_shows_rates_and_a_reset_as_a_reset() {
     let mut out = child.stdout.take().unwrap();
     let mut pending = String::new();
     let mut buf = [0u8; 8192];
-    // the next complete screen (each starts with the clear-screen sequence)
+    // the next complete report (each ends with the separator line)
     let mut screen = || loop {
-        if let Some(end) = pending
-            .get(1..)
-            .and_then(|s| s.find("\x1b[H"))
-            .map(|e| e + 1)
-        {
+        if let Some(end) = pending.find("\n--\n").map(|e| e + 4) {
             let s: String = pending.drain(..end).collect();
             return s;
         }
@@ -604,4 +621,294 @@ fn sqlite_section_shows_the_wal_index_and_the_lock_slots_by_name() {
     a.release(Role::Writer).unwrap();
     b.close(|_| {}).unwrap();
     a.close(|_| {}).unwrap();
+}
+
+/// An idle sidecar of a fresh database, for the tests of the command line itself.
+fn idle_db(name: &str) -> PathBuf {
+    let p = db(name);
+    Coordinator::open(&p, &Options::default())
+        .unwrap()
+        .close(|_| {})
+        .unwrap();
+    p
+}
+
+#[test]
+fn watch_into_a_pipe_writes_plain_reports_and_stops_after_count() {
+    let p = idle_db("watch-count.db");
+    let (code, out, err) = tshm(&["watch", "--interval", "50", "--count", "3"], &p);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains('\x1b'), "terminal codes into a pipe: {out:?}");
+    let r = reports(&out);
+    assert_eq!(r.len(), 3, "{out}");
+    for (k, report) in r.iter().enumerate() {
+        assert!(report.starts_with("sidecar      "), "report {k}:\n{report}");
+        assert!(report.contains("\nrates        "), "report {k}:\n{report}");
+    }
+    assert!(
+        r[0].contains("rates        from the next refresh on"),
+        "{}",
+        r[0]
+    );
+    assert!(r[2].contains("rates        per second"), "{}", r[2]);
+}
+
+/// On a terminal (here the pseudo-terminal of script(1)) each refresh redraws the screen.
+#[test]
+fn watch_on_a_terminal_redraws_the_screen() {
+    let p = idle_db("watch-tty.db");
+    let cmd = format!(
+        "{} watch --interval 50 --count 2 {}",
+        env!("CARGO_BIN_EXE_tshm"),
+        p.display()
+    );
+    let out = match Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: script(1) cannot run: {e}");
+            return;
+        }
+    };
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.matches("\x1b[H\x1b[2J").count(), 2, "{out:?}");
+    assert!(
+        !out.contains("\n--\r\n") && !out.contains("\n--\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn every_json_document_carries_schema_1() {
+    let p = idle_db("schema.db");
+    assert_eq!(inspect_json(&p)["schema"], 1);
+    for args in [&["check", "--json"][..], &["check", "--json", "--idle"][..]] {
+        let (code, out, err) = tshm(args, &p);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["schema"], 1, "{args:?}: {j:#}");
+    }
+    let (code, out, err) = tshm(&["watch", "--json", "--interval", "50", "--count", "2"], &p);
+    assert_eq!(code, 0, "{err}");
+    let docs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "{out}");
+    for j in &docs {
+        assert_eq!(j["schema"], 1, "{j:#}");
+        assert_eq!(j["mode"], "none", "the fields of inspect: {j:#}");
+    }
+    assert!(docs[0]["rates"].is_null(), "{:#}", docs[0]);
+    assert_eq!(docs[1]["rates"]["reset"], false, "{:#}", docs[1]);
+    assert!(docs[1]["rates"]["seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(docs[1]["rates"]["writer"]["acquires"], 0.0);
+    // a verdict that the sidecar cannot be read is a document too
+    let (code, out, _) = tshm(&["check", "--json"], &db("schema-bare.db"));
+    assert_eq!(code, 2);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&j["schema"], &j["result"]),
+        (&1.into(), &"unreadable".into())
+    );
+}
+
+#[test]
+fn error_messages_say_what_went_wrong_once_and_name_the_path() {
+    let (code, _, err) = tshm(&["inspect"], Path::new("/nonexistent/x.db"));
+    assert_eq!(code, 2);
+    assert_eq!(err, "tshm: no database at /nonexistent/x.db\n");
+    let bare = db("once-bare.db");
+    for args in [
+        &["inspect"][..],
+        &["check"][..],
+        &["watch", "--count", "1"][..],
+    ] {
+        let (code, _, err) = tshm(args, &bare);
+        assert_eq!(code, 2, "{args:?}");
+        assert_eq!(
+            err,
+            format!("tshm: no sidecar at {}-tshm\n", bare.display())
+        );
+    }
+    let p = idle_db("once-magic.db");
+    let side = format!("{}-tshm", p.display());
+    let mut bytes = std::fs::read(&side).unwrap();
+    bytes[0..4].copy_from_slice(b"XXXX");
+    std::fs::write(&side, &bytes).unwrap();
+    let (code, _, err) = tshm(&["check"], &p);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!("tshm: {side}: corrupt sidecar: bad magic")),
+        "{err}"
+    );
+    assert_eq!(err.matches("corrupt").count(), 1, "{err}");
+}
+
+#[test]
+fn an_empty_sidecar_is_reported_empty_with_its_real_size() {
+    let p = db("empty.db");
+    let side = format!("{}-tshm", p.display());
+    std::fs::write(&side, b"").unwrap();
+    for args in [&["inspect"][..], &["check"][..]] {
+        let (code, _, err) = tshm(args, &p);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(err.contains("empty (0 bytes)"), "{err}");
+        assert!(err.contains("uninitialized"), "{err}");
+        assert!(!err.contains("1 bytes"), "{err}");
+    }
+    std::fs::write(&side, b"T").unwrap();
+    let (code, _, err) = tshm(&["check"], &p);
+    assert_eq!(code, 1);
+    assert!(err.contains("the file is 1 byte, shorter"), "{err}");
+    std::fs::write(&side, b"TS").unwrap();
+    let (_, _, err) = tshm(&["check"], &p);
+    assert!(err.contains("the file is 2 bytes, shorter"), "{err}");
+    // counts in the reports agree with their nouns too
+    let p = db("plural.db");
+    let h = Coordinator::open(&p, &Options::default()).unwrap();
+    // the slot the handle keeps after its transaction pins no frame
+    let (slot, _) = h.reader_begin().unwrap();
+    h.reader_end(slot).unwrap();
+    let (_, out, _) = tshm(&["inspect"], &p);
+    assert!(out.contains(", 1 handle attached\n"), "{out}");
+    assert!(out.contains("kept, no frame pinned\n"), "{out}");
+    assert!(!out.contains("18446744073709551615"), "{out}");
+    let (code, out, _) = tshm(&["check", "--idle"], &p);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("1 handle attached; 1 reader slot has an owner"),
+        "{out}"
+    );
+    h.close(|_| {}).unwrap();
+}
+
+#[test]
+fn a_directory_is_refused_as_not_a_database_file() {
+    let dir = db("dir.db");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    // also with a sound sidecar beside it
+    let donor = idle_db("dir-donor.db");
+    std::fs::copy(
+        format!("{}-tshm", donor.display()),
+        format!("{}-tshm", dir.display()),
+    )
+    .unwrap();
+    let with_slash = format!("{}/", dir.display());
+    for path in [dir.as_path(), Path::new(&with_slash)] {
+        for args in [&["inspect"][..], &["check"][..], &["inspect", "--json"][..]] {
+            let (code, out, err) = tshm(args, path);
+            assert_eq!(code, 2, "{args:?} {}: {out}", path.display());
+            assert!(
+                err.contains(&format!(
+                    "{} is a directory, not a database file",
+                    dir.display()
+                )) || err.contains("names a directory, not a database file"),
+                "{err}"
+            );
+            assert!(!err.contains("No such device"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_64_and_help_and_version_exit_0() {
+    for args in [
+        &["frobnicate"][..],
+        &["inspect"][..],
+        &["check", "--bogus", "x.db"][..],
+        &["watch", "--count", "0", "x.db"][..],
+        &["watch", "--interval", "soon", "x.db"][..],
+        &["completions", "tcsh"][..],
+        &[][..],
+    ] {
+        let (code, out, err) = tshm_args(args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(
+            err.contains("error") || err.contains("Usage"),
+            "{args:?}: {err}"
+        );
+    }
+    for args in [&["--help"][..], &["help"][..], &["check", "--help"][..]] {
+        let (code, out, err) = tshm_args(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains("Usage"), "{args:?}: {out}");
+    }
+    let (_, out, _) = tshm_args(&["--help"]);
+    for line in [
+        "Exit status:",
+        "  0   ok",
+        "  1   ",
+        "  2   ",
+        "  64  usage error",
+    ] {
+        assert!(out.contains(line), "{line:?} not in\n{out}");
+    }
+    let (code, out, _) = tshm_args(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("tshm "), "{out}");
+}
+
+#[test]
+fn check_says_that_it_checked_the_sidecar_not_the_database() {
+    let p = idle_db("scope.db");
+    let side = format!("{}-tshm", p.display());
+    let (code, out, _) = tshm(&["check"], &p);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        format!(
+            "sidecar {side}: consistent (checked: header, frame index, role words, engine \
+             region table; the database file is not checked)\n"
+        )
+    );
+    let (code, out, _) = tshm(&["check", "--idle"], &p);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("sidecar {side}: consistent and idle (")),
+        "{out}"
+    );
+    let (code, out, _) = tshm(&["check", "--json", "--idle"], &p);
+    assert_eq!(code, 0);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["checked"], "sidecar");
+    assert_eq!(j["sidecar"], side);
+    assert_eq!(j["database_file_checked"], false);
+    assert_eq!(
+        j["checks"],
+        serde_json::json!(["header", "frame_index", "roles", "engine_regions"])
+    );
+    assert_eq!(
+        (&j["result"], &j["consistent"]),
+        (&"consistent".into(), &true.into())
+    );
+    assert_eq!(j["idle"], true);
+    // in use: consistent but not idle
+    let h = Coordinator::open(&p, &Options::default()).unwrap();
+    let (code, out, _) = tshm(&["check", "--json", "--idle"], &p);
+    assert_eq!(code, 1);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&j["result"], &j["idle"]),
+        (&"not_idle".into(), &false.into())
+    );
+    assert_eq!(j["problems"], serde_json::json!(["1 handle attached"]));
+    h.close(|_| {}).unwrap();
+}
+
+#[test]
+fn completions_for_each_shell_know_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = tshm_args(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(!out.is_empty(), "{shell}");
+        for word in ["inspect", "check", "watch"] {
+            assert!(out.contains(word), "{shell}: no {word} in\n{out}");
+        }
+    }
 }

@@ -3,13 +3,20 @@
 //! * `tshm inspect <db> [--json]` — mode, attached processes, role holders, reader slots, the
 //!   snapshot, the frame index, the lock kind in use, and SQLite's wal-index and lock slots on a
 //!   database used through the SQLite shim;
-//! * `tshm check [--idle] <db>` — exit 0 when the sidecar is sound (and, with `--idle`, nobody
-//!   is attached and nothing is left uncommitted or un-checkpointed); 1 when it is not; 2 when it
-//!   cannot be read;
-//! * `tshm watch <db> [--interval MS]` — `inspect`, refreshed until interrupted, with the
-//!   contention rates per second between two refreshes.
+//! * `tshm check [--idle] [--json] <db>` — validates the sidecar (not the database file): its
+//!   header, frame index, role words and engine region table; with `--idle`, also that nobody
+//!   is attached and nothing is left uncommitted or un-checkpointed;
+//! * `tshm watch <db> [--interval MS] [--count N] [--json]` — `inspect`, refreshed, with the
+//!   contention rates per second between two refreshes: redrawn in place on a terminal, one
+//!   report after another (each followed by a line `--`) into a pipe or file;
+//! * `tshm completions <bash|zsh|fish>` — the shell's completion script, on standard output.
 //!
-//! The inspector takes no lock and writes nothing (see `tshm::inspect`).
+//! The inspector takes no lock and writes nothing (see `tshm::inspect`). Exit status: 0 ok; 1
+//! the sidecar is corrupt, or (`check --idle`) not idle; 2 it cannot be read (no database, no
+//! sidecar, a directory, no permission) or the output cannot be written; 64 a usage error.
+//!
+//! Every JSON document carries `"schema": 1`; `docs/man/tshm.1` describes each field. The
+//! number changes when a field is removed or changes meaning, not when one is added.
 //!
 //! `inspect --json` adds to the fields of the table:
 //!
@@ -51,19 +58,43 @@
 //!     and `mark` (READ slots: the read mark, the WAL frame its readers read up to; `null`
 //!     when unused and for the other slots).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::json;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tshm::inspect::sqlite::{Sqlite, SqliteLock, WalFile, READMARK_NOT_USED};
-use tshm::inspect::{self, Rates, Report, RoleContention};
+use tshm::inspect::{self, bytes, count, Rates, Report, RoleContention};
 use tshm::tshm_owner_info;
+
+/// The version of every JSON document's layout (its `schema` field).
+const SCHEMA: u32 = 1;
+
+/// Exit status: the sidecar was read and is sound (and, for `check --idle`, idle).
+const EXIT_OK: u8 = 0;
+/// Exit status: the sidecar is corrupt, or `check --idle` found it in use or not checkpointed.
+const EXIT_PROBLEM: u8 = 1;
+/// Exit status: the sidecar cannot be read, or the output cannot be written.
+const EXIT_UNREADABLE: u8 = 2;
+/// Exit status: the command line is wrong (`EX_USAGE` of sysexits.h).
+const EXIT_USAGE: u8 = 64;
+
+/// The line that ends each report of `watch` written into a pipe or a file.
+const WATCH_SEPARATOR: &str = "--";
 
 #[derive(Parser)]
 #[command(
     name = "tshm",
     version,
-    about = "Inspect a libtshm sidecar without taking part"
+    about = "Inspect a libtshm sidecar without taking part",
+    after_help = "Exit status:
+  0   ok: the sidecar was read and is consistent (check --idle: and idle)
+  1   the sidecar is corrupt; check --idle: it is in use or not checkpointed
+  2   the sidecar cannot be read (no database, no sidecar, a directory, no
+      permission), or the output cannot be written
+  64  usage error (unknown command or option, missing or bad argument)
+
+See tshm(1)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -78,7 +109,7 @@ enum Cmd {
     /// initialized, how many had to wait (and their mean and longest wait), the attempts
     /// refused busy, dead holders reclaimed, handoffs to a waiter, the holder now and the
     /// handles waiting in arrival order. `--json` prints the same under `contention` (see the
-    /// field list in the binary's documentation) and each attached handle's own counters.
+    /// field list in tshm(1)) and each attached handle's own counters.
     ///
     /// On a database used through the SQLite shim, the sqlite section shows the wal-index
     /// header (mxFrame, nPage, page size, salts, nBackfill), whether its two copies agree,
@@ -87,25 +118,56 @@ enum Cmd {
     /// `--json` prints it under `sqlite` (`null` elsewhere).
     Inspect {
         db: PathBuf,
-        /// Print JSON instead of a table.
+        /// Print JSON (schema 1, see tshm(1)) instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Validate the sidecar: exit 0 when sound.
+    /// Validate the sidecar (not the database file): exit 0 when consistent.
+    ///
+    /// Checks the sidecar's header, its frame index (counters, directory, pool units against
+    /// the file's length), the role words and the engine region table. The database file and
+    /// the WAL are not read. Exit 1 when the sidecar is corrupt or, with `--idle`, in use or
+    /// not checkpointed; 2 when it cannot be read.
     Check {
         db: PathBuf,
         /// Also require that nobody is attached and nothing is pending.
         #[arg(long)]
         idle: bool,
+        /// Print the verdict as JSON (schema 1, see tshm(1)).
+        #[arg(long)]
+        json: bool,
     },
-    /// Refresh `inspect` until interrupted, with contention rates per second (acquisitions,
-    /// waits, busy returns and the mean wait over the last interval).
+    /// Refresh `inspect` with contention rates per second (acquisitions, waits, busy returns
+    /// and the mean wait over the last interval).
+    ///
+    /// On a terminal each refresh redraws the screen; into a pipe or a file the reports follow
+    /// one another, each ended by a line `--`. Runs until interrupted, or `--count` reports.
     Watch {
         db: PathBuf,
-        /// Refresh period in milliseconds.
+        /// Refresh period in milliseconds (at least 50).
         #[arg(long, default_value_t = 1000)]
         interval: u64,
+        /// Stop after this many reports (default: until interrupted).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// One JSON document (schema 1, see tshm(1)) per line and refresh, never redrawn.
+        #[arg(long)]
+        json: bool,
     },
+    /// Print the shell completion script for bash, zsh or fish on standard output.
+    ///
+    /// bash: `tshm completions bash > /usr/share/bash-completion/completions/tshm`;
+    /// zsh: `tshm completions zsh > /usr/share/zsh/vendor-completions/_tshm`;
+    /// fish: `tshm completions fish > /usr/share/fish/vendor_completions.d/tshm.fish`.
+    Completions { shell: Shell },
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Clone, Copy, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 fn mode_name(m: u32) -> &'static str {
@@ -128,6 +190,7 @@ fn owner_json(o: &tshm_owner_info) -> serde_json::Value {
 fn to_json(db: &Path, r: &Report) -> serde_json::Value {
     let s = &r.snapshot;
     json!({
+        "schema": SCHEMA,
         "database": db.display().to_string(),
         "sidecar_bytes": r.sidecar_bytes,
         "mode": match r.mode { 1 => "shared", 2 => "exclusive", _ => "none" },
@@ -400,12 +463,16 @@ fn sqlite_table(q: &Sqlite, r: &Report) -> String {
             bytes,
             header: None,
         } => {
-            format!("WAL file {bytes} bytes, no header")
+            format!("WAL file {}, no header", self::bytes(*bytes))
         }
         WalFile::Present {
             bytes,
             header: Some(w),
-        } if !w.magic_ok() => format!("WAL file {bytes} bytes, bad magic {:#010x}", w.magic),
+        } if !w.magic_ok() => format!(
+            "WAL file {}, bad magic {:#010x}",
+            self::bytes(*bytes),
+            w.magic
+        ),
         WalFile::Present {
             bytes,
             header: Some(w),
@@ -418,8 +485,11 @@ fn sqlite_table(q: &Sqlite, r: &Report) -> String {
                 _ => "salts differ from the wal-index".into(),
             };
             format!(
-                "WAL file {bytes} bytes  checkpoint seq {}  salt {:#010x} {:#010x}: {verdict}",
-                w.checkpoint_seq, w.salt[0], w.salt[1]
+                "WAL file {}  checkpoint seq {}  salt {:#010x} {:#010x}: {verdict}",
+                self::bytes(*bytes),
+                w.checkpoint_seq,
+                w.salt[0],
+                w.salt[1]
             )
         }
     };
@@ -508,19 +578,19 @@ fn table(db: &Path, r: &Report) -> String {
     let s = &r.snapshot;
     let _ = writeln!(
         t,
-        "sidecar      {}-tshm ({} bytes)",
+        "sidecar      {}-tshm ({})",
         db.display(),
-        r.sidecar_bytes
+        bytes(r.sidecar_bytes)
     );
     if r.attached.is_empty() {
         let _ = writeln!(t, "mode         {}", mode_name(r.mode));
     } else {
         let _ = writeln!(
             t,
-            "mode         {}, {} locks, {} handle(s) attached",
+            "mode         {}, {} locks, {} attached",
             mode_name(r.mode),
             r.backend,
-            r.attached.len()
+            count(r.attached.len() as u64, "handle", "handles")
         );
     }
     let _ = writeln!(
@@ -557,12 +627,16 @@ fn table(db: &Path, r: &Report) -> String {
         let _ = writeln!(t, "readers      none");
     }
     for rs in &r.readers {
+        // a slot its handle keeps between transactions pins nothing (TSHM_NO_FRAME)
+        let pin = match rs.owner.frame {
+            u64::MAX => "kept, no frame pinned".to_string(),
+            f => format!("pinned frame {f}"),
+        };
         let _ = writeln!(
             t,
-            "reader       slot {:<4} {}  pinned frame {}",
+            "reader       slot {:<4} {}  {pin}",
             rs.slot,
-            holder(&rs.owner),
-            rs.owner.frame
+            holder(&rs.owner)
         );
     }
     let _ = writeln!(
@@ -593,73 +667,231 @@ fn table(db: &Path, r: &Report) -> String {
     t
 }
 
-/// Exit status 2 and a message naming what went wrong.
-fn cannot(db: &Path, e: &tshm::Error) -> ExitCode {
-    let what = match e {
-        tshm::Error::Corrupt(_) => {
-            eprintln!("tshm: {}: {e}", db.display());
-            return ExitCode::from(1);
+/// The sidecar of `db`, as the library names it.
+fn sidecar(db: &Path) -> String {
+    format!("{}-tshm", db.display())
+}
+
+/// The exit status and the message for a failure to observe `db`. The library's messages
+/// begin with their kind ("corrupt sidecar: ..."), and those about a missing or unsuitable
+/// path name it: each reads once, with the path in front when the message does not name it.
+fn failure(db: &Path, e: &tshm::Error) -> (u8, String) {
+    use tshm::Error as E;
+    let named = |m: &str| {
+        if m.contains(&db.display().to_string()) {
+            m.to_string()
+        } else {
+            format!("{}: {m}", db.display())
         }
-        tshm::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            "permission denied"
-        }
-        tshm::Error::NotFound(_) => "not found",
-        _ => "cannot read the sidecar",
     };
-    eprintln!("tshm: {}: {what}: {e}", db.display());
-    ExitCode::from(2)
+    match e {
+        E::Corrupt(_) => (EXIT_PROBLEM, format!("{}: {e}", sidecar(db))),
+        E::NotFound(m) | E::Misuse(m) => (EXIT_UNREADABLE, named(m)),
+        E::CantOpen { what, source } if source.kind() == std::io::ErrorKind::IsADirectory => {
+            (EXIT_UNREADABLE, named(what))
+        }
+        E::CantOpen { what, source } | E::Io { what, source } => (
+            EXIT_UNREADABLE,
+            format!(
+                "{}: cannot read the sidecar: {what}: {source}",
+                db.display()
+            ),
+        ),
+        _ => (EXIT_UNREADABLE, named(&e.to_string())),
+    }
+}
+
+/// Prints the failure on standard error; returns its exit status.
+fn fail(db: &Path, e: &tshm::Error) -> u8 {
+    let (code, message) = failure(db, e);
+    eprintln!("tshm: {message}");
+    code
+}
+
+/// Writes `text` to standard output. `Err` carries the exit status to stop with: 0 when the
+/// reader went away (`tshm watch db | head`), 2 when writing failed otherwise.
+fn emit(text: &str) -> Result<(), u8> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(EXIT_OK),
+        Err(e) => {
+            eprintln!("tshm: cannot write the report: {e}");
+            Err(EXIT_UNREADABLE)
+        }
+    }
+}
+
+fn inspect_cmd(db: &Path, json: bool) -> u8 {
+    let r = match inspect::observe(db) {
+        Ok(r) => r,
+        Err(e) => return fail(db, &e),
+    };
+    let text = if json {
+        format!("{:#}\n", to_json(db, &r))
+    } else {
+        table(db, &r)
+    };
+    emit(&text).map_or_else(|code| code, |()| EXIT_OK)
+}
+
+/// What `check` validates: (JSON name, as the report says it).
+const CHECKS: [(&str, &str); 4] = [
+    ("header", "header"),
+    ("frame_index", "frame index"),
+    ("roles", "role words"),
+    ("engine_regions", "engine region table"),
+];
+
+fn check_cmd(db: &Path, idle: bool, json: bool) -> u8 {
+    let side = sidecar(db);
+    let checked: Vec<&str> = CHECKS.iter().map(|c| c.1).collect();
+    let scope = format!(
+        "checked: {}; the database file is not checked",
+        checked.join(", ")
+    );
+    // (exit status, result, problems that make it not idle, error message)
+    let (code, result, problems, error) = match inspect::check(db) {
+        Ok(r) => {
+            let problems = if idle { r.idle_problems() } else { vec![] };
+            if problems.is_empty() {
+                if !json {
+                    let and_idle = if idle { " and idle" } else { "" };
+                    println!("sidecar {side}: consistent{and_idle} ({scope})");
+                }
+                (EXIT_OK, "consistent", problems, None)
+            } else {
+                if !json {
+                    println!(
+                        "sidecar {side}: consistent but not idle: {} ({scope})",
+                        problems.join("; ")
+                    );
+                }
+                (EXIT_PROBLEM, "not_idle", problems, None)
+            }
+        }
+        Err(e) => {
+            let (code, message) = failure(db, &e);
+            eprintln!("tshm: {message}");
+            let result = if matches!(e, tshm::Error::Corrupt(_)) {
+                "corrupt"
+            } else {
+                "unreadable"
+            };
+            (code, result, vec![], Some(message))
+        }
+    };
+    if json {
+        let readable = result != "unreadable";
+        let consistent = matches!(result, "consistent" | "not_idle");
+        let j = json!({
+            "schema": SCHEMA,
+            "database": db.display().to_string(),
+            "sidecar": side,
+            "checked": "sidecar",
+            "checks": CHECKS.iter().map(|c| c.0).collect::<Vec<_>>(),
+            "database_file_checked": false,
+            "result": result,
+            "consistent": if readable { json!(consistent) } else { json!(null) },
+            "idle": if idle && consistent { json!(problems.is_empty()) } else { json!(null) },
+            "problems": problems,
+            "error": error,
+        });
+        let _ = emit(&format!("{j:#}\n"));
+    }
+    code
+}
+
+fn role_rates_json(x: &inspect::RoleRates) -> serde_json::Value {
+    json!({
+        "acquires": x.acquires, "waits": x.waits, "busy": x.busy, "reclaims": x.reclaims,
+        "handoffs": x.handoffs, "mean_wait_ns": x.mean_wait_ns,
+    })
+}
+
+fn rates_json(r: &Rates) -> serde_json::Value {
+    json!({
+        "seconds": r.seconds,
+        "reset": r.reset,
+        "writer": role_rates_json(&r.writer),
+        "checkpointer": role_rates_json(&r.checkpointer),
+        "readers": {"claims": r.reader_claims, "busy": r.reader_busy},
+    })
+}
+
+fn watch_cmd(db: &Path, interval: u64, count: Option<u64>, json: bool) -> u8 {
+    // Clear-screen codes only for a terminal: a pipe or a file gets plain reports.
+    let redraw = !json && std::io::stdout().is_terminal();
+    let mut prev: Option<(Report, std::time::Instant)> = None;
+    let mut shown = 0u64;
+    loop {
+        let r = match inspect::observe(db) {
+            Ok(r) => r,
+            Err(e) => return fail(db, &e),
+        };
+        let now = std::time::Instant::now();
+        let rates = prev
+            .as_ref()
+            .map(|(p, at)| inspect::rates(p, &r, (now - *at).as_secs_f64()));
+        let text = if json {
+            let mut j = to_json(db, &r);
+            j["rates"] = rates.as_ref().map_or(serde_json::Value::Null, rates_json);
+            format!("{j}\n")
+        } else {
+            let rates = rates.as_ref().map_or_else(
+                || "rates        from the next refresh on\n".to_string(),
+                rates_table,
+            );
+            if redraw {
+                format!("\x1b[H\x1b[2J{}{rates}", table(db, &r))
+            } else {
+                format!("{}{rates}{WATCH_SEPARATOR}\n", table(db, &r))
+            }
+        };
+        if let Err(code) = emit(&text) {
+            return code;
+        }
+        prev = Some((r, now));
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return EXIT_OK;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(interval.max(50)));
+    }
+}
+
+fn completions(shell: Shell) -> u8 {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "tshm", &mut script);
+    emit(&String::from_utf8_lossy(&script)).map_or_else(|code| code, |()| EXIT_OK)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Inspect { db, json } => match inspect::observe(&db) {
-            Ok(r) if json => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&to_json(&db, &r)).unwrap()
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(r) => {
-                print!("{}", table(&db, &r));
-                ExitCode::SUCCESS
-            }
-            Err(e) => cannot(&db, &e),
-        },
-        Cmd::Check { db, idle } => match inspect::check(&db) {
-            Ok(r) => {
-                let problems = if idle { r.idle_problems() } else { vec![] };
-                if problems.is_empty() {
-                    println!(
-                        "ok: {} sound{}",
-                        db.display(),
-                        if idle { " and idle" } else { "" }
-                    );
-                    ExitCode::SUCCESS
-                } else {
-                    println!("not idle: {}", problems.join("; "));
-                    ExitCode::from(1)
-                }
-            }
-            Err(e) => cannot(&db, &e),
-        },
-        Cmd::Watch { db, interval } => {
-            let mut prev: Option<(Report, std::time::Instant)> = None;
-            loop {
-                let r = match inspect::observe(&db) {
-                    Ok(r) => r,
-                    Err(e) => return cannot(&db, &e),
-                };
-                let now = std::time::Instant::now();
-                let rates = match &prev {
-                    Some((p, at)) => rates_table(&inspect::rates(p, &r, (now - *at).as_secs_f64())),
-                    None => "rates        from the next refresh on\n".into(),
-                };
-                print!("\x1b[H\x1b[2J{}{rates}", table(&db, &r));
-                prev = Some((r, now));
-                std::thread::sleep(std::time::Duration::from_millis(interval.max(50)));
-            }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` print on standard output and succeed; every other
+            // error of the command line is a usage error (clap's own status would be 2, the
+            // one of "cannot read").
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
         }
-    }
+    };
+    ExitCode::from(match cli.cmd {
+        Cmd::Inspect { db, json } => inspect_cmd(&db, json),
+        Cmd::Check { db, idle, json } => check_cmd(&db, idle, json),
+        Cmd::Watch {
+            db,
+            interval,
+            count,
+            json,
+        } => watch_cmd(&db, interval, count, json),
+        Cmd::Completions { shell } => completions(shell),
+    })
 }
