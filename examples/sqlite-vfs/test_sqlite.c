@@ -1148,7 +1148,7 @@ static void inspector_shows_sqlite(const char *path) {
     CHECK(seed_strategies() ? json_int(write, "announced_waiters") == 1 : json_lists_pid(waiters, q.pid));
     int found = 0;
     for (int i = 0; i < 5; i++) {
-        char name[8];
+        char name[16];
         snprintf(name, sizeof name, "READ%d", i);
         char *slot = json_member(locks, name), *shared = json_member(slot, "shared");
         if (json_lists_pid(shared, r.pid) && json_int(slot, "mark") == mark) found = 1;
