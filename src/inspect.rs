@@ -1,8 +1,9 @@
 //! Observing a sidecar without taking part (the `tshm` inspector).
 //!
-//! Owns: [`observe`] and [`check`]. An observer opens the sidecar read-only, maps it read-only
-//! and validates it like a joining process, but takes no lock, claims no instance and writes
-//! nothing: who is alive comes from lock probes (`F_OFD_GETLK`/`F_GETLK`), which conflict with
+//! Owns: [`observe`] and [`check`]. An observer opens and maps the sidecar as a read-only
+//! handle does (through the process's one descriptor per sidecar, read-write when the file
+//! allows it, so that a later writable handle can share it) and validates it like a joining
+//! process, but takes no lock, claims no instance and writes nothing: who is alive comes from lock probes (`F_OFD_GETLK`/`F_GETLK`), which conflict with
 //! both lock kinds and change nothing. So inspecting a live system never changes who is last to
 //! close, never blocks an opener and never reclaims anything.
 //!
