@@ -24,6 +24,7 @@ answer fails the benchmark. Prints nothing (exit 0) when apsw is not installed.
 
 import json
 import os
+import resource
 import sys
 import time
 
@@ -60,6 +61,7 @@ def worker(path, vfs, me, start, out):
     while time.monotonic() < start:
         pass
     end = start + SECONDS
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     while time.monotonic() < end:
         s = (s * 6364136223846793005 + 1442695040888963407) & (2**64 - 1)
         if (s >> 60) < 13:
@@ -76,9 +78,11 @@ def worker(path, vfs, me, start, out):
             db.execute("COMMIT")
             writes.append((time.monotonic() - t0) * 1e6)
         n += 1
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     db.close()
     with open(out, "w") as f:
-        json.dump({"n": n, "wrong": wrong, "writes": writes, "locks": locks}, f)
+        json.dump({"n": n, "wrong": wrong, "writes": writes, "locks": locks, "cpu": cpu}, f)
 
 
 def run(path, shim, procs, tmp):
@@ -96,19 +100,17 @@ def run(path, shim, procs, tmp):
                 print(f"bench_apsw: worker: {e}", file=sys.stderr)
                 os._exit(1)
         kids.append(pid)
-    cpu = 0.0
     for pid in kids:
-        _, status, usage = os.wait4(pid, 0)
-        if status != 0:
+        if os.waitpid(pid, 0)[1] != 0:
             sys.exit("bench_apsw: a worker failed")
-        cpu += usage.ru_utime + usage.ru_stime
-    n, lat, locks = 0, [], []
+    n, lat, locks, cpu = 0, [], [], 0.0
     for i in range(procs):
         with open(f"{tmp}/w{i}.json") as f:
             r = json.load(f)
         if r["wrong"]:
             sys.exit(f"bench_apsw: {vfs}: {r['wrong']} reads saw a wrong total")
         n += r["n"]
+        cpu += r["cpu"]
         lat += r["writes"]
         locks += r["locks"]
     db = apsw.Connection(path, vfs=vfs)
