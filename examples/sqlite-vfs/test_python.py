@@ -77,21 +77,23 @@ open_conns = 0  # connections open in this process: a fork must not carry one in
 
 class Conn:
     """One connection: through the shim, or through `vfs` ("unix": stock SQLite); `wait_ms`: how
-    long the write lock (and the busy handler) may wait; `readonly`: opened read-only (mode=ro)."""
+    long the write lock (and the busy handler) may wait; `readonly`: opened read-only (mode=ro);
+    `immutable`: opened with immutable=1 (read-only, no locks)."""
 
-    def __init__(self, path, wait_ms=0, vfs="tshm", readonly=False):
+    def __init__(self, path, wait_ms=0, vfs="tshm", readonly=False, immutable=False):
         global open_conns
+        params = ("&mode=ro" if readonly else "") + ("&immutable=1" if immutable else "")
         try:
             if DRIVER == "apsw":
-                if readonly:
+                if params:
                     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
-                    self.c = apsw.Connection(f"file:{path}?mode=ro", flags=flags, vfs=vfs)
+                    self.c = apsw.Connection(f"file:{path}?{params[1:]}", flags=flags, vfs=vfs)
                 else:
                     self.c = apsw.Connection(path, vfs=vfs)
                 if wait_ms:
                     self.c.set_busy_timeout(wait_ms)
             else:
-                uri = f"file:{path}?vfs={vfs}" + ("&mode=ro" if readonly else "")
+                uri = f"file:{path}?vfs={vfs}" + params
                 if wait_ms and vfs == "tshm":
                     uri += f"&tshm_wait_ms={wait_ms}"
                 self.c = sqlite3.connect(uri, uri=True, timeout=wait_ms / 1000, isolation_level=None)
@@ -1014,6 +1016,34 @@ BACKUP = {"pages left at the write": lambda n: n > 0, "the writer closes": True,
           "copy integrity": "ok", "copy's rows": 100}
 
 
+def immutable(path, vfs):
+    """immutable=1: SQLite reads the database file alone, taking no lock and no shared memory:
+    with the bank checkpointed into the file and 10 more commits only in the WAL (another
+    process keeps them there), an immutable connection sees what the file holds, its write is
+    refused, and neither file changes; the other process still sees its 10 commits."""
+    bank(path, vfs)
+    c = Conn(path, vfs=vfs)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    other = Actor(path, vfs=vfs)
+    other.run("PRAGMA wal_autocheckpoint=0")
+    other.call(pad_commits, 0, 10)
+    before = (contents(path), contents(path + "-wal"))
+    im = Conn(path, vfs=vfs, immutable=True)
+    obs = {"accounts": im.execute("SELECT count(*) FROM acct")[0][0],
+           "pad rows": im.execute("SELECT count(*) FROM pad")[0][0],
+           "write": primary(im.error("INSERT INTO pad VALUES(99, zeroblob(10))"))}
+    im.close()
+    obs["files unchanged"] = (contents(path), contents(path + "-wal")) == before
+    obs["pad rows, the other process"] = other.run("SELECT count(*) FROM pad")[0][0]
+    obs["it closes"] = other.stop()
+    return obs
+
+
+IMMUTABLE = {"accounts": ACCOUNTS, "pad rows": 0, "write": READONLY, "files unchanged": True,
+             "pad rows, the other process": 10}
+
+
 def as_stock(name, scenario, expect, path):
     """Runs scenario(path, vfs) on stock SQLite and through the shim; stock's observations must
     meet `expect` (a value, or a predicate), the shim's must equal them."""
@@ -1070,7 +1100,8 @@ def main():
             ("autockpt", "wal_autocheckpoint", autocheckpoint, AUTOCHECKPOINT),
             ("sizelimit", "journal_size_limit", size_limit, SIZE_LIMIT),
             ("vacuum", "VACUUM INTO during writes", vacuum_into, VACUUM),
-            ("backup", "the backup API during writes", backup, BACKUP)):
+            ("backup", "the backup API during writes", backup, BACKUP),
+            ("immutable", "immutable=1 beside commits still in the WAL", immutable, IMMUTABLE)):
         t0 = time.monotonic()
         as_stock(name, scenario, expect, f"{base}/{stem}")
         print(f"  as stock SQLite, {name}: {(time.monotonic() - t0) * 1e3:.0f} ms")
