@@ -15,7 +15,7 @@ The tests: waiting for the write lock (handed over at commit, past a killed hold
 the busy timeout); writer and reader processes with checkpoints of every mode; a writer killed
 with its pages in the WAL; stock SQLite kept out; mode=ro readers; and SQLite's contract, each
 scenario run on stock SQLite and through the shim with the same outcome (locking_mode=EXCLUSIVE,
-journal_mode switches, wal_autocheckpoint, journal_size_limit, VACUUM INTO, the backup API).
+journal_mode switches, wal_autocheckpoint, journal_size_limit, VACUUM INTO, the backup API, immutable=1).
 
 Processes are forked and report through pipes; a crash is a SIGKILL. Nothing waits for a sleep:
 the writer that holds the lock is told when to commit once the waiter is seen queued in the
