@@ -55,7 +55,7 @@ pub fn region(node: &Node, idx: u32, size: u64, extend: bool) -> Result<Option<*
             "region {idx} out of range (a sidecar holds {MAX_REGIONS})"
         )));
     }
-    if size == 0 || size > POOL_UNIT || !size.is_multiple_of(8) {
+    if !region_size_ok(size) {
         return Err(Error::Misuse(format!(
             "region size {size} must be a multiple of 8 in 8..={}",
             POOL_UNIT
@@ -95,8 +95,29 @@ pub fn region(node: &Node, idx: u32, size: u64, extend: bool) -> Result<Option<*
             Err(theirs) => theirs,
         };
     }
-    let off = (unit as u64 - 1) * POOL_UNIT;
+    let off = region_offset(m, idx, unit)?;
     Ok(Some(m.pool.range(off, size, 8)?))
+}
+
+/// Whether `size` is one engine regions can have (a multiple of 8 in 8..=POOL_UNIT).
+pub(crate) fn region_size_ok(size: u64) -> bool {
+    size != 0 && size <= POOL_UNIT && size.is_multiple_of(8)
+}
+
+/// The pool offset of region `idx` from its table entry (pool unit + 1; nonzero): corrupt when
+/// the entry names a unit the pool has not published (a unit is zeroed and published before an
+/// entry names it), whatever the file's length. An entry mutated to name a published unit of
+/// the index is not caught here; `tshm check` finds units used twice.
+pub(crate) fn region_offset(m: &Mapped, idx: u32, entry: u32) -> Result<u64> {
+    let unit = entry as u64 - 1;
+    let units = m.shm.u64(H_IX_UNITS).load(Acquire);
+    if unit >= units {
+        return Err(Error::Corrupt(format!(
+            "the engine region table names pool unit {unit} for region {idx}, beyond the \
+             {units} units published"
+        )));
+    }
+    Ok(unit * POOL_UNIT)
 }
 
 /// Test point `engine_probe` (`TSHM_TEST_FAIL_AT=engine_probe`): every liveness probe of an

@@ -1117,7 +1117,19 @@ mod tests {
                 );
             }
         }
+        // inside the file but past the published units (a reservation's zeroed unit, or an
+        // index unit after a mutation): the handle's own lookup refuses it too
+        let (f, _) = writable(&db);
+        let len = f.metadata().unwrap().len();
+        f.set_len(len + 4 * POOL_UNIT).unwrap();
+        shm.u32(H_REGIONS).store(units + 1, Relaxed);
+        assert!(
+            matches!(a.region(0, 32768, false), Err(Error::Corrupt(m)) if m.contains("region 0")),
+            "tshm_region through an unpublished unit"
+        );
+        assert!(matches!(observe(&db), Err(Error::Corrupt(m)) if m.contains("region 0")));
         shm.u32(H_REGIONS).store(entry, Relaxed);
+        assert!(a.region(0, 32768, false).unwrap().is_some());
         for size in [0u32, 12, 65544] {
             shm.u32(H_REGION_SIZE).store(size, Relaxed);
             assert!(

@@ -243,27 +243,25 @@ impl Sqlite {
 /// the unit count get [`LOOKS`] looks: a first opener re-initializing the pool meanwhile
 /// zeroes both.
 fn region0(m: &Mapped) -> Result<Option<(u64, u64)>> {
-    let mut bad = String::new();
+    let mut bad = Error::Corrupt(String::new());
     for _ in 0..LOOKS {
         let entry = m.shm.u32(H_REGIONS).load(Acquire);
         if entry == 0 {
             return Ok(None);
         }
         let size = m.shm.u32(H_REGION_SIZE).load(Acquire) as u64;
-        let units = m.shm.u64(H_IX_UNITS).load(Acquire);
-        let unit = entry as u64 - 1;
-        bad = if size == 0 || size > POOL_UNIT || !size.is_multiple_of(8) {
-            format!("engine region 0 exists but the region size word says {size} bytes")
-        } else if unit >= units {
-            format!(
-                "the engine region table names pool unit {unit} for region 0, beyond the \
-                 {units} units published"
-            )
+        bad = if !crate::engine::region_size_ok(size) {
+            Error::Corrupt(format!(
+                "engine region 0 exists but the region size word says {size} bytes"
+            ))
         } else {
-            return Ok(Some((unit * POOL_UNIT, size)));
+            match crate::engine::region_offset(m, 0, entry) {
+                Ok(off) => return Ok(Some((off, size))),
+                Err(e) => e,
+            }
         };
     }
-    Err(Error::Corrupt(bad))
+    Err(bad)
 }
 
 /// `N` consecutive native-endian words of region 0 at `off`.
