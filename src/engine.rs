@@ -21,7 +21,7 @@
 //!
 //! **Read-only handles** (a sidecar this user cannot write, or `TSHM_OPEN_READONLY`) have no
 //! instance record and cannot store into the mapping, so their SHARED locks are kernel read
-//! locks on one byte per slot (`LOCK_ENGINE_RO_BASE`` + slot`, through the node's lock
+//! locks on one byte per slot (`LOCK_ENGINE_RO_BASE + slot`, through the node's lock
 //! table, so handles of one process see each other too). A read-only handle may open the
 //! sidecar `O_RDONLY`: a read lock needs only read access. An EXCLUSIVE request checks those
 //! bytes last, with one probe per slot, and only once nothing in shared memory conflicts, so
@@ -185,7 +185,7 @@ fn mask(held: &[u8; ENGINE_LOCKS as usize]) -> u64 {
 ///   (one kernel probe per slot, only when nothing else conflicts); a live holder means back off.
 /// * SHARED by a read-only handle (which has no instance record and may not write the mapping):
 ///   announce by taking the kernel read lock on the slot's read-only holder byte
-///   (`LOCK_ENGINE_RO_BASE`` + slot`), `fence(SeqCst)`, then look at the owner word. A dead
+///   (`LOCK_ENGINE_RO_BASE + slot`), `fence(SeqCst)`, then look at the owner word. A dead
 ///   owner is ignored without clearing it: whoever takes the slot over claims the word first
 ///   and then probes the byte. The kernel drops the lock when the holder dies, so a read-only
 ///   holder never needs reclaiming. EXCLUSIVE is refused to read-only handles.
