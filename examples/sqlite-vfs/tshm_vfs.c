@@ -53,10 +53,10 @@
  *   - Any SQLite waits up to tshm_wait_ms milliseconds (URI parameter; default the
  *     environment variable TSHM_SQLITE_WAIT_MS read when the extension loads; 0, the default,
  *     tries once as the unix VFS does), in all: SQLite's busy handler retries on top of the
- *     wait, and the retries share what is left of it until the lock is taken. Such a SQLite asks for the write lock while it holds a
- *     read mark. The holder of the write lock may itself wait for read marks (a FULL, RESTART
- *     or TRUNCATE checkpoint, which holds the checkpoint lock too): when one of its exclusive
- *     read-mark requests fails, it holds
+ *     wait, and the retries share what is left of it until the lock is taken. Such a SQLite
+ *     asks for the write lock while it holds a read mark. The holder of the write lock may
+ *     itself wait for read marks (a FULL, RESTART or TRUNCATE checkpoint, which holds the
+ *     checkpoint lock too): when one of its exclusive read-mark requests fails, it holds
  *     engine lock slot 8 (STEP_ASIDE_SLOT) exclusively until it releases the write lock, and a
  *     waiter holding a read mark that sees slot 8 held stops waiting (SQLITE_BUSY) within one
  *     wait slice, instead of holding up the checkpoint until its wait runs out.
@@ -146,7 +146,7 @@ typedef struct ShimFile {
     int guard_fd;     /* <db>-shm, holding the read locks of the stock-SQLite guard */
     int guard_rdonly; /* ... opened O_RDONLY (this user cannot write it) */
     unsigned guard_slots; /* lock slots held SHARED on <db>-shm bytes while h is NULL */
-    unsigned shared_slots; /* lock slots 0..7 held SHARED through h */
+    unsigned shared_slots; /* lock slots 1..7 held SHARED through h */
     unsigned excl_slots;   /* lock slots 1..7 held EXCLUSIVE through h */
     int holds_write;      /* holds the writer role (WAL_WRITE_LOCK) */
     int step_aside;       /* holds STEP_ASIDE_SLOT exclusively */
@@ -446,8 +446,8 @@ static int write_lock(ShimFile *p, int n, int flags) {
     int timed = p->lock_timeout_ms > 0;
     int wait = timed ? p->lock_timeout_ms : p->wait_left_ms;
     p->stepped_aside = 0;
-    int rc;
-    if (wait > 0) {
+    int rc = tshm_writer_acquire(p->h, 0); /* a free lock costs one CAS, nothing timed */
+    if (rc == TSHM_BUSY && wait > 0) {
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         rc = tshm_writer_acquire_while(p->h, (uint32_t)wait, keep_waiting, p);
@@ -456,8 +456,6 @@ static int write_lock(ShimFile *p, int n, int flags) {
          * retries until the lock is taken, so they never add up to more */
         long waited = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
         if (!timed) p->wait_left_ms = waited >= p->wait_left_ms ? 0 : p->wait_left_ms - (int)waited;
-    } else {
-        rc = tshm_writer_acquire(p->h, 0);
     }
     if (rc == TSHM_BUSY) return timed && !p->stepped_aside ? SQLITE_BUSY_TIMEOUT : SQLITE_BUSY;
     if (rc == TSHM_MISUSE) return SQLITE_BUSY; /* held by this connection already */
