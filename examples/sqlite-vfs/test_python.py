@@ -109,11 +109,7 @@ class Conn:
 
     def error(self, sql, args=()):
         """The result code `sql` fails with, None when it succeeds."""
-        try:
-            self.execute(sql, args)
-            return None
-        except DbError as e:
-            return e.code
+        return failure(self.execute, sql, args)
 
     def rollback(self):
         try:
@@ -181,6 +177,15 @@ def register_stock_fast():
 
 
 failed = passed = 0
+
+
+def failure(fn, *args):
+    """The result code fn(*args) fails with, None when it succeeds."""
+    try:
+        fn(*args)
+        return None
+    except DbError as e:
+        return e.code
 
 
 def check(cond, what):
@@ -323,19 +328,11 @@ class Actor:
 
     def error(self, sql, args=()):
         """The result code `sql` fails with in the actor, None when it succeeds."""
-        try:
-            self.run(sql, args)
-            return None
-        except DbError as e:
-            return e.code
+        return failure(self.run, sql, args)
 
     def fails(self, fn, *args):
         """The result code fn(connection, *args) fails with in the actor, None when it succeeds."""
-        try:
-            self.call(fn, *args)
-            return None
-        except DbError as e:
-            return e.code
+        return failure(self.call, fn, *args)
 
     def stop(self):
         """Closes the connection; whether the actor exited cleanly."""
