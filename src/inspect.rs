@@ -3,9 +3,10 @@
 //! Owns: [`observe`] and [`check`]. An observer opens and maps the sidecar as a read-only
 //! handle does (through the process's one descriptor per sidecar, read-write when the file
 //! allows it, so that a later writable handle can share it) and validates it like a joining
-//! process, but takes no lock, claims no instance and writes nothing: who is alive comes from lock probes (`F_OFD_GETLK`/`F_GETLK`), which conflict with
-//! both lock kinds and change nothing. So inspecting a live system never changes who is last to
-//! close, never blocks an opener and never reclaims anything.
+//! process, but takes no lock, claims no instance and writes nothing: who is alive comes from
+//! lock probes (`F_OFD_GETLK`/`F_GETLK`), which conflict with both lock kinds and change
+//! nothing. So inspecting a live system never changes who is last to close, never blocks an
+//! opener and never reclaims anything.
 //!
 //! **Contention.** The report carries the role and reader counters of the header
 //! (`ROLE_STAT_*`, `READER_STAT_*` in [`crate::layout`]), each attached instance's own role
