@@ -669,7 +669,7 @@ fn table(db: &Path, r: &Report) -> String {
 
 /// The sidecar of `db`, as the library names it.
 fn sidecar(db: &Path) -> String {
-    format!("{}-tshm", db.display())
+    tshm::region::sidecar_path(db).display().to_string()
 }
 
 /// The exit status and the message for a failure to observe `db`. The library's messages
