@@ -264,14 +264,19 @@ $(BBIN)/test_api_static: c-tests/test_api.c c-tests/harness.h include/tshm.h tes
 	$(CC) $(CFLAGS_TEST) -o $@ $< $(TLIB)/libtshm.a $(STATIC_LIBS)
 
 # Every C test runs on both lock backends (the crash-point test with the inspector that has
-# test points, TSHM_BIN).
+# test points, TSHM_BIN). Then a test runs twice where each run gets the same PIDs, as runs do in
+# a fresh container: files an earlier run left must not change the outcome.
 c-test: test-lib test-cli $(C_TESTS) $(BBIN)/test_api_static
 	@set -e; for t in $(C_TESTS) $(BBIN)/test_api_static; do \
 	    for backend in ofd posix; do \
 	        echo "== $$(basename $$t) ($$backend locks)"; \
 	        TSHM_LOCK_BACKEND=$$backend TSHM_BIN=$(TSHM_TEST_CLI) $$t; \
 	    done; \
-	done
+	done; \
+	if unshare -p -f true 2>/dev/null; then \
+	    echo "== test_hostile perm, twice in fresh PID namespaces (each run has the last one's PIDs)"; \
+	    unshare -p -f $(BBIN)/test_hostile perm && unshare -p -f $(BBIN)/test_hostile perm; \
+	else echo "SKIP the rerun with repeated PIDs: unshare -p needs root"; fi
 
 # The release library and shim hold no test point (no name, no arming variable); the test
 # builds hold every one (so this check can fail). Names come from src/testpoint.rs (NAMES) and

@@ -26,6 +26,7 @@ fn main() {
     }
     let bin = std::env::var("TSHM_BENCH_CORE").unwrap_or_else(|_| "build/bin/bench_core".into());
     let dir = std::env::temp_dir().join(format!("tshm-bench-core-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir); // an earlier run's, with this PID
     std::fs::create_dir_all(&dir).unwrap();
     let rows = common::c_rows(&bin, &[dir.as_os_str()]);
     let _ = std::fs::remove_dir_all(&dir);

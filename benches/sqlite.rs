@@ -21,6 +21,7 @@ fn main() {
     let ext = std::env::var("TSHM_SQLITE_EXT")
         .unwrap_or_else(|_| format!("{}/build/lib/libtshm_sqlite.so", env!("CARGO_MANIFEST_DIR")));
     let dir = std::env::temp_dir().join(format!("tshm-bench-sqlite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir); // an earlier run's, with this PID
     std::fs::create_dir_all(&dir).unwrap();
     let rows = common::c_rows(&bin, &[ext.as_ref(), dir.as_os_str()]);
     if let Some(rows) = rows {

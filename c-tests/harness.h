@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -60,16 +61,34 @@ static inline int harness_done(const char *name) {
     return harness_failed == 0 ? 0 : 1;
 }
 
-/* A fresh database path in a per-run directory; removes any old sidecar. */
+static int harness_remove_entry(const char *path, const struct stat *st, int type, struct FTW *f) {
+    (void)st, (void)type, (void)f;
+    remove(path);
+    return 0;
+}
+
+/* This process's directory, <TSHM_TEST_DIR or /tmp>/tshm-c-PID. One of that name left by an
+ * earlier run is emptied at the first use: in a fresh PID namespace (a CI container) each run
+ * repeats the last one's PIDs, and no test may start from another run's files. */
+static inline const char *test_dir(void) {
+    static char dir[400];
+    static pid_t made_for;
+    if (made_for != getpid()) {
+        const char *base = getenv("TSHM_TEST_DIR");
+        snprintf(dir, sizeof dir, "%s/tshm-c-%d", base ? base : "/tmp", (int)getpid());
+        nftw(dir, harness_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        mkdir(dir, 0755);
+        made_for = getpid();
+    }
+    return dir;
+}
+
+/* A fresh database path in this process's directory; removes any old sidecar. */
 static inline const char *test_db(const char *name) {
     static char buf[8][512];
     static int next;
     char *p = buf[next++ % 8];
-    const char *base = getenv("TSHM_TEST_DIR");
-    char dir[400];
-    snprintf(dir, sizeof dir, "%s/tshm-c-%d", base ? base : "/tmp", (int)getpid());
-    mkdir(dir, 0755);
-    snprintf(p, 512, "%s/%s", dir, name);
+    snprintf(p, 512, "%s/%s", test_dir(), name);
     char side[600];
     snprintf(side, sizeof side, "%s-tshm", p);
     unlink(side);

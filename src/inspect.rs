@@ -547,6 +547,7 @@ mod tests {
 
     fn temp_db(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("tshm-insp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // an earlier run's, with this PID
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("c.db");
         std::fs::write(&db, b"").unwrap();
@@ -1254,6 +1255,7 @@ mod tests {
     #[test]
     fn idle_check_reports_nbackfills_above_max_frame() {
         let dir = std::env::temp_dir().join(format!("tshm-idle-nb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // an earlier run's, with this PID
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("idle.db");
         std::fs::write(&db, b"").unwrap();

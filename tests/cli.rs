@@ -1,13 +1,14 @@
 //! The `tshm` inspector on live, idle, corrupt and missing sidecars. The binary runs as its own
 //! process; the sidecar's users are handles of this test process.
 
+mod scratch;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tshm::{tshm_snapshot, Coordinator, Options, Role};
 
 fn db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tshm-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("tshm-cli");
     let p = dir.join(name);
     std::fs::write(&p, b"").unwrap();
     let _ = std::fs::remove_file(format!("{}-tshm", p.display()));

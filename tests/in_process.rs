@@ -1,12 +1,13 @@
 //! Behaviour of several handles inside one process (multi-process behaviour is tested by the C
 //! harnesses in c-tests/, which fork real processes).
 
+mod scratch;
+
 use std::path::PathBuf;
 use tshm::{Coordinator, Error, Options, Role};
 
 fn db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tshm-rs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("tshm-rs");
     let p = dir.join(name);
     let _ = std::fs::remove_file(format!("{}-tshm", p.display()));
     p

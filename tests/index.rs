@@ -1,14 +1,15 @@
 //! The shared frame index against a plain in-memory model (one process; the C harness
 //! `c-tests/test_index.c` runs it across processes).
 
+mod scratch;
+
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tshm::{tshm_snapshot, Coordinator, Error, Options, Role};
 
 fn db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tshm-ix-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("tshm-ix");
     let p = dir.join(name);
     let _ = std::fs::remove_file(format!("{}-tshm", p.display()));
     p

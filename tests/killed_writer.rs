@@ -3,6 +3,8 @@
 //! joiner are this test binary run again as child processes (the test point is armed in the
 //! child's environment only); they synchronize with this process by exiting.
 
+mod scratch;
+
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -18,8 +20,7 @@ const BLOCK: u64 = 4096;
 const FRAMES: u64 = BLOCK + 200;
 
 fn db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tshm-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("tshm-kill");
     let p = dir.join(name);
     std::fs::write(&p, b"").unwrap(); // the inspector wants a database beside the sidecar
     let _ = std::fs::remove_file(format!("{}-tshm", p.display()));

@@ -1,6 +1,8 @@
 //! An observer (the inspector) and a handle of the same process share one mapping of the
 //! sidecar. Its own test binary: the test point is armed from the environment once per process.
 
+mod scratch;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -8,8 +10,7 @@ use tshm::{Coordinator, Options, Role};
 
 #[test]
 fn handle_opening_while_an_observer_maps_the_sidecar_can_write() {
-    let dir = std::env::temp_dir().join(format!("tshm-obs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("tshm-obs");
     let p = dir.join("obs.db");
     std::fs::write(&p, b"").unwrap(); // the observer wants a database beside the sidecar
     let (mut ours, theirs) = UnixStream::pair().unwrap();

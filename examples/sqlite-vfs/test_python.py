@@ -1074,8 +1074,10 @@ def main():
         options = [r[0] for r in m.execute("PRAGMA compile_options")]
         setlk = "ENABLE_SETLK_TIMEOUT" in options
         version = f"{sqlite3.sqlite_version} (the sqlite3 module of {sys.executable}{', SETLK_TIMEOUT' if setlk else ''})"
+    # emptied first: in a fresh PID namespace each run repeats the last one's PIDs
     base = os.environ.get("TSHM_TEST_DIR", "/tmp") + f"/tshm-python-{os.getpid()}"
-    os.makedirs(base, exist_ok=True)
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
     print(f"  SQLite {version}")
     register_stock_fast()
     for name, fn in (("the write lock handed over at commit", handed_over),
