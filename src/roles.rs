@@ -20,11 +20,12 @@
 //! by CAS (`ticket -> 0`), stores that waiter's tag (with the bit) into the role word and wakes
 //! that waiter alone. A waiter leaves on time-out only by taking its own ticket back by the same
 //! CAS, so a waiter that was chosen always gets the role. Finding no waiter, the releaser stores
-//! 0 and then wakes every waiter registered meanwhile (each stored its ticket before it read the
-//! role word, so one of the two sides sees the other). Waiters sleep in slices of about
-//! `WAIT_SLICE` (ending on a whole millisecond, see `SLICE_GRID_NS`): after a slice without a wake each checks the holder's liveness, so a holder
-//! (or a chosen waiter) killed with the role is detected within one slice; the waiter that takes
-//! the role over from the dead hands it on in arrival order.
+//! 0 and then wakes every waiter registered meanwhile (a SeqCst fence after a waiter's ticket
+//! and one after the releaser's 0: one of the two sides sees the other). Waiters sleep in slices
+//! of about `WAIT_SLICE` (ending on a whole millisecond, see `SLICE_GRID_NS`): after a slice
+//! without a wake each checks the holder's liveness, so a holder (or a chosen waiter) killed
+//! with the role is detected within one slice; the waiter that takes the role over from the
+//! dead hands it on in arrival order. `tests/loom_roles.rs` checks this under the C11 model.
 //!
 //! **Byte locks (the seed's).** The role is the exclusive lock on byte 1 or 2, taken without
 //! waiting; a waiter sleeps on the role's release counter in slices of at most
@@ -44,7 +45,7 @@ use crate::lock::Kind;
 use crate::node::Node;
 use crate::region::Shm;
 use crate::slots::{self, tag_alive, tshm_owner_info, Ident};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
 /// Shortest futex sleep of a waiter for a shared-memory role before it checks that the holder is
@@ -360,6 +361,9 @@ fn wait_for(
     if mine.compare_exchange(0, ticket, SeqCst, Relaxed).is_err() {
         return Err(sibling_holds(role));
     }
+    // The ticket before any look at the role word: a release storing 0 and then scanning the
+    // queue (its own fence between) sees this ticket, or this waiter sees the 0.
+    fence(SeqCst);
     let deadline = t0 + Duration::from_millis(timeout_ms as u64);
     let slice = wait_slice(WAIT_SLICE);
     // Chosen: a releaser took our ticket and is handing us the role; we may no longer leave.
@@ -548,13 +552,18 @@ fn hand_on(node: &Node, role: Role) -> Result<()> {
     // No liveness probe here: a system call between the wake and the waiter's run delays it. A
     // waiter killed while it waited holds the role dead, and is taken over like any dead
     // holder (by the next waiter's check after a slice, or at once by the next acquire).
+    // The release's CAS read the waiters bit without ordering; the fence makes the ticket of
+    // the waiter that set the bit (stored before it) visible to the scan.
+    fence(Acquire);
     while let Some((i, t)) = oldest_waiter(node, role)? {
         if hand_over(node, role, i, t)?.is_some() {
             return Ok(());
         }
     }
     word.store(0, SeqCst);
-    // A waiter that queued after the scan may sleep on the bit just dropped: wake them all.
+    // A waiter that queued after the scan may sleep on the bit just dropped: wake them all. The
+    // fence pairs with the one after a waiter's ticket: this scan sees it, or it sees the 0.
+    fence(SeqCst);
     let hwm = m
         .shm
         .u32(H_INSTANCE_HWM)
