@@ -607,6 +607,32 @@ fn region_op(i: usize, inp: &mut Input, m: &mut Model) {
     }
 }
 
+/// What a `keep_waiting` callback was asked to do, and what it saw.
+struct Waiting {
+    calls: u32,
+    answer: c_int,
+    /// a handle holding the role, released at the first call (NULL: none)
+    release: *mut tshm,
+    writer: bool,
+    /// that release's result (-1: not made)
+    released: c_int,
+}
+
+unsafe extern "C" fn keep_waiting(ctx: *mut c_void) -> c_int {
+    let w = unsafe { &mut *(ctx as *mut Waiting) };
+    w.calls += 1;
+    if !w.release.is_null() && w.released == -1 {
+        w.released = unsafe {
+            if w.writer {
+                tshm_writer_release(w.release)
+            } else {
+                tshm_checkpointer_release(w.release)
+            }
+        };
+    }
+    w.answer
+}
+
 fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
     let (p, ro) = {
         let h = m.h[i].as_ref().unwrap();
@@ -718,18 +744,37 @@ fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
         3 | 4 => {
             let writer = code % 20 == 3;
             let holder = if writer { m.writer } else { m.ckpt };
-            let timeout = if inp.u8() % 8 == 0 { 1 } else { 0 };
+            let sel = inp.u8();
+            // 0: the plain call; 1: `_while`, no callback; 2: `_while`, the callback says stop;
+            // 3: `_while`, the callback releases the holder (another handle of this process) and
+            // says go on or stop: the role is handed to this waiter either way.
+            let mode = (sel >> 3) % 4;
+            let timeout = if mode == 3 { 10_000 } else if sel % 8 == 0 { 1 } else { 0 };
+            let other = holder.filter(|&o| o != i && mode == 3);
+            let mut w = Waiting {
+                calls: 0,
+                answer: (mode == 3 && inp.bool()) as c_int,
+                release: other.map_or(null_mut(), |o| m.h[o].as_ref().unwrap().ptr),
+                writer,
+                released: -1,
+            };
             let rc = check("acquire", unsafe {
-                if writer {
-                    tshm_writer_acquire(p, timeout)
-                } else {
-                    tshm_checkpointer_acquire(p, timeout)
+                let ctx = &mut w as *mut Waiting as *mut c_void;
+                let keep: ::tshm::ffi::tshm_keep_waiting_fn =
+                    if mode >= 2 { Some(keep_waiting) } else { None };
+                match (writer, mode) {
+                    (true, 0) => tshm_writer_acquire(p, timeout),
+                    (false, 0) => tshm_checkpointer_acquire(p, timeout),
+                    (true, _) => tshm_writer_acquire_while(p, timeout, keep, ctx),
+                    (false, _) => tshm_checkpointer_acquire_while(p, timeout, keep, ctx),
                 }
             });
             let expected = if ro {
                 TSHM_READONLY
             } else if holder == Some(i) {
                 TSHM_MISUSE
+            } else if other.is_some() {
+                TSHM_OK
             } else if holder.is_some() {
                 TSHM_BUSY
             } else {
@@ -738,9 +783,21 @@ fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
             assert_eq!(
                 rc,
                 expected,
-                "acquire(writer {writer}) on {i}: {}",
+                "acquire(writer {writer}, mode {mode}, timeout {timeout}) on {i}: {}",
                 tshm_fuzz::errmsg()
             );
+            // Asked only while waiting: never when the call ends at once.
+            let waited = !ro && holder.is_some_and(|o| o != i) && timeout > 0 && mode >= 2;
+            assert_eq!(w.calls > 0, waited, "keep_waiting called {} times", w.calls);
+            if other.is_some() {
+                assert_eq!(w.released, TSHM_OK, "the holder's release inside keep_waiting");
+                assert_eq!(w.calls, 1, "handed the role at the first ask");
+                if writer {
+                    m.writer = None;
+                } else {
+                    m.ckpt = None;
+                }
+            }
             if rc == TSHM_OK {
                 if writer {
                     m.writer = Some(i);
