@@ -236,6 +236,7 @@ check-header-compile:
 	    $(CXX) -x c++ -std=$$std -pedantic -Wall -Wextra -Werror -Iinclude -fsyntax-only c-tests/header_twice.c || exit 1; \
 	done
 	@echo "tshm.h compiles as C99/C11/C17/C2x and C++11/C++17, included twice"
+	@python3 scripts/header_prefix.py --self-test include/tshm.h
 	@python3 scripts/header_prefix.py include/tshm.h
 
 lint:
