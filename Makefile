@@ -199,9 +199,16 @@ $(B)/pc-vars: FORCE
 	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
 FORCE:
 
+# Directories under the prefix are written relative to it (libdir=${exec_prefix}/lib), so
+# `pkg-config --define-prefix` can relocate the tree; others stay as given.
+pc_rel = $(if $(filter $(2)/%,$(1)),$${$(3)}$(patsubst $(2)/%,/%,$(1)),$(1))
+PC_EXEC_PREFIX = $(if $(filter $(PREFIX),$(EXEC_PREFIX)),$${prefix},$(call pc_rel,$(EXEC_PREFIX),$(PREFIX),prefix))
+PC_LIBDIR      = $(call pc_rel,$(LIBDIR),$(EXEC_PREFIX),exec_prefix)
+PC_INCLUDEDIR  = $(call pc_rel,$(INCLUDEDIR),$(PREFIX),prefix)
+
 $(BLIB)/tshm.pc: tshm.pc.in Cargo.toml $(B)/pc-vars
 	@mkdir -p $(BLIB)
-	sed -e 's|@PREFIX@|$(PREFIX)|; s|@EXEC_PREFIX@|$(EXEC_PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|; s|@STATIC_LIBS@|$(STATIC_LIBS)|' $< > $@
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@EXEC_PREFIX@|$(PC_EXEC_PREFIX)|; s|@LIBDIR@|$(PC_LIBDIR)|; s|@INCLUDEDIR@|$(PC_INCLUDEDIR)|; s|@VERSION@|$(VERSION)|; s|@STATIC_LIBS@|$(STATIC_LIBS)|' $< > $@
 
 # cbindgen is pinned: point releases change the output.
 tools:
