@@ -6,6 +6,9 @@
 #                       installed ELF), then builds examples/c/quickstart.c and the C++ wrapper's
 #                       example against it with pkg-config and runs them: shared, --static from
 #                       libtshm.a, and fully -static
+#   make check-man      the man pages render at 80 columns without a warning (man -l, groff -ww),
+#                       lexgrog finds their NAME lines, and libtshm(3)'s table of result codes
+#                       matches tshm.h (numbers, and which ones are reserved)
 #   make abi-check      compares the built libtshm.so with the committed ABI (abi/libtshm.abi,
 #                       abidw's description of the release library) using abidiff: any change
 #                       to an exported function or a type it reaches fails
@@ -16,7 +19,17 @@
 ABI_BASELINE := abi/libtshm.abi
 ABIDW_FLAGS  := --no-corpus-path --no-comp-dir-path --no-show-locs
 
-.PHONY: install-check abi-check abi-baseline
+.PHONY: install-check abi-check abi-baseline check-man
+
+MAN_PAGES := docs/man/tshm.1 docs/man/libtshm.3
+
+check-man:
+	@set -e; for m in $(MAN_PAGES); do \
+	    w=$$(MANWIDTH=80 LC_ALL=C.UTF-8 man --warnings -l $$m 2>&1 >/dev/null); \
+	    [ -z "$$w" ] || { echo "check-man: $$m: $$w"; exit 1; }; \
+	    lexgrog $$m >/dev/null || { echo "check-man: lexgrog finds no NAME line in $$m"; exit 1; }; \
+	done
+	@python3 scripts/man_codes.py include/tshm.h src/error.rs docs/man/libtshm.3
 
 install-check: all
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; d=$$tmp/root; \
@@ -77,4 +90,4 @@ abi-baseline: release-lib
 	@mkdir -p $(dir $(ABI_BASELINE))
 	abidw $(ABIDW_FLAGS) $(BLIB)/libtshm.so.$(VERSION) > $(ABI_BASELINE)
 
-TEST_EXTRA += install-check abi-check
+TEST_EXTRA += install-check abi-check check-man
