@@ -50,7 +50,10 @@ B        := build
 put = cp -f $(1) $(2).new && mv -f $(2).new $(2)
 BLIB     := $(B)/lib
 BBIN     := $(B)/bin
-RELEASE  := target/release
+# cargo's output directory: target/, or CARGO_TARGET_DIR or build.target-dir where set.
+CARGO_TARGET := $(or $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
+                  grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4),target)
+RELEASE  := $(CARGO_TARGET)/release
 # The test build: the library with its test points (feature test-hooks), in a target directory
 # of its own so that the two builds never rebuild each other.
 HOOKS_TARGET := target/hooks
