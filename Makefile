@@ -23,6 +23,8 @@ BINDIR       ?= $(EXEC_PREFIX)/bin
 DATADIR      ?= $(PREFIX)/share
 MANDIR       ?= $(DATADIR)/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+# The SQLite extension (a module programs load, not link): a distribution may want it apart.
+SHIMDIR      ?= $(LIBDIR)
 BASHCOMPDIR  ?= $(DATADIR)/bash-completion/completions
 ZSHCOMPDIR   ?= $(DATADIR)/zsh/vendor-completions
 FISHCOMPDIR  ?= $(DATADIR)/fish/vendor_completions.d
@@ -336,7 +338,7 @@ test: tools lint doc-check rust-test c-test kvlog-test sqlite-test systest check
 # MANDIR, PKGCONFIGDIR and the completion directories can be set one by one).
 INSTALLED = $(INCLUDEDIR)/tshm.h $(INCLUDEDIR)/tshm.hpp $(LIBDIR)/libtshm.a \
             $(LIBDIR)/libtshm.so.$(VERSION) $(LIBDIR)/$(SONAME) $(LIBDIR)/libtshm.so \
-            $(PKGCONFIGDIR)/tshm.pc $(BINDIR)/tshm $(LIBDIR)/libtshm_sqlite.so \
+            $(PKGCONFIGDIR)/tshm.pc $(BINDIR)/tshm $(SHIMDIR)/libtshm_sqlite.so \
             $(MANDIR)/man1/tshm.1 $(MANDIR)/man3/libtshm.3 \
             $(BASHCOMPDIR)/tshm $(ZSHCOMPDIR)/_tshm $(FISHCOMPDIR)/tshm.fish
 
@@ -349,7 +351,7 @@ install: all
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtshm.so
 	install -Dm644 $(BLIB)/tshm.pc $(DESTDIR)$(PKGCONFIGDIR)/tshm.pc
 	install -Dm755 $(BBIN)/tshm $(DESTDIR)$(BINDIR)/tshm
-	install -Dm755 $(B)/dist/libtshm_sqlite.so $(DESTDIR)$(LIBDIR)/libtshm_sqlite.so
+	install -Dm755 $(B)/dist/libtshm_sqlite.so $(DESTDIR)$(SHIMDIR)/libtshm_sqlite.so
 	install -Dm644 docs/man/tshm.1 $(DESTDIR)$(MANDIR)/man1/tshm.1
 	install -Dm644 docs/man/libtshm.3 $(DESTDIR)$(MANDIR)/man3/libtshm.3
 	@mkdir -p $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
