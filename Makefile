@@ -23,6 +23,8 @@ BINDIR       ?= $(EXEC_PREFIX)/bin
 DATADIR      ?= $(PREFIX)/share
 MANDIR       ?= $(DATADIR)/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+# The SQLite extension (a module programs load, not link): a distribution may want it apart.
+SHIMDIR      ?= $(LIBDIR)
 BASHCOMPDIR  ?= $(DATADIR)/bash-completion/completions
 ZSHCOMPDIR   ?= $(DATADIR)/zsh/vendor-completions
 FISHCOMPDIR  ?= $(DATADIR)/fish/vendor_completions.d
@@ -50,7 +52,10 @@ B        := build
 put = cp -f $(1) $(2).new && mv -f $(2).new $(2)
 BLIB     := $(B)/lib
 BBIN     := $(B)/bin
-RELEASE  := target/release
+# cargo's output directory: target/, or CARGO_TARGET_DIR or build.target-dir where set.
+CARGO_TARGET := $(or $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
+                  grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4),target)
+RELEASE  := $(CARGO_TARGET)/release
 # The test build: the library with its test points (feature test-hooks), in a target directory
 # of its own so that the two builds never rebuild each other.
 HOOKS_TARGET := target/hooks
@@ -199,9 +204,16 @@ $(B)/pc-vars: FORCE
 	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
 FORCE:
 
+# Directories under the prefix are written relative to it (libdir=${exec_prefix}/lib), so
+# `pkg-config --define-prefix` can relocate the tree; others stay as given.
+pc_rel = $(if $(filter $(2)/%,$(1)),$${$(3)}$(patsubst $(2)/%,/%,$(1)),$(1))
+PC_EXEC_PREFIX = $(if $(filter $(PREFIX),$(EXEC_PREFIX)),$${prefix},$(call pc_rel,$(EXEC_PREFIX),$(PREFIX),prefix))
+PC_LIBDIR      = $(call pc_rel,$(LIBDIR),$(EXEC_PREFIX),exec_prefix)
+PC_INCLUDEDIR  = $(call pc_rel,$(INCLUDEDIR),$(PREFIX),prefix)
+
 $(BLIB)/tshm.pc: tshm.pc.in Cargo.toml $(B)/pc-vars
 	@mkdir -p $(BLIB)
-	sed -e 's|@PREFIX@|$(PREFIX)|; s|@EXEC_PREFIX@|$(EXEC_PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|; s|@STATIC_LIBS@|$(STATIC_LIBS)|' $< > $@
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@EXEC_PREFIX@|$(PC_EXEC_PREFIX)|; s|@LIBDIR@|$(PC_LIBDIR)|; s|@INCLUDEDIR@|$(PC_INCLUDEDIR)|; s|@VERSION@|$(VERSION)|; s|@STATIC_LIBS@|$(STATIC_LIBS)|' $< > $@
 
 # cbindgen is pinned: point releases change the output.
 tools:
@@ -236,6 +248,7 @@ check-header-compile:
 	    $(CXX) -x c++ -std=$$std -pedantic -Wall -Wextra -Werror -Iinclude -fsyntax-only c-tests/header_twice.c || exit 1; \
 	done
 	@echo "tshm.h compiles as C99/C11/C17/C2x and C++11/C++17, included twice"
+	@python3 scripts/header_prefix.py --self-test include/tshm.h
 	@python3 scripts/header_prefix.py include/tshm.h
 
 lint:
@@ -325,7 +338,7 @@ test: tools lint doc-check rust-test c-test kvlog-test sqlite-test systest check
 # MANDIR, PKGCONFIGDIR and the completion directories can be set one by one).
 INSTALLED = $(INCLUDEDIR)/tshm.h $(INCLUDEDIR)/tshm.hpp $(LIBDIR)/libtshm.a \
             $(LIBDIR)/libtshm.so.$(VERSION) $(LIBDIR)/$(SONAME) $(LIBDIR)/libtshm.so \
-            $(PKGCONFIGDIR)/tshm.pc $(BINDIR)/tshm $(LIBDIR)/libtshm_sqlite.so \
+            $(PKGCONFIGDIR)/tshm.pc $(BINDIR)/tshm $(SHIMDIR)/libtshm_sqlite.so \
             $(MANDIR)/man1/tshm.1 $(MANDIR)/man3/libtshm.3 \
             $(BASHCOMPDIR)/tshm $(ZSHCOMPDIR)/_tshm $(FISHCOMPDIR)/tshm.fish
 
@@ -338,7 +351,7 @@ install: all
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtshm.so
 	install -Dm644 $(BLIB)/tshm.pc $(DESTDIR)$(PKGCONFIGDIR)/tshm.pc
 	install -Dm755 $(BBIN)/tshm $(DESTDIR)$(BINDIR)/tshm
-	install -Dm755 $(B)/dist/libtshm_sqlite.so $(DESTDIR)$(LIBDIR)/libtshm_sqlite.so
+	install -Dm755 $(B)/dist/libtshm_sqlite.so $(DESTDIR)$(SHIMDIR)/libtshm_sqlite.so
 	install -Dm644 docs/man/tshm.1 $(DESTDIR)$(MANDIR)/man1/tshm.1
 	install -Dm644 docs/man/libtshm.3 $(DESTDIR)$(MANDIR)/man3/libtshm.3
 	@mkdir -p $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)

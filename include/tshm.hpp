@@ -11,7 +11,9 @@
  *   it to {rc, tshmpp::category()} on failure. tshmpp::last_message() then gives the detail
  *   (tshm_errmsg()), until the next failing call on the thread;
  * - the overload without it throws tshmpp::error (a std::system_error) carrying the code and
- *   the tshm_errmsg() text, copied at the failure.
+ *   the tshm_errmsg() text, copied at the failure. Built without exceptions (-fno-exceptions),
+ *   it prints that error's what() on stderr and aborts instead: such a program uses the
+ *   std::error_code overloads (index_foreach's callback then cannot throw either).
  * Codes compare with tshmpp::errc: `ec == tshmpp::errc::busy`. Routine outcomes are not
  * errors: index_find's TSHM_NOTFOUND is std::nullopt, try_lock's TSHM_BUSY is false (an
  * engine_lock_guard that meets TSHM_BUSY does report errc::busy, with no detail message).
@@ -30,6 +32,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <optional>
 #include <string>
@@ -120,15 +124,25 @@ inline bool set(std::error_code &ec, int rc) noexcept {
     return false;
 }
 
+/* Throws `e`; without exceptions, prints it and aborts. */
+[[noreturn]] inline void raise_error(const error &e) {
+#if defined(__cpp_exceptions)
+    throw e;
+#else
+    std::fprintf(stderr, "tshmpp::error: %s\n", e.what());
+    std::abort();
+#endif
+}
+
 /* Throws for a failed `rc`; `has_message`: tshm_errmsg() describes this failure (false for the
  * routine TSHM_BUSY of tshm_lock, which leaves it alone). */
 inline void check(int rc, const char *call, bool has_message = true) {
-    if (rc != TSHM_OK) throw error(rc, call, has_message ? last_message() : std::string());
+    if (rc != TSHM_OK) raise_error(error(rc, call, has_message ? last_message() : std::string()));
 }
 
 /* Turns an error_code overload's failure into the throwing overload's exception. */
 inline void rethrow(const std::error_code &ec, const char *call) {
-    if (ec) throw error(ec.value(), call, last_message());
+    if (ec) raise_error(error(ec.value(), call, last_message()));
 }
 
 /* tshm_index_find: TSHM_NOTFOUND is nullopt, not an error. */
@@ -376,7 +390,7 @@ class handle {
     void open_or_throw(const std::string &db_path, const tshm_options *opts) {
         std::error_code ec;
         open(db_path, opts, ec);
-        if (ec) throw error(ec.value(), "tshm_open \"" + db_path + "\"", last_message());
+        if (ec) detail::raise_error(error(ec.value(), "tshm_open \"" + db_path + "\"", last_message()));
     }
     void reset() noexcept {
         if (h_ != nullptr) tshm_close(std::exchange(h_, nullptr), nullptr);
@@ -394,19 +408,26 @@ class handle {
         std::remove_reference_t<F> *f;
         std::exception_ptr ex;
     };
+    template <class F> static int foreach_call(foreach_ctx<F> *ctx, std::uint32_t page, std::uint64_t frame) {
+        if constexpr (std::is_void_v<std::invoke_result_t<F &, std::uint32_t, std::uint64_t>>) {
+            (*ctx->f)(page, frame);
+            return 0;
+        } else {
+            return (*ctx->f)(page, frame) ? 0 : 1;
+        }
+    }
     template <class F> static int foreach_thunk(void *p, std::uint32_t page, std::uint64_t frame) noexcept {
         auto *ctx = static_cast<foreach_ctx<F> *>(p);
+#if defined(__cpp_exceptions)
         try {
-            if constexpr (std::is_void_v<std::invoke_result_t<F &, std::uint32_t, std::uint64_t>>) {
-                (*ctx->f)(page, frame);
-                return 0;
-            } else {
-                return (*ctx->f)(page, frame) ? 0 : 1;
-            }
+            return foreach_call<F>(ctx, page, frame);
         } catch (...) {
             ctx->ex = std::current_exception();
             return 1;
         }
+#else
+        return foreach_call<F>(ctx, page, frame);
+#endif
     }
 };
 

@@ -1,10 +1,14 @@
 # What a distribution ships, checked as a packager and an outside program would use it.
 #
 #   make install-check  installs into a temporary DESTDIR with PREFIX=/usr, checks the tree
-#                       (files, soname links, symbol versions, the pkg-config file's prefix, no
-#                       RUNPATH in the shim), then builds examples/c/quickstart.c and the C++
-#                       wrapper's example against it with pkg-config and runs them: shared,
-#                       --static from libtshm.a, and fully -static
+#                       (files, soname links, the soname and symbol versions, the pkg-config
+#                       file's prefix and that --define-prefix relocates it, no RUNPATH in any
+#                       installed ELF), then builds examples/c/quickstart.c and the C++ wrapper's
+#                       example against it with pkg-config and runs them: shared, --static from
+#                       libtshm.a, and fully -static
+#   make check-man      the man pages render at 80 columns without a warning (man -l, groff -ww),
+#                       lexgrog finds their NAME lines, and libtshm(3)'s table of result codes
+#                       matches tshm.h (numbers, and which ones are reserved)
 #   make abi-check      compares the built libtshm.so with the committed ABI (abi/libtshm.abi,
 #                       abidw's description of the release library) using abidiff: any change
 #                       to an exported function or a type it reaches fails
@@ -15,7 +19,17 @@
 ABI_BASELINE := abi/libtshm.abi
 ABIDW_FLAGS  := --no-corpus-path --no-comp-dir-path --no-show-locs
 
-.PHONY: install-check abi-check abi-baseline
+.PHONY: install-check abi-check abi-baseline check-man
+
+MAN_PAGES := docs/man/tshm.1 docs/man/libtshm.3
+
+check-man:
+	@set -e; for m in $(MAN_PAGES); do \
+	    w=$$(MANWIDTH=80 LC_ALL=C.UTF-8 man --warnings -l $$m 2>&1 >/dev/null); \
+	    [ -z "$$w" ] || { echo "check-man: $$m: $$w"; exit 1; }; \
+	    lexgrog $$m >/dev/null || { echo "check-man: lexgrog finds no NAME line in $$m"; exit 1; }; \
+	done
+	@python3 scripts/man_codes.py include/tshm.h src/error.rs docs/man/libtshm.3
 
 install-check: all
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; d=$$tmp/root; \
@@ -28,10 +42,16 @@ install-check: all
 	done; \
 	[ "$$(readlink $$d/usr/lib/libtshm.so)" = $(SONAME) ] || { echo "install-check: libtshm.so -> $(SONAME) missing"; exit 1; }; \
 	grep -qx 'prefix=/usr' $$d/usr/lib/pkgconfig/tshm.pc || { echo "install-check: tshm.pc does not name /usr"; exit 1; }; \
-	if readelf -d $$d/usr/lib/libtshm_sqlite.so | grep -qE 'RPATH|RUNPATH'; then \
-	    echo "install-check: the installed shim has a RUNPATH"; exit 1; fi; \
-	if readelf -d $$d/usr/lib/libtshm.so.$(VERSION) | grep -qE 'RPATH|RUNPATH'; then \
-	    echo "install-check: the installed library has a RUNPATH"; exit 1; fi; \
+	reloc=$$(PKG_CONFIG_PATH=$$d/usr/lib/pkgconfig pkg-config --define-prefix --variable=includedir tshm); \
+	[ "$$reloc" = $$d/usr/include ] || { echo "install-check: pkg-config --define-prefix gives includedir $$reloc, not $$d/usr/include"; exit 1; }; \
+	for f in lib/libtshm_sqlite.so lib/libtshm.so.$(VERSION) bin/tshm; do \
+	    if readelf -d $$d/usr/$$f | grep -qE 'RPATH|RUNPATH'; then \
+	        echo "install-check: the installed /usr/$$f has a RUNPATH"; exit 1; fi; \
+	done; \
+	readelf -d $$d/usr/lib/libtshm.so.$(VERSION) | grep -q "SONAME.*\[$(SONAME)\]" || { echo "install-check: the installed library lacks SONAME $(SONAME)"; exit 1; }; \
+	objdump -T $$d/usr/lib/libtshm.so.$(VERSION) | awk '$$NF ~ /^tshm_/ {n++; if ($$(NF-1) != "TSHM_0.1") bad = bad " " $$NF} \
+	    $$NF !~ /^tshm_/ && $$NF != "TSHM_0.1" && $$2 == "g" {bad = bad " " $$NF} \
+	    END {if (bad != "" || n == 0) {print "install-check: exports outside TSHM_0.1 or not tshm_*:" bad; exit 1}}'; \
 	export PKG_CONFIG_PATH=$$d/usr/lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$$d; \
 	cflags=$$(pkg-config --cflags tshm); libs=$$(pkg-config --libs tshm); \
 	static=$$(pkg-config --static --libs tshm | sed 's/-ltshm\b/-l:libtshm.a/'); \
@@ -70,4 +90,4 @@ abi-baseline: release-lib
 	@mkdir -p $(dir $(ABI_BASELINE))
 	abidw $(ABIDW_FLAGS) $(BLIB)/libtshm.so.$(VERSION) > $(ABI_BASELINE)
 
-TEST_EXTRA += install-check abi-check
+TEST_EXTRA += install-check abi-check check-man

@@ -63,9 +63,10 @@
 //!
 //! An owner id is `pid << 32 | instance index`; the nonce is the instance's random nonce, so a
 //! reused pid cannot alias an old record. A *tag* names a live instance incarnation:
-//! `(index + 1) << 48 | (generation & 0xffff_ffff_ffff)`; a tag whose generation no longer
-//! matches the instance table, or whose liveness byte is free, belongs to a dead instance. The
-//! 16 bits of `index + 1` are why a sidecar has at most 65535 instance slots.
+//! `(index + 1) << 48 | (generation & TAG_GEN_MASK)`, a generation of 47 bits (bit 47 is
+//! `ROLE_WAITERS`, never set in a tag); a tag whose generation no longer matches the instance
+//! table, or whose liveness byte is free, belongs to a dead instance. The 16 bits of
+//! `index + 1` are why a sidecar has at most 65535 instance slots.
 //!
 //! Lock bytes (offsets on the sidecar descriptor; they need not lie inside the file):
 //!

@@ -824,6 +824,7 @@ fn usage_errors_exit_64_and_help_and_version_exit_0() {
         &["check", "--bogus", "x.db"][..],
         &["watch", "--count", "0", "x.db"][..],
         &["watch", "--interval", "soon", "x.db"][..],
+        &["watch", "--interval", "10", "x.db"][..],
         &["completions", "tcsh"][..],
         &[][..],
     ] {

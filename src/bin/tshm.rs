@@ -145,7 +145,7 @@ enum Cmd {
     Watch {
         db: PathBuf,
         /// Refresh period in milliseconds (at least 50).
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..))]
         interval: u64,
         /// Stop after this many reports (default: until interrupted).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -856,7 +856,7 @@ fn watch_cmd(db: &Path, interval: u64, count: Option<u64>, json: bool) -> u8 {
         if count.is_some_and(|c| shown >= c) {
             return EXIT_OK;
         }
-        std::thread::sleep(std::time::Duration::from_millis(interval.max(50)));
+        std::thread::sleep(std::time::Duration::from_millis(interval));
     }
 }
 
