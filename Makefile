@@ -96,48 +96,65 @@ all: release-lib cli kvlog sqlite-vfs $(BLIB)/tshm.pc
 # Both libraries: what test programs (and fragments in mk/) depend on.
 lib: release-lib test-lib
 
-release-lib:
+# cargo runs when a Rust source is newer than the copy of its output; the copy is replaced only
+# when the output changed, and the shared library is relinked and the programs built on it are
+# rebuilt only then. So `make install` after `make` writes nothing into the build tree or
+# cargo's (a `sudo make install` leaves nothing root-owned there).
+RUST_SRC   := $(shell find src -name '*.rs') Cargo.toml Cargo.lock build.rs
+RELEASE_SO := $(BLIB)/libtshm.so
+TEST_SO    := $(TLIB)/libtshm.so
+copy_if_changed = cmp -s $(1) $(2) || { $(call put,$(1),$(2)); }
+
+release-lib: $(RELEASE_SO)
+test-lib: $(TEST_SO)
+
+$(BLIB)/libtshm.a: $(RUST_SRC)
 	$(CARGO) build --release --lib
 	@mkdir -p $(BLIB)
-	$(call put,$(RELEASE)/libtshm.a,$(BLIB)/libtshm.a)
-	$(call link_so,$(BLIB)/libtshm.a,$(BLIB)/libtshm.so.$(VERSION))
-	ln -sf libtshm.so.$(VERSION) $(BLIB)/$(SONAME)
-	ln -sf $(SONAME) $(BLIB)/libtshm.so
+	@$(call copy_if_changed,$(RELEASE)/libtshm.a,$@)
 
-test-lib:
+$(TLIB)/libtshm.a: $(RUST_SRC)
 	$(CARGO) build $(HOOKS_CARGO) --lib
 	@mkdir -p $(TLIB)
-	$(call put,$(HOOKS)/libtshm.a,$(TLIB)/libtshm.a)
-	$(call link_so,$(TLIB)/libtshm.a,$(TLIB)/libtshm.so.$(VERSION))
-	ln -sf libtshm.so.$(VERSION) $(TLIB)/$(SONAME)
-	ln -sf $(SONAME) $(TLIB)/libtshm.so
+	@$(call copy_if_changed,$(HOOKS)/libtshm.a,$@)
+
+$(BLIB)/libtshm.so.$(VERSION) $(TLIB)/libtshm.so.$(VERSION): %/libtshm.so.$(VERSION): %/libtshm.a tshm.map
+	$(call link_so,$<,$@)
+
+$(BLIB)/$(SONAME) $(TLIB)/$(SONAME): %/$(SONAME): %/libtshm.so.$(VERSION)
+	ln -sf libtshm.so.$(VERSION) $@
+
+$(RELEASE_SO) $(TEST_SO): %/libtshm.so: %/$(SONAME)
+	ln -sf $(SONAME) $@
 
 # The inspector with test points (the crash-point test kills it where it observes).
-test-cli:
+test-cli: $(TSHM_TEST_CLI)
+$(TSHM_TEST_CLI): $(RUST_SRC)
 	$(CARGO) build $(HOOKS_CARGO) --bins
 	@mkdir -p $(TBIN)
-	$(call put,$(HOOKS)/tshm,$(TSHM_TEST_CLI))
+	@$(call copy_if_changed,$(HOOKS)/tshm,$@)
 
-cli:
+cli: $(BBIN)/tshm
+$(BBIN)/tshm: $(RUST_SRC)
 	$(CARGO) build --release --bins
 	@mkdir -p $(BBIN)
-	$(call put,$(RELEASE)/tshm,$(BBIN)/tshm)
+	@$(call copy_if_changed,$(RELEASE)/tshm,$@)
 
 # The example engine: a C program linked against the shared library, as an engine would be.
 kvlog: $(BBIN)/kvlog
 
-$(BBIN)/kvlog: $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h release-lib
+$(BBIN)/kvlog: $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h $(RELEASE_SO)
 	@mkdir -p $(BBIN)
 	$(CC) $(CFLAGS_KV) -o $@ $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c \
 	    $(LDFLAGS) -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
 
 # The same engine against the test library, as the tests run it.
-$(KVLOG_TEST_BIN): $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h test-lib
+$(KVLOG_TEST_BIN): $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c $(KVLOG_HDR) include/tshm.h $(TEST_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_EX) -o $@ $(KVLOG_SRC) examples/kvlog/main.c examples/kvlog/demo.c \
 	    -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
 
-$(BBIN)/test_kvlog: examples/kvlog/test_kvlog.c $(KVLOG_SRC) $(KVLOG_HDR) c-tests/harness.h include/tshm.h test-lib
+$(BBIN)/test_kvlog: examples/kvlog/test_kvlog.c $(KVLOG_SRC) $(KVLOG_HDR) c-tests/harness.h include/tshm.h $(TEST_SO)
 	@mkdir -p $(BBIN)
 	$(CC) $(CFLAGS_EX) -Ic-tests -o $@ examples/kvlog/test_kvlog.c $(KVLOG_SRC) \
 	    -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
@@ -151,18 +168,18 @@ sqlite-vfs: $(BLIB)/libtshm_sqlite.so $(B)/dist/libtshm_sqlite.so
 
 SHIM_CFLAGS := -std=c11 -Wall -Wextra $(CPPFLAGS) $(CFLAGS) -fPIC -shared -Iinclude
 
-$(BLIB)/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h release-lib
+$(BLIB)/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h $(RELEASE_SO)
 	$(CC) $(SHIM_CFLAGS) -o $@ $< $(LDFLAGS) -L$(BLIB) -ltshm -Wl,-rpath,$(abspath $(BLIB))
 
-$(B)/dist/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h release-lib
+$(B)/dist/libtshm_sqlite.so: examples/sqlite-vfs/tshm_vfs.c include/tshm.h $(RELEASE_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(SHIM_CFLAGS) -o $@ $< $(LDFLAGS) -L$(BLIB) -ltshm
 
-$(SHIM_TEST_SO): examples/sqlite-vfs/tshm_vfs.c include/tshm.h test-lib
+$(SHIM_TEST_SO): examples/sqlite-vfs/tshm_vfs.c include/tshm.h $(TEST_SO)
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -DTSHM_TEST_HOOKS -Iinclude -o $@ $< \
 	    -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
 
-$(BBIN)/test_sqlite: examples/sqlite-vfs/test_sqlite.c c-tests/harness.h include/tshm.h test-lib
+$(BBIN)/test_sqlite: examples/sqlite-vfs/test_sqlite.c c-tests/harness.h include/tshm.h $(TEST_SO)
 	@mkdir -p $(BBIN)
 	$(CC) -std=c11 -O1 -g -Wall -Wextra -Werror -Iinclude -Ic-tests -o $@ $< -lsqlite3 \
 	    -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
@@ -268,12 +285,12 @@ systest:
 rust-test:
 	$(CARGO) test --quiet --features test-hooks
 
-$(BBIN)/%: c-tests/%.c c-tests/harness.h include/tshm.h test-lib
+$(BBIN)/%: c-tests/%.c c-tests/harness.h include/tshm.h $(TEST_SO)
 	@mkdir -p $(BBIN)
 	$(CC) $(CFLAGS_TEST) -o $@ $< -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
 
 # The API test also links the static library, proving STATIC_LIBS is the complete list.
-$(BBIN)/test_api_static: c-tests/test_api.c c-tests/harness.h include/tshm.h test-lib
+$(BBIN)/test_api_static: c-tests/test_api.c c-tests/harness.h include/tshm.h $(TEST_SO)
 	$(CC) $(CFLAGS_TEST) -o $@ $< $(TLIB)/libtshm.a $(STATIC_LIBS)
 
 # Every C test runs on both lock backends (the crash-point test with the inspector that has

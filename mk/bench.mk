@@ -27,11 +27,11 @@ bench-deps:
 	@python3 -c "import apsw" 2>/dev/null || { echo "installing apsw (pip)"; \
 	    python3 -m pip install --quiet apsw 2>/dev/null || echo "apsw not installed: no _apsw_ rows"; }
 
-$(BBIN)/bench_core: benches/c/bench_core.c benches/c/bench_util.h include/tshm.h release-lib | bench-deps
+$(BBIN)/bench_core: benches/c/bench_core.c benches/c/bench_util.h include/tshm.h $(RELEASE_SO) | bench-deps
 	@mkdir -p $(BBIN)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(BENCH_LINK)
 
-$(BBIN)/cg_paths: benches/c/cg_paths.c benches/c/bench_util.h include/tshm.h release-lib | bench-deps
+$(BBIN)/cg_paths: benches/c/cg_paths.c benches/c/bench_util.h include/tshm.h $(RELEASE_SO) | bench-deps
 	@mkdir -p $(BBIN)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(BENCH_LINK)
 

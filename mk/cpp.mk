@@ -13,7 +13,7 @@ CXXFLAGS_CPP := -std=c++17 -O1 -g -Wall -Wextra -Werror -pedantic -Iinclude
 
 .PHONY: cpp-test cpp-header-check
 
-$(CPP_BIN)/example: examples/cpp/example.cpp include/tshm.hpp include/tshm.h test-lib
+$(CPP_BIN)/example: examples/cpp/example.cpp include/tshm.hpp include/tshm.h $(TEST_SO)
 	@mkdir -p $(CPP_BIN)
 	$(CXX) $(CXXFLAGS_CPP) $(CXXFLAGS) -o $@ $< -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
 

@@ -1,6 +1,7 @@
 # What a distribution ships, checked as a packager and an outside program would use it.
 #
-#   make install-check  installs into a temporary DESTDIR with PREFIX=/usr, checks the tree
+#   make install-check  checks that `make install` after `make` writes nothing into the build
+#                       tree, installs into a temporary DESTDIR with PREFIX=/usr, checks the tree
 #                       (files, soname links, the soname and symbol versions, the pkg-config
 #                       file's prefix and that --define-prefix relocates it, no RUNPATH in any
 #                       installed ELF), then builds examples/c/quickstart.c and the C++ wrapper's
@@ -33,6 +34,10 @@ check-man:
 
 install-check: all
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; d=$$tmp/root; \
+	touch $$tmp/stamp; $(MAKE) --no-print-directory install DESTDIR=$$tmp/same >$$tmp/install.log; \
+	new=$$(find $(B) $(RELEASE) -maxdepth 2 -newer $$tmp/stamp \( -type f -o -type l \) ! -name .cargo-lock); \
+	[ -z "$$new" ] || { echo "install-check: make install after make wrote into the build tree:" $$new; exit 1; }; \
+	rm -rf $$tmp/same; \
 	$(MAKE) --no-print-directory install DESTDIR=$$d PREFIX=/usr >$$tmp/install.log; \
 	for f in include/tshm.h include/tshm.hpp lib/libtshm.a lib/libtshm.so.$(VERSION) lib/$(SONAME) \
 	         lib/libtshm.so lib/pkgconfig/tshm.pc bin/tshm lib/libtshm_sqlite.so share/man/man1/tshm.1 \
