@@ -24,7 +24,7 @@ TORTURE_RUN = KVLOG_BIN=$(KVLOG_TEST_BIN) TSHM_BIN=$(BBIN)/tshm TSHM_SQLITE_EXT=
 .PHONY: torture torture-short
 TEST_EXTRA += torture-short
 
-$(BBIN)/torture: $(TORTURE_SRC) examples/torture/torture.h examples/kvlog/kvlog.h include/tshm.h lib
+$(BBIN)/torture: $(TORTURE_SRC) examples/torture/torture.h examples/kvlog/kvlog.h include/tshm.h $(TEST_SO)
 	@mkdir -p $(BBIN)
 	$(CC) $(CFLAGS_EX) -Iexamples/torture -o $@ $(TORTURE_SRC) -lsqlite3 \
 	    -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
