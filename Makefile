@@ -290,7 +290,7 @@ $(BBIN)/%: c-tests/%.c c-tests/harness.h include/tshm.h $(TEST_SO)
 	$(CC) $(CFLAGS_TEST) -o $@ $< -L$(TLIB) -ltshm -Wl,-rpath,$(abspath $(TLIB))
 
 # The API test also links the static library, proving STATIC_LIBS is the complete list.
-$(BBIN)/test_api_static: c-tests/test_api.c c-tests/harness.h include/tshm.h $(TEST_SO)
+$(BBIN)/test_api_static: c-tests/test_api.c c-tests/harness.h include/tshm.h $(TLIB)/libtshm.a
 	$(CC) $(CFLAGS_TEST) -o $@ $< $(TLIB)/libtshm.a $(STATIC_LIBS)
 
 # Every C test runs on both lock backends (the crash-point test with the inspector that has

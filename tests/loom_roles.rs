@@ -444,6 +444,12 @@ fn a_dead_holders_role_is_taken_over_once_and_handed_on() {
     loom_support::covers("roles.dead_holder", &seen, &[2, 3]);
 }
 
+/// Runs the handoff model with `weak` (the impatient waiter stopping at its first ask), which
+/// must fail with `expected`.
+fn handoff_fails(name: &str, expected: &str, weak: Cfg) {
+    loom_support::check_fails(name, expected, move |_| handoff_model(weak, false));
+}
+
 /// Weakened: a waiter leaving with a plain store cannot tell that a release chose it, and the
 /// role is handed to a waiter that is gone.
 #[test]
@@ -452,11 +458,7 @@ fn a_waiter_leaving_by_a_plain_store_strands_the_role() {
         leave_by_cas: false,
         ..SOURCE
     };
-    loom_support::check_fails(
-        "roles.handoff/leave-by-store",
-        "role word holds",
-        move |_| handoff_model(weak, false),
-    );
+    handoff_fails("roles.handoff/leave-by-store", "role word holds", weak);
 }
 
 /// Weakened: a Relaxed release publishes nothing to the next holder.
@@ -466,11 +468,7 @@ fn a_relaxed_release_lets_two_holders_overlap() {
         release: Relaxed,
         ..SOURCE
     };
-    loom_support::check_fails(
-        "roles.handoff/relaxed-release",
-        "Causality violation",
-        move |_| handoff_model(weak, false),
-    );
+    handoff_fails("roles.handoff/relaxed-release", "Causality violation", weak);
 }
 
 /// Weakened: a Relaxed take sees nothing of the last holder.
@@ -480,11 +478,7 @@ fn a_relaxed_take_lets_two_holders_overlap() {
         take: Relaxed,
         ..SOURCE
     };
-    loom_support::check_fails(
-        "roles.handoff/relaxed-take",
-        "Causality violation",
-        move |_| handoff_model(weak, false),
-    );
+    handoff_fails("roles.handoff/relaxed-take", "Causality violation", weak);
 }
 
 /// Weakened: without the fences a release can miss a waiter that queued behind the waiters bit

@@ -750,7 +750,7 @@ fn op(i: usize, code: u8, inp: &mut Input, m: &mut Model) {
             // says go on or stop: the role is handed to this waiter either way.
             let mode = (sel >> 3) % 4;
             let timeout = if mode == 3 { 10_000 } else if sel % 8 == 0 { 1 } else { 0 };
-            let other = holder.filter(|&o| o != i && mode == 3);
+            let other = holder.filter(|&o| o != i && mode == 3 && !ro);
             let mut w = Waiting {
                 calls: 0,
                 answer: (mode == 3 && inp.bool()) as c_int,
